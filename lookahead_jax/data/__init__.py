@@ -1,0 +1,1 @@
+"""Tokenizers, TFDS builders for the testbeds and text files, and the grain input pipeline."""

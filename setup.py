@@ -1,0 +1,39 @@
+"""lookahead_jax: lookahead-amplified targets and stunting for GPT-style models in JAX."""
+import setuptools
+
+setuptools.setup(
+    name="lookahead_jax",
+    version="0.1.0",
+    description=(
+        "Train GPT-style transformers in JAX/Flax with a jitted beam/SMC lookahead "
+        "inside the sharded training step: measure, stunt and monitor lookahead."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["lookahead_jax", "lookahead_jax.*"]),
+    install_requires=[
+        "jax>=0.8.0",
+        "flax>=0.12.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11.20",
+        "tensorflow-datasets>=4.9.9",
+        "array-record>=0.8.1",
+        "ml-collections>=1.0.0",
+        "grain>=0.2.12",
+        "absl-py>=2.1.0",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6.2",
+        "sentencepiece>=0.2.0",
+        "tokenizers>=0.20",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+        # Benchmarks and parity tests against Hugging Face. Install the CPU build of
+        # torch first (`pip install torch==2.13.0`); a plain `torch` pulls CUDA wheels.
+        "bench": ["torch>=2.4", "transformers>=4.45", "safetensors>=0.4"],
+    },
+    entry_points={"console_scripts": ["lookahead-jax=lookahead_jax.main:run"]},
+)

@@ -1,0 +1,305 @@
+"""Decoder-only transformer with the GPT-2 layout, in Flax NNX, with an explicit KV cache.
+
+Layout (so GPT-2 checkpoints load as they are): learned token and position embeddings,
+pre-LayerNorm blocks with biases, fused QKV projection, tanh-GELU MLP, final LayerNorm,
+output projection tied to the token embedding.
+
+The model is split once into a graph definition (a function of `Config` only) and a
+parameter pytree, and everything else calls the one pure function
+
+    forward(params, tokens[b, n], positions[b, n], cache, config=...)
+        -> (logits[b, n, V] float32, cache)
+
+used for training (`cache=None`: causal attention within each segment; the returned cache
+holds every layer's keys/values of the teacher-forced pass), for prefill and for
+one-token-at-a-time decoding (a preallocated `Cache`, written at `cache.index`).
+
+A `Cache` may also carry a read-only *prefix*: keys/values `[P, h, dh]` without a batch
+axis, read by every row of the call through `prefix_mask[P]`. Beam search puts its beams
+on the batch axis and the prompt in the prefix, so a beam reorder gathers only the small
+per-beam cache; the all-anchor lookahead vmaps this over anchors with the prefix
+unbatched, so one shared prefix serves every anchor and beam (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+Params = Any  # nnx.State of the model's parameters
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Model hyper-parameters (hashable: a static argument of every jitted function)."""
+
+  vocab_size: int = 258
+  max_len: int = 256
+  num_layers: int = 4
+  d_model: int = 256
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  param_dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype; "bfloat16" on accelerators
+  remat: bool = False  # rematerialise each block in the backward pass
+  layer_norm_eps: float = 1e-5
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(
+          f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}; "
+          "pick num_heads that divides d_model."
+      )
+    for key in ("param_dtype", "dtype"):
+      if getattr(self, key) not in _DTYPES:
+        raise ValueError(f"model.{key}={getattr(self, key)!r} is not one of {sorted(_DTYPES)}.")
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+@flax.struct.dataclass
+class Cache:
+  """Keys/values of earlier tokens, per layer.
+
+  k, v:         tuple over layers of [b, S, h, dh], written at slots index..index+n-1.
+  segment_ids:  [b, S] int32 segment of each slot; 0 = empty or padding (never read).
+  index:        [] int32, the next slot to write.
+  prefix_k/v:   None, or tuple over layers of [P, h, dh]: read-only keys/values shared by
+                all b rows (no batch axis).
+  prefix_mask:  None, or [P] bool: which prefix slots the rows read.
+
+  A token at slot i of segment s reads slots j <= i of segment s, and the readable prefix.
+  """
+
+  k: tuple[Array, ...]
+  v: tuple[Array, ...]
+  segment_ids: Array
+  index: Array
+  prefix_k: tuple[Array, ...] | None = None
+  prefix_v: tuple[Array, ...] | None = None
+  prefix_mask: Array | None = None
+
+  @classmethod
+  def empty(cls, config: Config, batch: int, slots: int) -> Cache:
+    """An empty cache with room for `slots` tokens per row."""
+    shape = (batch, slots, config.num_heads, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, _DTYPES[config.dtype]) for _ in range(config.num_layers))
+    return cls(
+        k=zeros,
+        v=zeros,
+        segment_ids=jnp.zeros((batch, slots), jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+  def with_prefix(self, k: tuple[Array, ...], v: tuple[Array, ...], mask: Array) -> Cache:
+    """This cache reading `k`, `v` (per layer [P, h, dh]) where `mask` [P] is true."""
+    return self.replace(prefix_k=k, prefix_v=v, prefix_mask=mask)
+
+  def row(self, i) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
+    """Row i's keys, values (per layer [S, h, dh]) and segment ids [S], e.g. as a prefix."""
+    return (
+        tuple(k[i] for k in self.k),
+        tuple(v[i] for v in self.v),
+        self.segment_ids[i],
+    )
+
+
+def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False):
+  """Softmax attention of q over several blocks of keys/values, in float32.
+
+  q:      [b, n, h, dh]
+  blocks: sequence of (k, v, mask): k, v [b, s, h, dh] (one per row) or [s, h, dh] (shared
+          by all rows); mask broadcastable to [b, n, s].
+  myopic: the single block holds the queries' own keys/values (training): a query reads
+          stop-gradient keys/values of every earlier position and live ones of its own.
+  Returns [b, n, h, dh].
+  """
+  scale = q.shape[-1] ** -0.5
+  scores = []
+  for k, v, mask in blocks:
+    kk = jax.lax.stop_gradient(k) if myopic else k
+    spec = "bnhd,bshd->bhns" if k.ndim == 4 else "bnhd,shd->bhns"
+    s = jnp.einsum(spec, q, kk, preferred_element_type=jnp.float32) * scale
+    if myopic:  # the diagonal (own key) keeps its gradient
+      own = jnp.einsum("bnhd,bnhd->bhn", q, k, preferred_element_type=jnp.float32) * scale
+      s = jnp.where(jnp.eye(s.shape[-1], dtype=bool), own[..., None], s)
+    scores.append(jnp.where(mask[:, None], s, _MASKED))
+  top = functools.reduce(jnp.maximum, [s.max(-1, keepdims=True) for s in scores])
+  exps = [jnp.exp(s - top) for s in scores]
+  denom = sum(e.sum(-1, keepdims=True) for e in exps)
+  out = 0.0
+  for e, (_, v, _) in zip(exps, blocks):
+    p = e / denom
+    if dropout_rate > 0.0 and dropout_rng is not None:
+      keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, p.shape)
+      p = jnp.where(keep, p / (1.0 - dropout_rate), 0.0)
+    p = p.astype(v.dtype)
+    if myopic:  # live values on the diagonal, stop-gradient values elsewhere
+      diag = jnp.einsum("bhnn->bhn", p)[..., None].transpose(0, 2, 1, 3)
+      out = out + jnp.einsum("bhns,bshd->bnhd", p, jax.lax.stop_gradient(v))
+      out = out + diag * (v - jax.lax.stop_gradient(v))
+    else:
+      spec = "bhns,bshd->bnhd" if v.ndim == 4 else "bhns,shd->bnhd"
+      out = out + jnp.einsum(spec, p, v)
+  return out
+
+
+def _dropout(x, rate, rng):
+  if rate == 0.0 or rng is None:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+  """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+  def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    d, dtype, pdtype = config.d_model, _DTYPES[config.dtype], _DTYPES[config.param_dtype]
+    init = nnx.initializers.normal(0.02)
+    # GPT-2: residual projections scaled by 1/sqrt(2 * layers).
+    proj_init = nnx.initializers.normal(0.02 / (2 * config.num_layers) ** 0.5)
+    dense = functools.partial(nnx.Linear, dtype=dtype, param_dtype=pdtype, rngs=rngs)
+    norm = functools.partial(
+        nnx.LayerNorm, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=pdtype, rngs=rngs
+    )
+    self.config = config
+    self.ln_1 = norm(d)
+    self.c_attn = dense(d, 3 * d, kernel_init=init)
+    self.c_proj = dense(d, d, kernel_init=proj_init)
+    self.ln_2 = norm(d)
+    self.c_fc = dense(d, config.mlp_ratio * d, kernel_init=init)
+    self.mlp_proj = dense(config.mlp_ratio * d, d, kernel_init=proj_init)
+
+  def __call__(self, x, layer, cache: Cache | None, mask, rngs, myopic: bool):
+    """x [b, n, d] -> (x [b, n, d], k [b, s, h, dh], v [b, s, h, dh]) for layer `layer`."""
+    cfg = self.config
+    b, n, _ = x.shape
+    qkv = self.c_attn(self.ln_1(x)).reshape(b, n, 3, cfg.num_heads, cfg.head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(cache.k[layer], k.astype(cache.k[layer].dtype),
+                                              cache.index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache.v[layer], v.astype(cache.v[layer].dtype),
+                                              cache.index, axis=1)
+    blocks = [(k, v, mask)]
+    if cache is not None and cache.prefix_k is not None:
+      blocks.append((cache.prefix_k[layer], cache.prefix_v[layer], cache.prefix_mask[None, None]))
+    h = _attention(q, blocks, dropout_rate=cfg.dropout, dropout_rng=rngs[0], myopic=myopic)
+    x = x + _dropout(self.c_proj(h.reshape(b, n, cfg.d_model)), cfg.dropout, rngs[1])
+    h = self.mlp_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
+    x = x + _dropout(h, cfg.dropout, rngs[2])
+    return x, k, v
+
+
+class GPT(nnx.Module):
+  """Token + position embeddings, `num_layers` blocks, final LayerNorm, tied output."""
+
+  def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    dtype, pdtype = _DTYPES[config.dtype], _DTYPES[config.param_dtype]
+    embed = functools.partial(nnx.Embed, dtype=dtype, param_dtype=pdtype,
+                              embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+    self.config = config
+    self.wte = embed(config.vocab_size, config.d_model)
+    self.wpe = embed(config.max_len, config.d_model)
+    self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.ln_f = nnx.LayerNorm(config.d_model, epsilon=config.layer_norm_eps, dtype=dtype,
+                              param_dtype=pdtype, rngs=rngs)
+
+  def __call__(self, tokens, positions, cache=None, segment_ids=None, dropout_rng=None,
+               myopic=False):
+    cfg = self.config
+    b, n = tokens.shape
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, n), jnp.int32)
+    if cache is None:  # teacher forcing: slot i holds token i
+      query_slots = key_slots = jnp.arange(n)
+      key_segments = segment_ids
+    else:
+      query_slots = cache.index + jnp.arange(n)
+      key_slots = jnp.arange(cache.segment_ids.shape[1])
+      key_segments = jax.lax.dynamic_update_slice_in_dim(
+          cache.segment_ids, segment_ids.astype(jnp.int32), cache.index, axis=1)
+    # mask [b, n, S]: earlier-or-same slot of the same (non-padding) segment.
+    mask = ((key_slots[None, None, :] <= query_slots[None, :, None])
+            & (key_segments[:, None, :] == segment_ids[:, :, None])
+            & (key_segments[:, None, :] > 0))
+    if dropout_rng is None or cfg.dropout == 0.0:
+      rngs = [(None, None, None)] * cfg.num_layers
+      x = self.wte(tokens) + self.wpe(positions)
+    else:
+      keys = jax.random.split(dropout_rng, 3 * cfg.num_layers + 1)
+      rngs = [tuple(keys[3 * i + 1:3 * i + 4]) for i in range(cfg.num_layers)]
+      x = _dropout(self.wte(tokens) + self.wpe(positions), cfg.dropout, keys[0])
+    new_k, new_v = [], []
+    for layer, block in enumerate(self.blocks):
+      call = nnx.remat(Block.__call__, static_argnums=(2, 6)) if cfg.remat else Block.__call__
+      x, k, v = call(block, x, layer, cache, mask, rngs[layer], myopic)
+      new_k.append(k)
+      new_v.append(v)
+    logits = self.wte.attend(self.ln_f(x)).astype(jnp.float32)
+    if cache is None:
+      new_cache = Cache(k=tuple(new_k), v=tuple(new_v), segment_ids=segment_ids.astype(jnp.int32),
+                        index=jnp.asarray(n, jnp.int32))
+    else:
+      new_cache = cache.replace(k=tuple(new_k), v=tuple(new_v), segment_ids=key_segments,
+                                index=cache.index + n)
+    return logits, new_cache
+
+
+@functools.lru_cache(maxsize=None)
+def graphdef(config: Config) -> nnx.GraphDef:
+  """The graph definition of `GPT(config)` (a pure function of the config)."""
+  return nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))))[0]
+
+
+def init(config: Config, rng: Array) -> Params:
+  """Freshly initialised parameters (an nnx.State pytree)."""
+  return nnx.split(GPT(config, rngs=nnx.Rngs(params=rng)))[1]
+
+
+def abstract_params(config: Config) -> Params:
+  """Shapes and dtypes of the parameters, without allocating them."""
+  return nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))))[1]
+
+
+def forward(
+    params: Params,
+    tokens: Array,
+    positions: Array,
+    cache: Cache | None = None,
+    *,
+    config: Config,
+    segment_ids: Array | None = None,
+    dropout_rng: Array | None = None,
+    myopic: bool = False,
+) -> tuple[Array, Cache]:
+  """The model as a pure function of its parameters.
+
+  tokens, positions: [b, n] int32 (positions index the learned position embedding).
+  cache:       None for a teacher-forced pass, or a `Cache` to read and write.
+  segment_ids: [b, n] int32; tokens attend only within their segment (0 = padding).
+  dropout_rng: enables dropout (training) when the config has any.
+  myopic:      attention to earlier positions reads stop-gradient keys/values (training).
+  Returns logits [b, n, V] float32 and the cache with these tokens' keys/values added
+  (for `cache=None`, a new cache holding exactly the n tokens).
+  """
+  model = nnx.merge(graphdef(config), params)
+  return model(tokens, positions, cache, segment_ids, dropout_rng, myopic)
+
+
+def num_params(params: Params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

@@ -178,13 +178,16 @@ def _beam_step(state: _BeamState, logprobs, i, length_penalty, *, beam_size, eos
 
 def beam_search_from(params, prefix, first_logprobs, position, length_penalty=1.0, *, config,
                      beam_size: int, num_steps: int, eos_id: int | None = None,
-                     pad_id: int = 0) -> Beams:
+                     pad_id: int = 0, early_stop: bool = True) -> Beams:
   """Beam search of `num_steps` tokens for ONE row, continuing a prefix.
 
   prefix:         (k, v, mask): per layer [P, h, dh] keys/values of the context, shared by
                   all beams, and [P] bool of the slots the beams may read.
   first_logprobs: [V] log-probabilities of the first generated token.
   position:       [] int32 position of the first generated token.
+  early_stop:     stop once no alive beam can beat the worst finished one. Stopping never
+                  changes the result (the finished set is frozen from then on); a fixed
+                  number of steps avoids per-step selects when the search is vmapped.
   Returns `Beams` with leading axis B. num_steps - 1 forward passes of B tokens each.
   """
   n = num_steps
@@ -220,7 +223,12 @@ def beam_search_from(params, prefix, first_logprobs, position, length_penalty=1.
     logits, cache = model_lib.forward(params, tokens, pos, cache, config=config)
     return i + 1, jax.nn.log_softmax(logits[:, 0]), cache, state
 
-  i, logprobs, _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), logprobs, cache, state))
+  i = jnp.int32(0)
+  carry = (i, logprobs, cache, state)
+  if n > 1 and early_stop and eos_id is not None:  # without EOS nothing finishes early
+    i, logprobs, _, state = jax.lax.while_loop(cond, body, carry)
+  elif n > 1:  # (a one-token search needs no forward pass)
+    i, logprobs, _, state = jax.lax.fori_loop(0, n - 1, lambda _, carry: body(carry), carry)
   state, _ = step(state, logprobs, i, last=True)
   return state.fin
 

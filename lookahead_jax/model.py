@@ -128,33 +128,45 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False):
   Returns [b, n, h, dh].
   """
   scale = q.shape[-1] ** -0.5
+  # One query token against its own row's keys (a decode step) is a [1, dh] x [dh, s]
+  # product per row and head: too small for a matmul kernel, so it is a fused
+  # multiply-and-sum instead. Shared keys (and several queries) are real matmuls.
+  matvec = q.shape[1] == 1
+  dropout = dropout_rate > 0.0 and dropout_rng is not None
   scores = []
   for k, v, mask in blocks:
     kk = jax.lax.stop_gradient(k) if myopic else k
-    spec = "bnhd,bshd->bhns" if k.ndim == 4 else "bnhd,shd->bhns"
-    s = jnp.einsum(spec, q, kk, preferred_element_type=jnp.float32) * scale
+    if matvec and k.ndim == 4:
+      s = jnp.sum(q.astype(jnp.float32) * kk, axis=-1).transpose(0, 2, 1)[:, :, None] * scale
+    else:
+      spec = "bnhd,bshd->bhns" if k.ndim == 4 else "bnhd,shd->bhns"
+      s = jnp.einsum(spec, q, kk, preferred_element_type=jnp.float32) * scale
     if myopic:  # the diagonal (own key) keeps its gradient
       own = jnp.einsum("bnhd,bnhd->bhn", q, k, preferred_element_type=jnp.float32) * scale
       s = jnp.where(jnp.eye(s.shape[-1], dtype=bool), own[..., None], s)
     scores.append(jnp.where(mask[:, None], s, _MASKED))
   top = functools.reduce(jnp.maximum, [s.max(-1, keepdims=True) for s in scores])
   exps = [jnp.exp(s - top) for s in scores]
-  denom = sum(e.sum(-1, keepdims=True) for e in exps)
+  denom = sum(e.sum(-1, keepdims=True) for e in exps)  # [b, h, n, 1]
   out = 0.0
   for e, (_, v, _) in zip(exps, blocks):
-    p = e / denom
-    if dropout_rate > 0.0 and dropout_rng is not None:
-      keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, p.shape)
-      p = jnp.where(keep, p / (1.0 - dropout_rate), 0.0)
-    p = p.astype(v.dtype)
+    if dropout:  # dropout acts on the normalised weights
+      e = e / denom
+      keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, e.shape)
+      e = jnp.where(keep, e / (1.0 - dropout_rate), 0.0)
     if myopic:  # live values on the diagonal, stop-gradient values elsewhere
-      diag = jnp.einsum("bhnn->bhn", p)[..., None].transpose(0, 2, 1, 3)
-      out = out + jnp.einsum("bhns,bshd->bnhd", p, jax.lax.stop_gradient(v))
+      e = e.astype(v.dtype)
+      diag = jnp.einsum("bhnn->bnh", e)[..., None]
+      out = out + jnp.einsum("bhns,bshd->bnhd", e, jax.lax.stop_gradient(v))
       out = out + diag * (v - jax.lax.stop_gradient(v))
+    elif matvec and v.ndim == 4:
+      out = out + jnp.sum(e[:, :, 0].transpose(0, 2, 1)[..., None] * v, axis=1, keepdims=True)
     else:
       spec = "bhns,bshd->bnhd" if v.ndim == 4 else "bhns,shd->bnhd"
-      out = out + jnp.einsum(spec, p, v)
-  return out
+      out = out + jnp.einsum(spec, e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+  if not dropout:  # normalise the [b, n, h, dh] output, not the [b, h, n, s] weights
+    out = out / denom.transpose(0, 2, 1, 3)
+  return out.astype(q.dtype)
 
 
 def _dropout(x, rate, rng):

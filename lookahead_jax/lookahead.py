@@ -1,0 +1,248 @@
+"""All-position lookahead: the amplified next-token distribution q_t for every anchor t.
+
+One teacher-forced pass gives the logits and every layer's keys/values of a batch. The
+lookahead for ONE anchor t continues the sequence from position t with B beams (or N
+SMC particles) for H tokens, reading the teacher-forced keys/values of positions <= t
+as a shared prefix and writing only a small per-path cache of H-1 tokens. That function
+is vmapped over anchors with the prefix unbatched, so XLA computes one attention of all
+anchors' path queries against the one prefix; anchors run in chunks of `chunk` to bound
+memory (DESIGN.md section 4). Cost per sequence: about 1 + B(H-1) forward passes.
+
+Anchors near the end of the context: the path tokens of anchor t sit at positions
+pos_t+1 .. pos_t+H-1, which must exist in the model (< max_len). Anchors past that,
+and padding anchors, are masked (`Paths.valid` False): their q is p itself, so they add
+no gain, no stunting signal and no KL. Sequences shorter than max_len - H + 1 (e.g.
+max_len = T + H) have every anchor valid.
+
+Then, per anchor (DESIGN.md section 2):
+  q(w) = sum_b softmax_b(S_b / tau) [f_b = w]        scheme "sum"
+  q(w) ∝ exp(max_{b: f_b = w} S_b / tau)              scheme "max"
+  linear mixture     p~ = (1 - lam) p + lam q
+  loglinear mixture  p~ ∝ p^(1 - lam) (q + eps)^lam
+all in log space; a mixture is finite wherever p is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from lookahead_jax import decoding
+from lookahead_jax import model as model_lib
+
+Array = jax.Array
+KINDS = ("beam", "smc")
+SCHEMES = ("sum", "max")
+MIXTURES = ("linear", "loglinear")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lookahead:
+  """Which lookahead builds q (hashable: a static argument of jitted functions).
+
+  kind:           "beam" (width = beams B) or "smc" (width = particles N).
+  horizon:        H tokens looked ahead, the first (the predicted token) included.
+  length_penalty: beam: a path that ends at EOS after L < H tokens scores S * (H / L)**alpha
+                  (and ranks by S / L**alpha inside the search, as in decoding).
+  chunk:          anchors per vmapped chunk; 0 = all anchors of a row at once.
+  eos_id:         end-of-sequence token, or None.
+  """
+
+  kind: str = "beam"
+  width: int = 4
+  horizon: int = 4
+  length_penalty: float = 1.0
+  chunk: int = 0
+  eos_id: int | None = None
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"lookahead.kind={self.kind!r} is not one of {KINDS}.")
+    if self.width < 1 or self.horizon < 1:
+      raise ValueError(
+          f"lookahead.width={self.width} and lookahead.horizon={self.horizon} must be >= 1.")
+
+  def check(self, config: model_lib.Config):
+    """One-line errors for settings the model cannot run."""
+    if self.kind == "beam" and self.width > config.vocab_size:
+      raise ValueError(f"lookahead.width={self.width} beams exceed the vocabulary "
+                       f"({config.vocab_size} tokens); use at most {config.vocab_size}.")
+    if self.horizon > config.max_len:
+      raise ValueError(f"lookahead.horizon={self.horizon} exceeds the model's max_len="
+                       f"{config.max_len}; use a shorter horizon.")
+
+
+@flax.struct.dataclass
+class Paths:
+  """The K = width lookahead paths of every anchor of a batch.
+
+  first: [b, T, K] int32 first token f of each path.
+  score: [b, T, K] float32 beam: total log-probability S; smc: normalised log-weight;
+         decoding.NEG for an empty path.
+  valid: [b, T] bool anchors that have a lookahead (see the module docstring).
+  """
+
+  first: Array
+  score: Array
+  valid: Array
+
+
+# ----------------------------------------------------------------------------- one anchor
+
+
+def _beam_one(params, prefix, first_logprobs, position, rng, beta, *, config, lookahead):
+  """Beam lookahead of one anchor -> (first [B], score [B])."""
+  del rng, beta
+  beams = decoding.beam_search_from(
+      params, prefix, first_logprobs, position, lookahead.length_penalty, config=config,
+      beam_size=lookahead.width, num_steps=lookahead.horizon, eos_id=lookahead.eos_id,
+      early_stop=False)
+  stretch = (lookahead.horizon / beams.lengths.clip(1)) ** lookahead.length_penalty
+  return beams.sequences[:, 0], jnp.where(beams.valid, beams.log_probs * stretch, decoding.NEG)
+
+
+def _systematic_resample(rng, weights):
+  """Ancestor indices [N] for normalised weights [N], one uniform draw for all."""
+  n = weights.shape[0]
+  points = (jax.random.uniform(rng) + jnp.arange(n)) / n
+  return jnp.minimum(jnp.searchsorted(jnp.cumsum(weights), points), n - 1).astype(jnp.int32)
+
+
+def _smc_one(params, prefix, first_logprobs, position, rng, beta, *, config, lookahead):
+  """SMC lookahead of one anchor -> (first [N], normalised log-weight [N]).
+
+  Particles sample H tokens from the model; the target is the path distribution
+  tempered by beta, so each token multiplies a particle's weight by p(token)^(beta-1).
+  Before each further token, particles are resampled (systematic) when the effective
+  sample size falls below N/2. beta = 1 gives q = an unbiased estimate of p.
+  """
+  n, h = lookahead.width, lookahead.horizon
+  keys = jax.random.split(rng, 2 * h)
+  token = jax.random.categorical(keys[0], first_logprobs, shape=(n,)).astype(jnp.int32)
+  log_w = (beta - 1.0) * first_logprobs[token]
+  cache = model_lib.Cache.empty(config, n, h - 1).with_prefix(*prefix)
+
+  def body(i, carry):
+    token, first, log_w, cache = carry
+    weights = jax.nn.softmax(log_w)
+    resample = 1.0 / jnp.sum(weights**2) < n / 2
+    parents = jnp.where(resample, _systematic_resample(keys[2 * i + 1], weights), jnp.arange(n))
+    token, first = token[parents], first[parents]
+    log_w = jnp.where(resample, 0.0, log_w)
+    cache = cache.replace(k=tuple(k[parents] for k in cache.k),
+                          v=tuple(v[parents] for v in cache.v))
+    pos = jnp.full((n, 1), jnp.minimum(position + i, config.max_len - 1), jnp.int32)
+    logits, cache = model_lib.forward(params, token[:, None], pos, cache, config=config)
+    logprobs = jax.nn.log_softmax(logits[:, 0])
+    token = jax.random.categorical(keys[2 * i + 2], logprobs).astype(jnp.int32)
+    log_w = log_w + (beta - 1.0) * jnp.take_along_axis(logprobs, token[:, None], axis=1)[:, 0]
+    return token, first, log_w, cache
+
+  first = token
+  if h > 1:  # a one-token lookahead needs no forward pass
+    _, first, log_w, _ = jax.lax.fori_loop(0, h - 1, body, (token, token, log_w, cache))
+  return first, jax.nn.log_softmax(log_w)
+
+
+# ----------------------------------------------------------------------------- all anchors
+
+
+def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_ids=None,
+                    rng=None, beta=1.0, *, config: model_lib.Config, lookahead: Lookahead) -> Paths:
+  """Lookahead paths for every anchor, reusing a teacher-forced pass.
+
+  logits:      [b, T, V] of the pass; cache: the `Cache` it returned (keys/values [b, T, h, dh]).
+  positions:   [b, T] int32; segment_ids: [b, T] int32 (None: one segment per row).
+  rng:         SMC only: a PRNG key (split per row and anchor); beta: SMC tempering.
+  """
+  b, t, _ = logits.shape
+  if segment_ids is None:
+    segment_ids = jnp.ones((b, t), jnp.int32)
+  if rng is None:
+    rng = jax.random.key(0)
+  keys = jax.random.split(rng, (b, t))
+  one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one,
+                          config=config, lookahead=lookahead)
+
+  def row(logits, k, v, positions, segments, keys):
+    slots = jnp.arange(t)
+
+    def anchor(xs):
+      anchor_t, logits_t, position_t, segment_t, key_t = xs
+      mask = (slots <= anchor_t) & (segments == segment_t)  # [T]: the anchor's own prefix
+      return one(params, (k, v, mask), jax.nn.log_softmax(logits_t), position_t + 1, key_t, beta)
+
+    return jax.lax.map(anchor, (slots, logits, positions, segments, keys),
+                       batch_size=min(lookahead.chunk or t, t))
+
+  first, score = jax.vmap(row)(logits, cache.k, cache.v, positions, segment_ids, keys)
+  valid = (segment_ids > 0) & (positions + lookahead.horizon <= config.max_len)
+  return Paths(first=first, score=score, valid=valid)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "lookahead"))
+def paths(params, tokens, positions, segment_ids=None, rng=None, beta=1.0, *,
+          config: model_lib.Config, lookahead: Lookahead) -> tuple[Array, Paths]:
+  """The teacher-forced pass and the lookahead of every anchor.
+
+  tokens, positions, segment_ids: [b, T]. Returns (logits [b, T, V], Paths).
+  """
+  logits, cache = model_lib.forward(params, tokens, positions, config=config,
+                                    segment_ids=segment_ids)
+  return logits, paths_from_pass(params, logits, cache, positions, segment_ids, rng, beta,
+                                 config=config, lookahead=lookahead)
+
+
+# ----------------------------------------------------------------------------- q, mixtures
+
+
+def amplified(paths: Paths, log_p, temperature=1.0, scheme: str = "sum") -> Array:
+  """log q [b, T, V] from the paths; anchors without a lookahead get log p.
+
+  log_p: [b, T, V] naive log-probabilities. temperature: tau > 0.
+  """
+  if scheme not in SCHEMES:
+    raise ValueError(f"scheme={scheme!r} is not one of {SCHEMES}.")
+  v = log_p.shape[-1]
+  s = paths.score / temperature
+  if scheme == "sum":
+    w = jax.nn.softmax(s, axis=-1)
+    q = jax.vmap(jax.vmap(lambda f, w: jnp.zeros(v).at[f].add(w)))(paths.first, w)
+    log_q = jnp.log(q)
+  else:
+    top = jax.vmap(jax.vmap(lambda f, s: jnp.full(v, -jnp.inf).at[f].max(s)))(paths.first, s)
+    log_q = jax.nn.log_softmax(top, axis=-1)
+  return jnp.where(paths.valid[..., None], log_q, log_p)
+
+
+def mix(log_p, log_q, lam, kind: str = "linear", eps: float = 1e-6) -> Array:
+  """log p~ [..., V]: the mixture of naive p and amplified q with weight lam on q.
+
+  linear:    lam in [0, 1); loglinear: lam in [0, 1], eps keeps q's zeros finite.
+  """
+  if kind == "linear":
+    return jnp.logaddexp(jnp.log1p(-lam) + log_p, jnp.log(lam) + log_q)
+  if kind == "loglinear":
+    return jax.nn.log_softmax((1.0 - lam) * log_p + lam * jnp.logaddexp(log_q, jnp.log(eps)),
+                              axis=-1)
+  raise ValueError(f"mixture={kind!r} is not one of {MIXTURES}.")
+
+
+def token_log_prob(log_probs, targets):
+  """log_probs [b, T, V], targets [b, T] -> [b, T]."""
+  return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def gain(log_p_target, log_mix_target, weights):
+  """Lookahead gain and "helps" fraction over the weighted tokens.
+
+  log_p_target, log_mix_target: [b, T] log p(x_{t+1}) and log p~(x_{t+1}); weights [b, T].
+  Returns (mean log p~ - log p, fraction of tokens where p~ > p).
+  """
+  total = jnp.maximum(weights.sum(), 1e-9)
+  diff = log_mix_target - log_p_target
+  return (diff * weights).sum() / total, ((diff > 0) * weights).sum() / total

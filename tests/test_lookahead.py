@@ -1,0 +1,216 @@
+"""All-anchor lookahead: equals per-prefix beam search, exact on tiny vocabularies, SMC
+unbiased and concentrating, distributions normalised, chunking and compilation."""
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lookahead_jax import decoding
+from lookahead_jax import lookahead as la_lib
+
+# Two packed rows: row 0 holds documents of 5 and 7 tokens, row 1 one document and padding.
+SEGMENTS = np.array([[1] * 5 + [2] * 7, [1] * 10 + [0] * 2])
+POSITIONS = np.array([list(range(5)) + list(range(7)), list(range(10)) + [0, 0]])
+
+
+# Shared settings, so the tests reuse compiled functions.
+BEAM = la_lib.Lookahead(width=3, horizon=3)
+SMC = la_lib.Lookahead(kind="smc", width=3, horizon=3)
+
+
+def _packed_tokens(config, seed=0):
+  return jax.random.randint(jax.random.key(seed), SEGMENTS.shape, 0, config.vocab_size)
+
+
+@pytest.mark.parametrize("eos_id", [None, 3])
+def test_all_anchor_beam_lookahead_equals_beam_search_rerun_from_each_prefix(
+    tiny_config, tiny_params, eos_id):
+  lookahead = la_lib.Lookahead(width=3, horizon=3, eos_id=eos_id)
+  tokens = np.asarray(_packed_tokens(tiny_config))
+  _, paths = la_lib.paths(tiny_params, jnp.asarray(tokens), jnp.asarray(POSITIONS),
+                          jnp.asarray(SEGMENTS), config=tiny_config, lookahead=lookahead)
+  np.testing.assert_array_equal(paths.valid, SEGMENTS > 0)
+  # The reference: for every anchor, a fresh beam search from its own prefix (its document
+  # up to and including the anchor), prompts left-padded to one length.
+  anchors = list(zip(*np.nonzero(SEGMENTS)))
+  width = SEGMENTS.shape[1]
+  prompts = np.zeros((len(anchors), width), np.int32)
+  lengths = np.zeros(len(anchors), np.int32)
+  for i, (r, t) in enumerate(anchors):
+    start = np.flatnonzero(SEGMENTS[r] == SEGMENTS[r, t])[0]
+    lengths[i] = t + 1 - start
+    prompts[i, width - lengths[i]:] = tokens[r, start:t + 1]
+  beams = decoding.beam_search(tiny_params, jnp.asarray(prompts), jnp.asarray(lengths),
+                               config=tiny_config, beam_size=3, max_new_tokens=3, eos_id=eos_id)
+  for i, (r, t) in enumerate(anchors):
+    np.testing.assert_array_equal(paths.first[r, t], beams.sequences[i, :, 0])
+    stretch = (3 / beams.lengths[i]) ** lookahead.length_penalty
+    np.testing.assert_allclose(paths.score[r, t], beams.log_probs[i] * stretch, atol=1e-5)
+
+
+def _exhaustive(forward, params, config, tokens, t, horizon):
+  """All V**horizon continuations of tokens[:t+1]: (paths [P, H], total log-probs [P]).
+
+  Sequences keep one length for every t (one compilation): the causal model's logits at
+  positions <= t + H - 1 ignore the filler after the path.
+  """
+  v = config.vocab_size
+  paths = np.array(list(itertools.product(range(v), repeat=horizon)))
+  n = len(tokens) + horizon
+  seqs = np.zeros((len(paths), n), np.int32)
+  seqs[:, :t + 1] = tokens[:t + 1]
+  seqs[:, t + 1:t + 1 + horizon] = paths
+  logits, _ = forward(params, jnp.asarray(seqs), jnp.asarray(np.broadcast_to(np.arange(n), seqs.shape)),
+                      config=config)
+  logp = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  return paths, sum(logp[np.arange(len(paths)), t + j, paths[:, j]] for j in range(horizon))
+
+
+@pytest.mark.parametrize("width", [9, 27])  # V**(H-1) and V**H for V = 3, H = 3
+@pytest.mark.parametrize("scheme", ["sum", "max"])
+def test_wide_beam_q_equals_exhaustive_enumeration(forward, sharp_config, sharp_params, width,
+                                                   scheme):
+  horizon, temperature = 3, 0.7
+  tokens = jnp.array([[1, 2, 0, 1, 1, 0]])
+  positions = jnp.arange(6)[None]
+  lookahead = la_lib.Lookahead(width=width, horizon=horizon, length_penalty=0.0)
+  logits, paths = la_lib.paths(sharp_params, tokens, positions, config=sharp_config,
+                               lookahead=lookahead)
+  log_p = jax.nn.log_softmax(logits)
+  q = np.exp(la_lib.amplified(paths, log_p, temperature, scheme))[0]
+  for t in range(6):
+    conts, scores = _exhaustive(forward, sharp_params, sharp_config, np.asarray(tokens[0]), t,
+                                horizon)
+    best = np.argsort(-scores, kind="stable")[:width]  # the width best of all V**H paths
+    s, first = scores[best] / temperature, conts[best, 0]
+    expected = np.zeros(3)
+    for w in range(3):
+      if scheme == "sum":
+        expected[w] = np.exp(s[first == w] - s.max()).sum()
+      elif (first == w).any():
+        expected[w] = np.exp(s[first == w].max() - s.max())
+    np.testing.assert_allclose(q[t], expected / expected.sum(), atol=1e-5)
+
+
+def test_beam_over_every_path_at_temperature_one_recovers_p(sharp_config, sharp_params):
+  """With all V**H paths in the beam, sum_b softmax(S_b)[f_b = w] is the marginal p(w)."""
+  lookahead = la_lib.Lookahead(width=27, horizon=3, length_penalty=0.0)
+  tokens = jnp.array([[2, 0, 1, 1, 0, 2]])
+  logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], config=sharp_config,
+                               lookahead=lookahead)
+  log_p = jax.nn.log_softmax(logits)
+  np.testing.assert_allclose(np.exp(la_lib.amplified(paths, log_p, 1.0)), np.exp(log_p),
+                             atol=1e-5)
+
+
+def test_smc_at_beta_one_is_unbiased_for_p(tiny_config, tiny_params):
+  runs, particles = 256, 16
+  lookahead = la_lib.Lookahead(kind="smc", width=particles, horizon=3)
+  tokens = jnp.broadcast_to(_packed_tokens(tiny_config, seed=1)[0, :6], (runs, 6))
+  positions = jnp.broadcast_to(jnp.arange(6), (runs, 6))
+  logits, paths = la_lib.paths(tiny_params, tokens, positions, None, jax.random.key(7), 1.0,
+                               config=tiny_config, lookahead=lookahead)
+  log_p = jax.nn.log_softmax(logits)
+  np.testing.assert_allclose(paths.score, -np.log(particles), atol=1e-5)  # equal weights
+  mean_q = np.exp(la_lib.amplified(paths, log_p)).mean(axis=0)  # [T, V] over the runs
+  p = np.exp(log_p[0])
+  # Each run's q(w) is a mean of 16 indicators: its mean over 256 runs has standard error
+  # sqrt(p (1 - p) / 4096) <= 0.008; allow 5 standard errors.
+  tolerance = 5 * np.sqrt(p * (1 - p) / (runs * particles)) + 1e-6
+  assert np.all(np.abs(mean_q - p) <= tolerance), np.abs(mean_q - p).max()
+
+
+def test_smc_with_large_beta_concentrates_on_the_most_probable_path(forward, sharp_config,
+                                                                   sharp_params):
+  horizon = 3
+  lookahead = la_lib.Lookahead(kind="smc", width=64, horizon=horizon)
+  tokens = jnp.array([[1, 2, 0, 1, 1, 0]])
+  logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], None,
+                               jax.random.key(3), 30.0, config=sharp_config, lookahead=lookahead)
+  q = np.exp(la_lib.amplified(paths, jax.nn.log_softmax(logits)))[0]
+  for t in range(6):
+    conts, scores = _exhaustive(forward, sharp_params, sharp_config, np.asarray(tokens[0]), t,
+                                horizon)
+    best_first = conts[np.argmax(scores), 0]
+    assert q[t, best_first] > 0.95, (t, q[t], scores.max())
+
+
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_q_and_every_mixture_sum_to_one_and_stay_finite_where_p_has_mass(tiny_config,
+                                                                         tiny_params, kind):
+  lookahead = BEAM if kind == "beam" else SMC
+  tokens = _packed_tokens(tiny_config, seed=2)
+  logits, paths = la_lib.paths(tiny_params, tokens, jnp.asarray(POSITIONS),
+                               jnp.asarray(SEGMENTS), jax.random.key(0), 2.0,
+                               config=tiny_config, lookahead=lookahead)
+  log_p = jax.nn.log_softmax(logits)
+  for scheme in la_lib.SCHEMES:
+    log_q = la_lib.amplified(paths, log_p, 0.5, scheme)
+    np.testing.assert_allclose(jnp.exp(log_q).sum(-1), 1.0, atol=1e-5)
+    for mixture, lams in (("linear", [0.0, 0.3, 0.99]), ("loglinear", [0.0, 0.5, 1.0])):
+      for lam in lams:
+        log_mix = la_lib.mix(log_p, log_q, lam, mixture)
+        assert np.all(np.isfinite(log_mix)), (scheme, mixture, lam)
+        np.testing.assert_allclose(jnp.exp(log_mix).sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(la_lib.mix(log_p, log_q, 0.0), log_p, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_chunked_anchors_equal_unchunked(tiny_config, tiny_params, kind):
+  tokens = _packed_tokens(tiny_config, seed=3)
+  args = (tiny_params, tokens, jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS), jax.random.key(1))
+  lookahead = BEAM if kind == "beam" else SMC
+  whole = la_lib.paths(*args, config=tiny_config, lookahead=lookahead)[1]
+  chunked = la_lib.paths(*args, config=tiny_config,
+                         lookahead=dataclasses.replace(lookahead, chunk=5))[1]
+  np.testing.assert_array_equal(whole.first, chunked.first)
+  np.testing.assert_allclose(whole.score, chunked.score, atol=1e-6)
+
+
+def test_anchors_whose_lookahead_passes_max_len_are_masked_to_p(tiny_config, tiny_params):
+  # Positions shifted so that the last anchors sit near max_len = 32: an anchor at position
+  # p needs positions p+1 .. p+H-1 for its H - 1 further tokens, so p + H <= 32.
+  positions = POSITIONS + 23
+  tokens = _packed_tokens(tiny_config, seed=4)
+  logits, paths = la_lib.paths(tiny_params, tokens, jnp.asarray(positions), jnp.asarray(SEGMENTS),
+                               config=tiny_config, lookahead=BEAM)
+  expected = (SEGMENTS > 0) & (positions + BEAM.horizon <= tiny_config.max_len)
+  assert expected.sum() < (SEGMENTS > 0).sum()
+  np.testing.assert_array_equal(paths.valid, expected)
+  log_p = jax.nn.log_softmax(logits)
+  log_q = la_lib.amplified(paths, log_p)
+  np.testing.assert_array_equal(log_q[~expected], log_p[~expected])
+  assert not np.allclose(log_q[expected], log_p[expected])
+
+
+def test_lookahead_compiles_once_per_shape(tiny_config, tiny_params):
+  tokens = _packed_tokens(tiny_config, seed=5)
+  args = (jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS))
+  la_lib.paths(tiny_params, tokens, *args, jax.random.key(0), 1.0, config=tiny_config,
+               lookahead=SMC)
+  size = la_lib.paths._cache_size()
+  la_lib.paths(tiny_params, tokens + 1, *args, jax.random.key(1), 3.0, config=tiny_config,
+               lookahead=SMC)
+  assert la_lib.paths._cache_size() == size
+
+
+def test_gain_and_helps_fraction():
+  log_p = jnp.log(jnp.array([[0.5, 0.2, 0.1]]))
+  log_mix = jnp.log(jnp.array([[0.6, 0.1, 0.1]]))
+  weights = jnp.array([[1.0, 1.0, 0.0]])
+  gain, helps = la_lib.gain(log_p, log_mix, weights)
+  np.testing.assert_allclose(gain, (np.log(0.6 / 0.5) + np.log(0.1 / 0.2)) / 2, rtol=1e-6)
+  np.testing.assert_allclose(helps, 0.5)
+
+
+def test_settings_the_model_cannot_run_are_one_line_errors(tiny_config):
+  with pytest.raises(ValueError, match="width=17 beams exceed the vocabulary"):
+    la_lib.Lookahead(width=17).check(tiny_config)
+  with pytest.raises(ValueError, match="horizon=40 exceeds the model's max_len=32"):
+    la_lib.Lookahead(horizon=40).check(tiny_config)
+  with pytest.raises(ValueError, match="kind='greedy'"):
+    la_lib.Lookahead(kind="greedy")

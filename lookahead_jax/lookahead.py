@@ -200,23 +200,57 @@ def paths(params, tokens, positions, segment_ids=None, rng=None, beta=1.0, *,
 # ----------------------------------------------------------------------------- q, mixtures
 
 
-def amplified(paths: Paths, log_p, temperature=1.0, scheme: str = "sum") -> Array:
-  """log q [b, T, V] from the paths; anchors without a lookahead get log p.
+@flax.struct.dataclass
+class Amplified:
+  """q of every anchor, held sparsely on the distinct first tokens of its K paths.
 
-  log_p: [b, T, V] naive log-probabilities. temperature: tau > 0.
+  tokens: [b, T, K] int32 the paths' first tokens.
+  log_q:  [b, T, K] float32 log q(tokens); -inf on a token repeated from an earlier path
+          (each token's whole mass sits on its first occurrence), so sums over K count
+          every token once.
+  valid:  [b, T] bool; anchors without a lookahead have q = p (see `Paths`).
+
+  Everything evaluation and stunting need (q at the target, mixtures at the target,
+  expectations under q) costs O(K) per anchor, never O(V).
   """
+
+  tokens: Array
+  log_q: Array
+  valid: Array
+
+  def at(self, targets) -> Array:
+    """log q(targets) [b, T] (-inf off the paths' first tokens; not masked by `valid`)."""
+    hit = self.tokens == targets[..., None]
+    return jax.nn.logsumexp(jnp.where(hit, self.log_q, -jnp.inf), axis=-1)
+
+  def expect(self, values) -> Array:
+    """E_q[values] [b, T] for values [b, T, K] given at `tokens`."""
+    return jnp.sum(jnp.where(self.log_q > -jnp.inf, jnp.exp(self.log_q) * values, 0.0), axis=-1)
+
+  def dense(self, log_p) -> Array:
+    """log q [b, T, V]; log p on anchors without a lookahead."""
+    v = log_p.shape[-1]
+    scatter = lambda f, q: jnp.zeros(v).at[f].add(q)
+    q = jax.vmap(jax.vmap(scatter))(self.tokens, jnp.exp(self.log_q))
+    return jnp.where(self.valid[..., None], jnp.log(q), log_p)
+
+
+def amplify(paths: Paths, temperature=1.0, scheme: str = "sum") -> Amplified:
+  """q from the paths with temperature tau > 0 and scheme "sum" or "max"."""
   if scheme not in SCHEMES:
     raise ValueError(f"scheme={scheme!r} is not one of {SCHEMES}.")
-  v = log_p.shape[-1]
-  s = paths.score / temperature
+  k = paths.first.shape[-1]
+  s = paths.score / temperature  # [b, T, K]
+  same = paths.first[..., :, None] == paths.first[..., None, :]  # [b, T, K, K]
+  first = ~jnp.any(same & jnp.tri(k, k, -1, dtype=bool), axis=-1)  # no earlier path has it
+  peers = jnp.where(same, s[..., None, :], -jnp.inf)  # scores of the paths sharing a token
   if scheme == "sum":
-    w = jax.nn.softmax(s, axis=-1)
-    q = jax.vmap(jax.vmap(lambda f, w: jnp.zeros(v).at[f].add(w)))(paths.first, w)
-    log_q = jnp.log(q)
+    log_mass = jax.nn.logsumexp(peers, axis=-1) - jax.nn.logsumexp(s, axis=-1, keepdims=True)
   else:
-    top = jax.vmap(jax.vmap(lambda f, s: jnp.full(v, -jnp.inf).at[f].max(s)))(paths.first, s)
-    log_q = jax.nn.log_softmax(top, axis=-1)
-  return jnp.where(paths.valid[..., None], log_q, log_p)
+    top = peers.max(axis=-1)
+    log_mass = top - jax.nn.logsumexp(jnp.where(first, top, -jnp.inf), axis=-1, keepdims=True)
+  return Amplified(tokens=paths.first, log_q=jnp.where(first, log_mass, -jnp.inf),
+                   valid=paths.valid)
 
 
 def mix(log_p, log_q, lam, kind: str = "linear", eps: float = 1e-6) -> Array:
@@ -230,6 +264,29 @@ def mix(log_p, log_q, lam, kind: str = "linear", eps: float = 1e-6) -> Array:
     return jax.nn.log_softmax((1.0 - lam) * log_p + lam * jnp.logaddexp(log_q, jnp.log(eps)),
                               axis=-1)
   raise ValueError(f"mixture={kind!r} is not one of {MIXTURES}.")
+
+
+def mix_at(amp: Amplified, log_p, targets, lam, kind: str = "linear", eps: float = 1e-6):
+  """log p~(targets) [b, T] of `mix(log_p, amp.dense(log_p), lam, kind, eps)`, in O(V + K).
+
+  The loglinear normaliser splits into the part every token shares and the paths' tokens:
+  Z = eps^lam sum_w p(w)^(1-lam) + sum_k p_k^(1-lam) ((q_k + eps)^lam - eps^lam).
+  """
+  log_p_y = token_log_prob(log_p, targets)
+  log_q_y = amp.at(targets)
+  if kind == "linear":
+    out = jnp.logaddexp(jnp.log1p(-lam) + log_p_y, jnp.log(lam) + log_q_y)
+  elif kind == "loglinear":
+    log_eps = jnp.log(eps)
+    shared = lam * log_eps + jax.nn.logsumexp((1.0 - lam) * log_p, axis=-1)
+    lifted = lam * jnp.logaddexp(amp.log_q, log_eps)  # log (q_k + eps)^lam
+    extra = ((1.0 - lam) * jnp.take_along_axis(log_p, amp.tokens, axis=-1) + lifted
+             + jnp.log(-jnp.expm1(lam * log_eps - lifted)))  # log of the difference
+    log_z = jnp.logaddexp(shared, jax.nn.logsumexp(extra, axis=-1))
+    out = (1.0 - lam) * log_p_y + lam * jnp.logaddexp(log_q_y, log_eps) - log_z
+  else:
+    raise ValueError(f"mixture={kind!r} is not one of {MIXTURES}.")
+  return jnp.where(amp.valid, out, log_p_y)
 
 
 def token_log_prob(log_probs, targets):

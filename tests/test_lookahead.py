@@ -81,7 +81,7 @@ def test_wide_beam_q_equals_exhaustive_enumeration(forward, sharp_config, sharp_
   logits, paths = la_lib.paths(sharp_params, tokens, positions, config=sharp_config,
                                lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
-  q = np.exp(la_lib.amplified(paths, log_p, temperature, scheme))[0]
+  q = np.exp(la_lib.amplify(paths, temperature, scheme).dense(log_p))[0]
   for t in range(6):
     conts, scores = _exhaustive(forward, sharp_params, sharp_config, np.asarray(tokens[0]), t,
                                 horizon)
@@ -103,7 +103,7 @@ def test_beam_over_every_path_at_temperature_one_recovers_p(sharp_config, sharp_
   logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], config=sharp_config,
                                lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
-  np.testing.assert_allclose(np.exp(la_lib.amplified(paths, log_p, 1.0)), np.exp(log_p),
+  np.testing.assert_allclose(np.exp(la_lib.amplify(paths, 1.0).dense(log_p)), np.exp(log_p),
                              atol=1e-5)
 
 
@@ -116,7 +116,7 @@ def test_smc_at_beta_one_is_unbiased_for_p(tiny_config, tiny_params):
                                config=tiny_config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   np.testing.assert_allclose(paths.score, -np.log(particles), atol=1e-5)  # equal weights
-  mean_q = np.exp(la_lib.amplified(paths, log_p)).mean(axis=0)  # [T, V] over the runs
+  mean_q = np.exp(la_lib.amplify(paths).dense(log_p)).mean(axis=0)  # [T, V] over the runs
   p = np.exp(log_p[0])
   # Each run's q(w) is a mean of 16 indicators: its mean over 256 runs has standard error
   # sqrt(p (1 - p) / 4096) <= 0.008; allow 5 standard errors.
@@ -131,7 +131,7 @@ def test_smc_with_large_beta_concentrates_on_the_most_probable_path(forward, sha
   tokens = jnp.array([[1, 2, 0, 1, 1, 0]])
   logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], None,
                                jax.random.key(3), 30.0, config=sharp_config, lookahead=lookahead)
-  q = np.exp(la_lib.amplified(paths, jax.nn.log_softmax(logits)))[0]
+  q = np.exp(la_lib.amplify(paths).dense(jax.nn.log_softmax(logits)))[0]
   for t in range(6):
     conts, scores = _exhaustive(forward, sharp_params, sharp_config, np.asarray(tokens[0]), t,
                                 horizon)
@@ -149,7 +149,7 @@ def test_q_and_every_mixture_sum_to_one_and_stay_finite_where_p_has_mass(tiny_co
                                config=tiny_config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   for scheme in la_lib.SCHEMES:
-    log_q = la_lib.amplified(paths, log_p, 0.5, scheme)
+    log_q = la_lib.amplify(paths, 0.5, scheme).dense(log_p)
     np.testing.assert_allclose(jnp.exp(log_q).sum(-1), 1.0, atol=1e-5)
     for mixture, lams in (("linear", [0.0, 0.3, 0.99]), ("loglinear", [0.0, 0.5, 1.0])):
       for lam in lams:
@@ -157,6 +157,31 @@ def test_q_and_every_mixture_sum_to_one_and_stay_finite_where_p_has_mass(tiny_co
         assert np.all(np.isfinite(log_mix)), (scheme, mixture, lam)
         np.testing.assert_allclose(jnp.exp(log_mix).sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(la_lib.mix(log_p, log_q, 0.0), log_p, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_sparse_q_at_the_target_equals_the_dense_computation(tiny_config, tiny_params, kind):
+  lookahead = BEAM if kind == "beam" else SMC
+  tokens = _packed_tokens(tiny_config, seed=6)
+  positions = jnp.asarray(POSITIONS + 21)  # some anchors without a lookahead too
+  logits, paths = la_lib.paths(tiny_params, tokens, positions, jnp.asarray(SEGMENTS),
+                               jax.random.key(2), 3.0, config=tiny_config, lookahead=lookahead)
+  assert not paths.valid[SEGMENTS > 0].all()
+  log_p = jax.nn.log_softmax(logits)
+  targets = jnp.roll(tokens, -1, axis=1)
+  for scheme, temperature in (("sum", 1.0), ("sum", 0.3), ("max", 2.0)):
+    amp = la_lib.amplify(paths, temperature, scheme)
+    dense = amp.dense(log_p)
+    np.testing.assert_allclose(amp.expect(jnp.ones_like(amp.log_q)), 1.0, atol=1e-5)
+    p_at_tokens = jnp.exp(jnp.take_along_axis(log_p, amp.tokens, axis=-1))
+    np.testing.assert_allclose(
+        jnp.where(paths.valid, amp.expect(p_at_tokens), 0.0),
+        jnp.where(paths.valid, (jnp.exp(dense) * jnp.exp(log_p)).sum(-1), 0.0), atol=1e-6)
+    for mixture, lams in (("linear", [0.0, 0.4, 0.9]), ("loglinear", [0.0, 0.5, 1.0])):
+      for lam in lams:
+        expected = la_lib.token_log_prob(la_lib.mix(log_p, dense, lam, mixture), targets)
+        got = la_lib.mix_at(amp, log_p, targets, lam, mixture)
+        np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=f"{scheme} {mixture} {lam}")
 
 
 @pytest.mark.parametrize("kind", ["beam", "smc"])
@@ -182,7 +207,7 @@ def test_anchors_whose_lookahead_passes_max_len_are_masked_to_p(tiny_config, tin
   assert expected.sum() < (SEGMENTS > 0).sum()
   np.testing.assert_array_equal(paths.valid, expected)
   log_p = jax.nn.log_softmax(logits)
-  log_q = la_lib.amplified(paths, log_p)
+  log_q = la_lib.amplify(paths).dense(log_p)
   np.testing.assert_array_equal(log_q[~expected], log_p[~expected])
   assert not np.allclose(log_q[expected], log_p[expected])
 

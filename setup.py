@@ -19,6 +19,7 @@ setuptools.setup(
         "orbax-checkpoint>=0.11.20",
         "tensorflow-datasets>=4.9.9",
         "array-record>=0.8.1",
+        "importlib_resources>=6.0",  # TFDS needs it to prepare local builders without TF
         "ml-collections>=1.0.0",
         "grain>=0.2.12",
         "absl-py>=2.1.0",

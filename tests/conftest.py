@@ -41,3 +41,87 @@ def sharp_params(sharp_config):
 def forward():
   """`model.forward`, jitted once for the whole session."""
   return jax.jit(model_lib.forward, static_argnames=("config", "myopic"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_style_dir(tmp_path_factory):
+  """A small GPT-2-style tokenizer (byte-level BPE, <|endoftext|>) trained on testbed text.
+
+  The directory holds tokenizer.json and GPT-2's vocab.json + merges.txt.
+  """
+  import numpy as np
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+  from lookahead_jax.data import testbeds
+
+  rng = np.random.default_rng(0)
+  corpus = [testbeds.article_document(rng)[0] for _ in range(300)]
+  corpus += [testbeds.rhyme_document(rng)[0] for _ in range(300)]
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.post_processor = processors.ByteLevel(trim_offsets=False)
+  tok.train_from_iterator(corpus, trainers.BpeTrainer(
+      vocab_size=500, special_tokens=["<|endoftext|>"], show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  path = tmp_path_factory.mktemp("gpt2_style")
+  tok.save(str(path / "tokenizer.json"))
+  tok.model.save(str(path))
+  return path
+
+
+# ----------------------------------------------------------------------------- training
+
+REPO = os.path.join(os.path.dirname(__file__), "..")
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "default.py")
+RHYME_TEST_OPTIONS = {"train_size": 2000, "validation_size": 100, "test_size": 100}
+
+
+def load_config(path, overrides=None, argument=None):
+  """A config file's get_config([argument]) with flattened overrides ({"train.steps": 5}).
+
+  `argument` is what follows the path in --config=path:argument.
+  """
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("config_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config() if argument is None else module.get_config(argument)
+  config.update_from_flattened_dict(dict(overrides or {}))
+  return config
+
+
+@pytest.fixture(scope="session")
+def rhyme_data_dir(tmp_path_factory):
+  """A data dir holding a small rhyme dataset (RHYME_TEST_OPTIONS), prepared once."""
+  from lookahead_jax.data import builders
+
+  path = tmp_path_factory.mktemp("tfds_rhyme")
+  builders.prepare("rhyme", path, **RHYME_TEST_OPTIONS)
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(rhyme_data_dir):
+  """Overrides of configs/default.py for a tiny model trained for a few seconds.
+
+  The same dict gives in-process configs (`load_config`) and command-line flags.
+  """
+  overrides = {
+      "data.data_dir": rhyme_data_dir, "data.seq_len": 32, "model.max_len": 36,
+      "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 4,
+      "train.global_batch": 8, "train.steps": 8, "train.warmup_steps": 2,
+      "train.log_every": 2, "train.eval_every": 0, "train.eval_batches": 2,
+      "train.checkpoint_every": 4,
+  }
+  overrides.update({f"data.options.{k}": v for k, v in RHYME_TEST_OPTIONS.items()})
+  return overrides
+
+
+def command(name, workdir, overrides, *extra):
+  """`python -m lookahead_jax.main NAME --config=configs/default.py` with the overrides."""
+  import sys
+
+  return [sys.executable, "-m", "lookahead_jax.main", name, f"--config={DEFAULT_CONFIG}",
+          f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items()), *extra]

@@ -1,0 +1,116 @@
+"""Command line: `lookahead-jax COMMAND --config=CONFIG.py --workdir=DIR [--config.KEY=VALUE]`.
+
+    lookahead-jax train --config=configs/default.py --workdir=/tmp/rhyme --config.train.steps=200
+    lookahead-jax eval --config=configs/default.py --workdir=/tmp/rhyme
+    lookahead-jax decode --config=configs/default.py --workdir=/tmp/rhyme --prompt="Cheddar is"
+
+train resumes from the workdir's newest checkpoint (and runs the evaluation suite after
+its last step when eval.at_end); eval runs the evaluation suite on it; decode prints continuations of --prompt (greedy, sampled or beam search). A bad config
+stops with a one-line error before anything compiles.
+"""
+
+import re
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lookahead_jax import decoding, sharding, train
+from lookahead_jax import model as model_lib
+
+COMMANDS = ("train", "eval", "decode")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tb/.")
+_PROMPTS = flags.DEFINE_multi_string("prompt", ["A poem:\n"], "decode: prompt text (repeatable).")
+_SAMPLER = flags.DEFINE_enum("sampler", "greedy", ["greedy", "sample", "beam"], "decode: method.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "decode: tokens to generate.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "decode --sampler=sample: temperature.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "decode --sampler=sample: top-k (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "decode --sampler=sample: nucleus mass (1: all).")
+_BEAMS = flags.DEFINE_integer("beams", 4, "decode --sampler=beam: beam width.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def decode(config, workdir: str) -> None:
+  """Prints a continuation of each --prompt from the workdir's newest checkpoint."""
+  model_cfg, tokenizer = train.model_config(config), train.tokenizer_for(config)
+  params = train.restore_params(config, workdir)
+  if params is None:
+    logging.warning("no checkpoint in %s: decoding with freshly initialised parameters", workdir)
+    params = model_lib.init(model_cfg, jax.random.key(config.seed))
+  prompts = [[tokenizer.eod_id] + tokenizer.encode(text) for text in _PROMPTS.value]
+  width = max(map(len, prompts))
+  new_tokens = min(_MAX_NEW_TOKENS.value, model_cfg.max_len - width)
+  if new_tokens < 1:
+    raise train.ConfigError(f"--prompt: the longest prompt has {width} tokens, which leaves no "
+                            f"room in model.max_len={model_cfg.max_len}; shorten it")
+  tokens = np.full((len(prompts), width), tokenizer.pad_id, np.int32)
+  for row, ids in enumerate(prompts):
+    tokens[row, width - len(ids):] = ids  # left-padded
+  lengths = np.array(list(map(len, prompts)), np.int32)
+  kwargs = dict(config=model_cfg, max_new_tokens=new_tokens, eos_id=tokenizer.eod_id,
+                pad_id=tokenizer.pad_id)
+  if _SAMPLER.value == "beam":
+    out = decoding.beam_search(params, tokens, lengths, beam_size=_BEAMS.value,
+                               **kwargs).sequences[:, 0]
+  else:
+    temperature = 0.0 if _SAMPLER.value == "greedy" else _TEMPERATURE.value
+    out = decoding.generate(params, tokens, jax.random.key(config.seed), lengths, temperature,
+                            _TOP_K.value, _TOP_P.value, **kwargs)
+  for text, row in zip(_PROMPTS.value, np.asarray(out)):
+    print(f"--- {_SAMPLER.value}, {text!r}:\n{text}{tokenizer.decode(row.tolist())}")
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f"give one command, {' | '.join(COMMANDS)}; got {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every save in a dozen INFO lines
+    logging.set_verbosity(logging.WARNING)
+  sharding.maybe_initialize_distributed()
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  try:
+    train.validate(config)
+    if argv[1] == "decode":
+      decode(config, workdir)
+      return
+    if argv[1] == "train":
+      summary = train.train_and_evaluate(config, workdir)
+      if summary["preempted"] or not config.eval.at_end:
+        return
+    # Imported here: the evaluation suite pulls in matplotlib, which training never needs.
+    from lookahead_jax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.run(config, workdir)
+  except (train.ConfigError, train.NonFiniteError) as e:
+    sys.exit(f"error: {e}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; overriding a key that the config does not have is a one-line error."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a value that does not parse, a missing required flag
+    sys.exit(f"error: {e}")
+  except (AttributeError, KeyError) as e:  # what config_flags raises for an unknown key
+    overrides = [arg[len("--config."):].split("=")[0] for arg in argv
+                 if arg.startswith("--config.")]
+    unknown = re.findall(r"\w+", str(e))[:1]  # the message starts with the missing name
+    named = [key for key in overrides if set(unknown) & set(key.split("."))] or overrides
+    sys.exit(f"error: unknown config key {' or '.join(named)}: the keys and their defaults are "
+             "in train.base_config() and the config file")
+
+
+def run():
+  """The `lookahead-jax` console script."""
+  # absl's --help prints __main__'s docstring and the flags of the module named argv[0];
+  # the console script's __main__ is a stub, so it gets this module's.
+  sys.modules["__main__"].__doc__ = __doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

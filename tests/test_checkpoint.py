@@ -1,0 +1,139 @@
+"""Checkpoints: SIGKILL and resume, SIGTERM, a corrupt newest checkpoint, interrupted saves.
+
+The kill tests run the real command, `python -m lookahead_jax.main train`, on the tiny
+run of conftest.py, in subprocesses that inherit the 8 simulated devices.
+"""
+
+import copy
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from lookahead_jax import metrics, train
+
+TIMEOUT = 240
+
+
+def _start(workdir, overrides):
+  log = open(os.path.join(workdir.parent, f"{workdir.name}.log"), "w")
+  return subprocess.Popen(command("train", workdir, overrides), cwd=REPO, stdout=log,
+                          stderr=subprocess.STDOUT, text=True), log.name
+
+
+def _steps(workdir):
+  path = workdir / "checkpoints"
+  return sorted(int(s) for s in os.listdir(path) if s.isdigit()) if path.is_dir() else []
+
+
+def _wait_for_checkpoint(process, workdir, step):
+  deadline = time.time() + TIMEOUT
+  while not any(s >= step for s in _steps(workdir)):
+    assert process.poll() is None, "the run ended before its first checkpoint"
+    assert time.time() < deadline, "no checkpoint in time"
+    time.sleep(0.02)
+
+
+def _run(workdir, overrides):
+  result = subprocess.run(command("train", workdir, overrides), cwd=REPO, capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.fixture(scope="module")
+def long_run(tiny_run):
+  """Enough steps that a kill after the first checkpoint lands in the middle of the run."""
+  return {**tiny_run, "train.steps": 80, "train.checkpoint_every": 10, "train.log_every": 5,
+          "train.warmup_steps": 5}
+
+
+def test_sigkill_then_same_command_resumes_exactly(long_run, tmp_path):
+  killed, uninterrupted = tmp_path / "killed", tmp_path / "uninterrupted"
+  killed.mkdir()
+  uninterrupted.mkdir()
+  reference, _ = _start(uninterrupted, long_run)
+  process, log = _start(killed, long_run)
+  _wait_for_checkpoint(process, killed, 10)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  saved = _steps(killed)
+  assert saved and max(saved) < long_run["train.steps"], open(log).read()[-2000:]
+
+  resumed = _run(killed, long_run)
+  assert f"resumed from {max(saved)}" in resumed.stdout
+  assert reference.wait(timeout=TIMEOUT) == 0
+
+  config = load_config(DEFAULT_CONFIG, long_run)
+  a = jax.device_get(train.restore_params(config, str(uninterrupted)))
+  b = jax.device_get(train.restore_params(config, str(killed)))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
+  # Same batches after the resume: the same loss at every logged step, and the same
+  # iterator position and counters at the end.
+  loss = lambda run: {r["step"]: r["loss"] for r in metrics.read(str(run)) if "loss" in r}
+  assert loss(killed).keys() == loss(uninterrupted).keys()
+  np.testing.assert_allclose(list(loss(killed).values()), list(loss(uninterrupted).values()),
+                             rtol=1e-6)
+  data = lambda run: (run / "checkpoints" / "80" / "data" / "process_0-of-1.json").read_text()
+  assert data(killed) == data(uninterrupted)
+
+
+def test_sigterm_saves_and_exits_cleanly(long_run, tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  overrides = {**long_run, "train.steps": 100_000}
+  process, log = _start(workdir, overrides)
+  _wait_for_checkpoint(process, workdir, 10)
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=TIMEOUT) == 0
+  output = open(log).read()
+  last = max(_steps(workdir))
+  assert last > 10 and last % 10, output[-2000:]  # saved at the step boundary after SIGTERM
+  assert f"saved the checkpoint of step {last}" in output
+  assert f"{last} of 100000 (preempted)" in output
+
+
+@pytest.fixture(scope="module")
+def eight_steps(tiny_run, tmp_path_factory):
+  """A finished run of 8 steps with checkpoints at steps 4 and 8."""
+  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 8})
+  workdir = tmp_path_factory.mktemp("eight_steps")
+  train.train_and_evaluate(config, str(workdir))
+  assert _steps(workdir) == [4, 8]
+  return config, workdir
+
+
+@pytest.mark.parametrize("damage", ["truncate_state", "garbage_data", "empty_step"])
+def test_corrupt_newest_checkpoint_falls_back(eight_steps, tmp_path, caplog, damage):
+  config, finished = eight_steps
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  newest = workdir / "checkpoints" / "8"
+  if damage == "truncate_state":
+    for path in (newest / "state").rglob("*"):
+      if path.is_file():
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  elif damage == "garbage_data":
+    (newest / "data" / "process_0-of-1.json").write_text("{not json")
+  else:
+    for path in sorted(newest.rglob("*"), reverse=True):
+      path.unlink() if path.is_file() else path.rmdir()
+  # An interrupted save (orbax's temporary directory) is never taken for a step.
+  (workdir / "checkpoints" / "12.orbax-checkpoint-tmp-1").mkdir()
+
+  config = copy.deepcopy(config)
+  config.train.steps = 12
+  with caplog.at_level(logging.WARNING):
+    summary = train.train_and_evaluate(config, str(workdir))
+  assert "checkpoint step 8 is unreadable" in caplog.text
+  assert summary["resumed_from"] == 4 and summary["step"] == 12
+  assert _steps(workdir) == [4, 8, 12]
+  assert [p.split("-")[0] for p in os.listdir(workdir / "checkpoints_unreadable")] == ["8"]

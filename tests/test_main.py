@@ -1,0 +1,83 @@
+"""The command line: one-line errors, decode, and the eval command's wiring."""
+
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from lookahead_jax import main, train
+
+TIMEOUT = 240
+
+
+def _run(*args):
+  return subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                        check=False)
+
+
+def _only_line(stderr):
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  assert "Traceback" not in stderr and len(lines) == 1, stderr
+  return lines[0]
+
+
+def test_bad_config_is_one_line_before_compiling(tiny_run, tmp_path):
+  result = _run(*command("train", tmp_path, {**tiny_run, "train.global_batch": 12}))
+  assert result.returncode == 1
+  assert _only_line(result.stderr) == (
+      "error: train.global_batch=12: must be divisible by the 8 devices x train.grad_accum=1; "
+      "use a multiple of 8")
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_override_is_one_line(tiny_run, tmp_path):
+  result = _run(*command("train", tmp_path, {**tiny_run, "train.stepz": 3}))
+  assert result.returncode == 1
+  assert _only_line(result.stderr).startswith("error: unknown config key train.stepz:")
+
+
+def test_a_bad_command_is_a_usage_error(tmp_path):
+  result = _run(*command("fit", tmp_path, {}))
+  assert result.returncode == 1 and "give one command, train | eval | decode" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("trained")
+  train.train_and_evaluate(load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 4}),
+                           str(workdir))
+  return workdir
+
+
+def test_decode_continues_each_prompt_from_the_checkpoint(tiny_run, trained):
+  result = _run(*command("decode", trained, tiny_run, "--prompt=A poem:\n", "--prompt=Cheddar is",
+                         "--sampler=greedy", "--max_new_tokens=6"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  blocks = result.stdout.split("--- greedy, ")[1:]
+  assert [b.split(":\n")[0] for b in blocks] == ["'A poem:\\n'", "'Cheddar is'"]
+  assert "no checkpoint" not in result.stderr
+
+
+def test_decode_beam_without_checkpoint_warns(tiny_run, tmp_path):
+  result = _run(*command("decode", tmp_path, tiny_run, "--prompt=Cheddar is", "--sampler=beam",
+                         "--beams=3", "--max_new_tokens=4"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "no checkpoint in" in result.stderr
+  assert result.stdout.startswith("--- beam, 'Cheddar is':\nCheddar is")
+
+
+def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch):
+  evaluate = pytest.importorskip("lookahead_jax.evaluate")
+  calls = []
+  monkeypatch.setattr(evaluate, "run", lambda config, workdir: calls.append((config, workdir)))
+  argv = ["lookahead-jax", *command("eval", tmp_path, tiny_run)[4:]]  # the flags only
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
+  flags.FLAGS(argv)
+  try:
+    main.main(["lookahead-jax", "eval"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  [(config, workdir)] = calls
+  assert workdir == str(tmp_path) and config.model.d_model == tiny_run["model.d_model"]

@@ -5,7 +5,7 @@ update step; checkpoint; loop. Everything at a jit boundary is a pure function o
 pytrees: `train_step(state, batch) -> (state, metrics)` is ONE jitted function over the
 mesh, with in/out shardings and the state donated (DESIGN.md sections 4 and 7).
 
-The loss is an explicit per-token computation (`loss_and_metrics`): one forward pass
+The loss is an explicit per-token computation (`objectives`): one forward pass
 gives the logits and the teacher-forced keys/values (what the lookahead reuses), the
 per-token cross-entropy [b, T] is reduced with the batch weights and normalised by the
 number of weighted tokens of the GLOBAL batch. So gradient accumulation over
@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import math
 import os
 import shutil
 import signal
@@ -47,6 +48,7 @@ from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import sharding
+from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.data import builders, pipeline
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
 
@@ -55,9 +57,8 @@ ConfigDict = ml_collections.ConfigDict
 
 # ----------------------------------------------------------------------------- config
 
-# Implemented `stunting.mode`s; "myopic" trains with stop-gradient attention to earlier
-# positions (model.forward(myopic=True)). The section 3 variants plug in here.
-STUNTING_MODES = ("none", "myopic")
+# `stunting.mode`s: the variants of DESIGN.md section 3 (stunting.py).
+STUNTING_MODES = stunting_lib.MODES
 _FREE_FORM = ("data.options",)  # builder options, checked by the builder itself
 
 
@@ -128,7 +129,20 @@ def base_config() -> ConfigDict:
   c.lookahead.beta = 4.0  # SMC tempering
 
   c.stunting = ConfigDict()
-  c.stunting.mode = "none"  # one of STUNTING_MODES
+  c.stunting.mode = "none"  # one of STUNTING_MODES (stunting.py)
+  c.stunting.v4_base = "v3_balance"  # v4: this mode with SMC lookahead
+  c.stunting.penalty = 1.0  # v2_penalty coefficient
+  c.stunting.debt_decay = 0.9  # v3_balance: per-step decay of unbalanced movement
+  c.stunting.alignment_every = 10  # steps between cos(g, g_A) logs (v1_update, v3_project: 1)
+  # Monitoring: the lookahead gain on held-out batches with the stunting lookahead and a
+  # dev lookahead that stunting never uses; a warning when the dev gain is not positive
+  # for monitor_patience evaluations in a row (the model may have learned the lookahead).
+  c.stunting.monitor_every = 0  # steps; 0: off
+  c.stunting.monitor_batches = 2  # batches of the eval split, fixed for the whole run
+  c.stunting.monitor_patience = 3
+  c.stunting.dev_kind = ""  # "": the other kind than lookahead.kind
+  c.stunting.dev_width = 8
+  c.stunting.dev_horizon = 0  # 0: lookahead.horizon
 
   # The evaluation suite (evaluate.py): every (kind, width, horizon) is a lookahead; every
   # (scheme, temperature, mixture, lam) is read off the same paths. tau and lam are chosen
@@ -160,6 +174,29 @@ def lookahead_settings(config: ConfigDict, eos_id: int | None = None) -> lookahe
   la = config.lookahead
   return lookahead_lib.Lookahead(kind=la.kind, width=la.width, horizon=la.horizon,
                                  length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id)
+
+
+def stunting_settings(config: ConfigDict, eos_id: int | None = None) -> stunting_lib.Stunting:
+  """The `Stunting` of the config (v4 resolved to its base mode with an SMC lookahead)."""
+  st, la = config.stunting, config.lookahead
+  mode = st.v4_base if st.mode == "v4" else st.mode
+  lookahead = None
+  if mode in stunting_lib.LOOKAHEAD_MODES:
+    lookahead = lookahead_settings(config, eos_id)
+    if st.mode == "v4":
+      lookahead = dataclasses.replace(lookahead, kind="smc")
+  return stunting_lib.Stunting(
+      mode=mode, lookahead=lookahead, temperature=la.temperature, scheme=la.scheme,
+      mixture=la.mixture, lam=la.lam, beta=la.beta, penalty=st.penalty,
+      debt_decay=st.debt_decay, alignment_every=st.alignment_every)
+
+
+def dev_lookahead(config: ConfigDict, eos_id: int | None = None) -> lookahead_lib.Lookahead:
+  """The monitoring lookahead that stunting never uses (another kind by default)."""
+  st, la = config.stunting, config.lookahead
+  kind = st.dev_kind or ("smc" if la.kind == "beam" else "beam")
+  return dataclasses.replace(lookahead_settings(config, eos_id), kind=kind, width=st.dev_width,
+                             horizon=st.dev_horizon or la.horizon)
 
 
 def _check_keys(config: ConfigDict, schema: ConfigDict, prefix: str = "") -> None:
@@ -248,8 +285,25 @@ def validate(config: ConfigDict) -> None:
            "must be in [0, 1) for a linear mixture, [0, 1] for a loglinear one")
   _require(la.chunk >= 0, "lookahead.chunk", la.chunk, "must be >= 0 (0: all anchors)")
   _require(la.beta >= 1.0, "lookahead.beta", la.beta, "must be >= 1")
-  _require(config.stunting.mode in STUNTING_MODES, "stunting.mode", config.stunting.mode,
+  st = config.stunting
+  _require(st.mode in STUNTING_MODES, "stunting.mode", st.mode,
            f"use one of {', '.join(STUNTING_MODES)}")
+  _require(st.v4_base in stunting_lib.LOOKAHEAD_MODES, "stunting.v4_base", st.v4_base,
+           f"use one of {', '.join(stunting_lib.LOOKAHEAD_MODES)}")
+  _require(st.penalty >= 0, "stunting.penalty", st.penalty, "must be >= 0")
+  _require(0.0 <= st.debt_decay <= 1.0, "stunting.debt_decay", st.debt_decay, "must be in [0, 1]")
+  for key in ("alignment_every", "monitor_batches", "monitor_patience", "dev_width"):
+    _require(st[key] >= 1, f"stunting.{key}", st[key], "must be >= 1")
+  _require(st.monitor_every >= 0, "stunting.monitor_every", st.monitor_every,
+           "must be >= 0 (0: no monitoring)")
+  _require(st.dev_kind in ("",) + lookahead_lib.KINDS, "stunting.dev_kind", st.dev_kind,
+           f"use one of {', '.join(lookahead_lib.KINDS)} (or '' for the other kind)")
+  try:
+    dev_lookahead(config).check(mc)
+    if st.mode == "v4":
+      stunting_settings(config).lookahead.check(mc)
+  except ValueError as e:
+    raise ConfigError(f"stunting: {e}") from None
 
   ev = config.eval
   for key in ("batch_size", "tsp_instances"):
@@ -357,6 +411,8 @@ class TrainState:
   rng:                [2] uint32 key data of the run's base key; step i uses fold_in(key, i).
   nonfinite_in_a_row: [] int32 non-finite steps since the last finite one.
   nonfinite_total:    [] int32 non-finite (skipped) steps of the whole run.
+  skipped_total:      [] int32 updates skipped by stunting (v1_update) in the whole run.
+  balance_debt:       [] float32 movement v3_balance has yet to balance (see stunting.py).
   """
 
   step: Array
@@ -365,6 +421,8 @@ class TrainState:
   rng: Array
   nonfinite_in_a_row: Array
   nonfinite_total: Array
+  skipped_total: Array
+  balance_debt: Array
 
 
 def _decay_mask(params: model_lib.Params) -> Any:
@@ -396,7 +454,8 @@ def init_state(model_cfg: model_lib.Config, tx: optax.GradientTransformation, se
   zero = jnp.zeros((), jnp.int32)
   return TrainState(step=zero, params=params, opt_state=tx.init(params),
                     rng=jax.random.key_data(run_key), nonfinite_in_a_row=zero,
-                    nonfinite_total=zero)
+                    nonfinite_total=zero, skipped_total=zero,
+                    balance_debt=jnp.zeros((), jnp.float32))
 
 
 def state_shardings(model_cfg: model_lib.Config, tx: optax.GradientTransformation,
@@ -419,34 +478,63 @@ def create_state(config: ConfigDict, tx: optax.GradientTransformation,
 # ----------------------------------------------------------------------------- update step
 
 
-def loss_and_metrics(params: model_lib.Params, batch: Mapping[str, Array], rng: Array | None,
-                     norm: Array, *, model_cfg: model_lib.Config,
-                     stunting: str = "none") -> tuple[Array, dict[str, Array]]:
-  """The training objective of a (micro-)batch and its summed statistics.
+def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
+               norm: Array, target: Array, *, model_cfg: model_lib.Config,
+               stunt: stunting_lib.Stunting, dropout: bool = True
+               ) -> tuple[tuple[Array, Array], dict[str, Array]]:
+  """The training loss and the alignment A of a (micro-)batch, and its summed statistics.
 
   Args:
     params: model parameters.
     batch: inputs, targets, positions, segment_ids [b, T] int32; weights [b, T] float32.
-    rng: dropout key (None: no dropout).
+    rng: the step's key (dropout, SMC lookahead).
     norm: [] the number of weighted tokens of the whole global batch (all micro-batches),
       so that the micro-batch objectives sum to the mean over the global batch.
+    target: [] v3_balance: the weighted movement this micro-batch should have.
     model_cfg: the model.
-    stunting: stunting.mode.
+    stunt: the stunting settings (stunting.py).
+    dropout: whether to apply the model's dropout.
 
   Returns:
-    (loss [], aux) with aux sums over the micro-batch: ce_sum (weighted cross-entropy),
-    tokens (weights), correct (weighted argmax hits).
+    ((loss [], A []), aux): A = sum_i sum_w q_i(w) log p_i(w) / norm (0 without a
+    lookahead); aux sums over the micro-batch: ce_sum, tokens, correct, and with a
+    lookahead toward, movement, kl, penalty, balanced (the realized sum w_i m_i).
   """
-  # One teacher-forced pass; `cache` holds every layer's keys/values, which the
-  # lookahead of stunting reuses (lookahead.paths_from_pass) with these logits.
-  logits, _ = model_lib.forward(params, batch["inputs"], batch["positions"], config=model_cfg,
-                                segment_ids=batch["segment_ids"], dropout_rng=rng,
-                                myopic=stunting == "myopic")
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])  # [b, T]
-  weights = batch["weights"]
-  ce_sum = jnp.sum(ce * weights)
-  correct = jnp.sum((jnp.argmax(logits, -1) == batch["targets"]) * weights)
-  return ce_sum / norm, {"ce_sum": ce_sum, "tokens": jnp.sum(weights), "correct": correct}
+  dropout_key, lookahead_key = jax.random.split(rng)
+  # One teacher-forced pass: the logits and every layer's keys/values, which the stunting
+  # lookahead reuses.
+  logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=model_cfg,
+                                    segment_ids=batch["segment_ids"],
+                                    dropout_rng=dropout_key if dropout else None,
+                                    myopic=stunt.mode == "myopic")
+  targets, weights = batch["targets"], batch["weights"]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [b, T]
+  aux = {"ce_sum": jnp.sum(ce * weights), "tokens": jnp.sum(weights),
+         "correct": jnp.sum((jnp.argmax(logits, -1) == targets) * weights)}
+  if stunt.lookahead is None:
+    return (aux["ce_sum"] / norm, jnp.zeros(())), aux
+
+  # The amplified targets, from the current parameters under stop_gradient.
+  sg = jax.lax.stop_gradient
+  log_p = jax.nn.log_softmax(logits)
+  paths = lookahead_lib.paths_from_pass(
+      sg(params), sg(logits), sg(cache), batch["positions"], batch["segment_ids"], lookahead_key,
+      stunt.beta, config=model_cfg, lookahead=stunt.lookahead)
+  amp = lookahead_lib.amplify(paths, stunt.temperature, stunt.scheme)
+  terms = stunting_lib.token_terms(sg(log_p), targets, amp, stunt)
+  token_weights, balanced = weights, jnp.zeros(())
+  if stunt.mode == "v1_token":
+    token_weights = weights * ~terms["toward"]
+  elif stunt.mode == "v3_balance":
+    token_weights, balanced = stunting_lib.balance_weights(terms["m"], weights, target)
+  penalty = jnp.sum(stunting_lib.penalty(log_p, amp) * weights)
+  loss = jnp.sum(ce * token_weights) / norm
+  if stunt.mode == "v2_penalty":
+    loss = loss + stunt.penalty * penalty / norm
+  alignment = jnp.sum(stunting_lib.alignment(log_p, amp) * weights) / norm
+  aux.update(toward=jnp.sum(terms["toward"] * weights), movement=jnp.sum(terms["m"] * weights),
+             kl=jnp.sum(terms["kl"] * weights), penalty=sg(penalty), balanced=balanced)
+  return (loss, alignment), aux
 
 
 def _micro_batches(batch: Mapping[str, Array], k: int, micro_sharding) -> dict[str, Array]:
@@ -459,65 +547,97 @@ def _micro_batches(batch: Mapping[str, Array], k: int, micro_sharding) -> dict[s
 
 def train_step(state: TrainState, batch: Mapping[str, Array], *,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
-               model_cfg: model_lib.Config, stunting: str, grad_accum: int,
+               model_cfg: model_lib.Config, stunt: stunting_lib.Stunting, grad_accum: int,
                micro_sharding: NamedSharding) -> tuple[TrainState, dict[str, Array]]:
   """One optimizer step on a global batch [B, T]; a non-finite step changes only counters.
 
-  Gradients are summed over `grad_accum` micro-batches by a lax.scan (exactly the
-  full-batch gradient, see `loss_and_metrics`). If the loss or the global gradient norm
-  is not finite, parameters and optimizer state stay as they were and the non-finite
-  counters go up.
+  One forward pass per micro-batch gives the loss and the alignment A; the gradient of the
+  loss (and of A, when stunting uses it or logs cos(g, g_A)) are summed over `grad_accum`
+  micro-batches by a lax.scan, exactly the full-batch gradients (see `objectives`).
+  Stunting then acts on them: v1_update skips the update when it would raise A,
+  v3_project removes the update's component along grad A. If the loss or the global
+  gradient norm is not finite, parameters and optimizer state stay as they were and the
+  non-finite counters go up.
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   norm = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
-  grad_fn = jax.value_and_grad(
-      functools.partial(loss_and_metrics, model_cfg=model_cfg, stunting=stunting), has_aux=True)
+  target = -state.balance_debt / grad_accum  # v3_balance: pay back earlier imbalance
+  lookahead = stunt.lookahead is not None
+  with_alignment = lookahead and (stunt.needs_alignment_grad
+                                  or state.step % stunt.alignment_every == 0)
 
   def micro_step(i, micro):
-    (loss, aux), grads = grad_fn(state.params, micro, jax.random.fold_in(rng, i), norm)
-    return loss, aux, grads
+    objective = functools.partial(objectives, batch=micro, rng=jax.random.fold_in(rng, i),
+                                  norm=norm, target=target, model_cfg=model_cfg, stunt=stunt)
+    (loss, _), vjp, aux = jax.vjp(objective, state.params, has_aux=True)
+    one, zero = jnp.ones(()), jnp.zeros(())
+    grads = vjp((one, zero))[0]
+    grads_a = ()  # grad A: only with a lookahead, and only when used
+    if stunt.needs_alignment_grad:
+      grads_a = vjp((zero, one))[0]
+    elif lookahead:
+      grads_a = jax.lax.cond(with_alignment, lambda: vjp((zero, one))[0],
+                             lambda: jax.tree.map(jnp.zeros_like, grads))
+    return loss, aux, grads, grads_a
 
   def accumulate(total, xs):
     return jax.tree.map(jnp.add, total, micro_step(*xs)), None
 
   if grad_accum == 1:
-    loss, aux, grads = micro_step(0, batch)
+    loss, aux, grads, grads_a = micro_step(0, batch)
   else:
     micro = _micro_batches(batch, grad_accum, micro_sharding)
     shapes = jax.eval_shape(micro_step, 0, jax.tree.map(lambda x: x[0], micro))
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    (loss, aux, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum), micro))
+    (loss, aux, grads, grads_a), _ = jax.lax.scan(accumulate, zeros,
+                                                  (jnp.arange(grad_accum), micro))
 
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  tokens = jnp.maximum(aux["tokens"], 1.0)
+  metrics = {"loss": loss, "ce": aux["ce_sum"] / tokens, "accuracy": aux["correct"] / tokens,
+             "grad_norm": grad_norm}
+  skip = jnp.zeros((), bool)
+  debt = state.balance_debt
+  if lookahead:
+    # The update moves the parameters along g = -grads; <g, g_A> > 0 raises the alignment.
+    cos = stunting_lib.cosine(jax.tree.map(jnp.negative, grads), grads_a)
+    metrics.update(toward=aux["toward"] / tokens, movement=aux["movement"] / tokens,
+                   kl=aux["kl"] / tokens, penalty=aux["penalty"] / tokens,
+                   alignment_cos=jnp.where(with_alignment, cos, jnp.nan))
+    if stunt.mode == "v1_update":
+      skip = cos > 0
+    elif stunt.mode == "v3_project":
+      grads = stunting_lib.project_out(grads, grads_a)
+    elif stunt.mode == "v3_balance":
+      debt = stunt.debt_decay * (debt + aux["balanced"])
+      metrics.update(balance_debt=debt)
+  apply = ok & ~skip
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  keep_if_ok = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  keep_if = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
   bad = (~ok).astype(jnp.int32)
+  skipped = (ok & skip).astype(jnp.int32)
   new_state = state.replace(
       step=state.step + 1,
-      params=keep_if_ok(params, state.params),
-      opt_state=keep_if_ok(opt_state, state.opt_state),
+      params=keep_if(params, state.params),
+      opt_state=keep_if(opt_state, state.opt_state),
       nonfinite_in_a_row=(state.nonfinite_in_a_row + 1) * bad,
-      nonfinite_total=state.nonfinite_total + bad)
-  tokens = jnp.maximum(aux["tokens"], 1.0)
-  metrics = {
-      "loss": loss,
-      "ce": aux["ce_sum"] / tokens,
-      "accuracy": aux["correct"] / tokens,
-      "grad_norm": grad_norm,
-      # the schedule position is the number of applied (finite) updates
-      "learning_rate": schedule(state.step - state.nonfinite_total),
-      "nonfinite": bad,
-      "nonfinite_in_a_row": new_state.nonfinite_in_a_row,
-  }
+      nonfinite_total=state.nonfinite_total + bad,
+      skipped_total=state.skipped_total + skipped,
+      balance_debt=jnp.where(ok, debt, state.balance_debt))
+  metrics.update(
+      # the schedule position is the number of applied updates
+      learning_rate=schedule(state.step - state.nonfinite_total - state.skipped_total),
+      nonfinite=bad, nonfinite_in_a_row=new_state.nonfinite_in_a_row, skipped=skipped)
   return new_state, metrics
 
 
 def eval_step(params: model_lib.Params, batch: Mapping[str, Array], *,
               model_cfg: model_lib.Config) -> dict[str, Array]:
   """Summed next-token statistics of an eval batch (ce_sum, tokens, correct)."""
-  return loss_and_metrics(params, batch, None, jnp.ones(()), model_cfg=model_cfg)[1]
+  return objectives(params, batch, jax.random.key(0), jnp.ones(()), jnp.zeros(()),
+                    model_cfg=model_cfg, stunt=stunting_lib.Stunting(), dropout=False)[1]
 
 
 def jit_train_step(config: ConfigDict, mesh: jax.sharding.Mesh, tx: optax.GradientTransformation,
@@ -525,7 +645,8 @@ def jit_train_step(config: ConfigDict, mesh: jax.sharding.Mesh, tx: optax.Gradie
   """`train_step` jitted over the mesh: state in its shardings (donated), batch split."""
   step = functools.partial(
       train_step, tx=tx, schedule=schedule, model_cfg=model_config(config),
-      stunting=config.stunting.mode, grad_accum=config.train.grad_accum,
+      stunt=stunting_settings(config, tokenizer_for(config).eod_id),
+      grad_accum=config.train.grad_accum,
       micro_sharding=NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
   return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
@@ -670,20 +791,69 @@ class _Log:
     self.rows.append(metrics)
 
   def flush(self, step: int) -> dict[str, float]:
-    """Writes the mean of the rows since the last flush; returns the record."""
+    """Writes the mean of the rows since the last flush; returns the record.
+
+    Step statistics are averaged over the finite steps (NaN entries, e.g. alignment_cos on
+    steps that do not compute it, are left out); counters are summed.
+    """
     now = time.perf_counter()
     seconds = max(now - self.last_time - self.paused, 1e-9)
     finite = [r for r in self.rows if not r["nonfinite"]] or self.rows
-    record = {k: statistics.fmean(r[k] for r in finite)
-              for k in ("loss", "ce", "accuracy", "grad_norm")}
+    counters = ("nonfinite", "skipped", "nonfinite_in_a_row", "learning_rate")
+    record = {}
+    for key in (k for k in self.rows[0] if k not in counters):
+      values = [r[key] for r in finite if not math.isnan(r[key])]
+      if values:
+        record[key] = statistics.fmean(values)
     record.update(learning_rate=self.rows[-1]["learning_rate"],
                   nonfinite=sum(r["nonfinite"] for r in self.rows),
+                  skipped=sum(r["skipped"] for r in self.rows),
                   step_time=seconds / len(self.rows),
                   tokens_per_s=self.tokens_per_step * len(self.rows) / seconds)
     self.writer.write(step, record)
     self.records.append(record)
     self.rows, self.last_time, self.paused = [], now, 0.0
     return record
+
+
+class _Monitor:
+  """The lookahead gain on fixed held-out batches, with the stunting and the dev lookahead.
+
+  Every `stunting.monitor_every` steps; warns once the dev gain has not been positive for
+  `stunting.monitor_patience` evaluations in a row (the model may have internalized the
+  lookahead that stunting is meant to keep it from learning).
+  """
+
+  def __init__(self, config: ConfigDict, mesh: jax.sharding.Mesh):
+    st = config.stunting
+    self.every, self.patience, self.streak, self.last = st.monitor_every, st.monitor_patience, 0, {}
+    if not self.every:
+      return
+    eod = tokenizer_for(config).eod_id
+    stunt = stunting_settings(config, eod)
+    lookaheads = {"stunting": stunt.lookahead or lookahead_settings(config, eod),
+                  "dev": dev_lookahead(config, eod)}
+    batch_sharding = sharding.batch_sharding(mesh)
+    self.batches = [pipeline.global_batch(b, batch_sharding) for b in itertools.islice(
+        pipeline.make_eval_iterator(config.data.name, config.data.eval_split,
+                                    **data_kwargs(config)), st.monitor_batches)]
+    self.fn = jax.jit(functools.partial(stunting_lib.monitor_gains, config=model_config(config),
+                                        lookaheads=lookaheads, stunting=stunt))
+    self.rng = jax.random.key(config.seed + 1)
+
+  def __call__(self, step: int, params) -> dict[str, float]:
+    """The gains at this step ({} when not a monitoring step)."""
+    if not self.every or step % self.every:
+      return {}
+    outs = [self.fn(params, b, jax.random.fold_in(self.rng, i)) for i, b in enumerate(self.batches)]
+    gains = {f"monitor_{k}": float(np.mean([float(o[k]) for o in outs])) for k in outs[0]}
+    self.streak = 0 if gains["monitor_gain_dev"] > 0 else self.streak + 1
+    if self.streak == self.patience:
+      logging.warning("step %d: the dev lookahead's gain has not been positive for %d evaluations "
+                      "in a row (now %+.4f nats/token): the model may have internalized the "
+                      "lookahead", step, self.streak, gains["monitor_gain_dev"])
+    self.last = dict(gains, step=step)
+    return gains
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
@@ -713,6 +883,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
     batch_sharding = sharding.batch_sharding(mesh)
     step_fn = jit_train_step(config, mesh, tx, schedule, shardings)
     eval_fn = jit_eval_step(config, mesh, shardings)
+    monitor = _Monitor(config, mesh)
 
     # Resume from the newest readable checkpoint, or start.
     manager = stack.enter_context(checkpoint_manager(workdir, t))
@@ -752,8 +923,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
       log.add(host)
       if pending_step % t.log_every == 0 or pending_step == t.steps:
         record = log.flush(pending_step)
+        extra = {"toward": f"{record['toward']:.1%}"} if "toward" in record else {}
+        if monitor.last:
+          extra["gain_dev"] = f"{monitor.last['monitor_gain_dev']:+.4f}"
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
-                        step_ms=f"{1e3 * record['step_time']:.1f}")
+                        step_ms=f"{1e3 * record['step_time']:.1f}", **extra)
       if host["nonfinite_in_a_row"] >= t.max_nonfinite_in_a_row:
         checkpoint()
         manager.wait_until_finished()
@@ -775,6 +949,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
       if t.eval_every and step % t.eval_every == 0 and step < t.steps:
         val = evaluate_loss(eval_fn, state.params, config, batch_sharding)
         writer.write(step, val)
+      gains = monitor(step, state.params)
+      if gains:
+        writer.write(step, gains)
       preempted = preemption(step)
       if preempted or (t.checkpoint_every and step % t.checkpoint_every == 0):
         checkpoint()
@@ -792,7 +969,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
     manager.wait_until_finished()
 
   summary = _summary(config, workdir, state, log.records, val, train_iter.counters(),
-                     time.perf_counter() - start, resumed_from, preempted)
+                     time.perf_counter() - start, resumed_from, preempted, monitor.last)
   if main_process:
     print(metrics_lib.table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
           flush=True)
@@ -800,7 +977,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _summary(config, workdir, state, records, val, counters, seconds, resumed_from,
-             preempted) -> dict[str, Any]:
+             preempted, monitored) -> dict[str, Any]:
   """The figures of a run, and their rows for the printed table."""
   last = records[-1] if records else {}
   # the first logged interval includes compilation
@@ -823,6 +1000,11 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       "seconds": seconds,
       "checkpoints": kept,
       "nonfinite_total": int(state.nonfinite_total),
+      "skipped_total": int(state.skipped_total),
+      "stunting": config.stunting.mode,
+      "toward": statistics.fmean(r["toward"] for r in records if "toward" in r) if any(
+          "toward" in r for r in records) else None,
+      "monitor": monitored,
       "data": counters,
   }
   fmt = lambda x, spec: "-" if x is None else format(x, spec)
@@ -840,6 +1022,15 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       ("wall time", f"{seconds:.1f} s"),
       ("checkpoints", f"{', '.join(map(str, kept)) or '-'} in {steps_dir}"),
       ("non-finite", f"{summary['nonfinite_total']} steps skipped"),
+      ("stunting", f"{config.stunting.mode}"
+                   + (f", {summary['skipped_total']} updates skipped" if summary["skipped_total"]
+                      else "")
+                   + (f", toward tokens {summary['toward']:.1%}" if summary["toward"] is not None
+                      else "")),
       ("data", ", ".join(f"{k} {v:,}" for k, v in counters.items())),
   ]
+  if monitored:
+    rows.insert(-1, ("lookahead gain", f"stunting {monitored['monitor_gain_stunting']:+.4f}, dev "
+                                       f"{monitored['monitor_gain_dev']:+.4f} nats/token at step "
+                                       f"{monitored['step']} (held-out batches)"))
   return dict(summary, rows=rows)

@@ -64,21 +64,29 @@ def _train(config, mesh, steps=3):
   return state, losses
 
 
-@pytest.fixture(scope="module")
-def single_device_run(tiny_run):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.global_batch": 16})
+# v3_balance weighs each token by sums over the whole global batch, and its lookahead
+# runs on each device's own rows inside the step.
+STUNTED = {"stunting.mode": "v3_balance", "lookahead.width": 2, "lookahead.horizon": 3,
+           "stunting.alignment_every": 1}
+
+
+@pytest.fixture(scope="module", params=["plain", "stunted"])
+def single_device_run(request, tiny_run):
+  extra = STUNTED if request.param == "stunted" else {}
+  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.global_batch": 16, **extra})
   state, losses = _train(config, sharding.make_mesh(devices=jax.devices()[:1]))
-  return config, jax.device_get(state.params), losses
+  return config, jax.device_get(state), losses
 
 
 @pytest.mark.parametrize("data, fsdp", [(8, 1), (2, 4)])
 def test_sharded_step_equals_single_device(single_device_run, data, fsdp):
-  config, params, losses = single_device_run
+  config, single, losses = single_device_run
   mesh = sharding.make_mesh(data, fsdp)
   state, sharded_losses = _train(config, mesh)
   np.testing.assert_allclose(sharded_losses, losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               jax.device_get(state.params), params)
+               jax.device_get(state.params), single.params)
+  np.testing.assert_allclose(state.balance_debt, single.balance_debt, atol=1e-6)
   kernel = state.params["blocks"][0]["c_fc"]["kernel"]  # [32, 128]
   assert kernel.sharding.spec == (P(None, "fsdp") if fsdp > 1 else P())
   mu = state.opt_state[1][0].mu["blocks"][0]["c_fc"]["kernel"]  # optimizer state follows

@@ -1,0 +1,203 @@
+"""Stunting modes on a tiny model with exact gradients (DESIGN.md section 3)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lookahead_jax import lookahead as la_lib
+from lookahead_jax import model as model_lib
+from lookahead_jax import stunting as st_lib
+from lookahead_jax import train
+
+LOOKAHEAD = la_lib.Lookahead(width=3, horizon=3)
+
+
+def _stunt(mode, **kw):
+  return st_lib.Stunting(mode=mode, lookahead=LOOKAHEAD, lam=0.5, alignment_every=1, **kw)
+
+
+def _batch(config, seed=0, b=4, t=12):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(2, config.vocab_size, (b, t + 1)).astype(np.int32)
+  weights = (rng.random((b, t)) < 0.9).astype(np.float32)
+  return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+          "weights": jnp.asarray(weights), "segment_ids": jnp.ones((b, t), jnp.int32),
+          "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
+          "needs_lookahead": jnp.zeros((b, t), bool)}
+
+
+@functools.partial(jax.jit, static_argnames=("config", "stunt"))
+def _objectives(params, batch, target, *, config, stunt):
+  norm = jnp.maximum(batch["weights"].sum(), 1.0)
+  return train.objectives(params, batch, jax.random.key(0), norm, target, model_cfg=config,
+                          stunt=stunt, dropout=False)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "stunt"))
+def _grads(params, batch, *, config, stunt):
+  """(grad of the loss, grad of the alignment A) of the stunted objective."""
+  f = lambda p, i: _objectives(p, batch, jnp.zeros(()), config=config, stunt=stunt)[0][i]
+  return jax.grad(f)(params, 0), jax.grad(f)(params, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _terms(params, batch, *, config):
+  """The lookahead's per-token terms, computed directly (not through train.objectives)."""
+  logits, paths = la_lib.paths(params, batch["inputs"], batch["positions"], config=config,
+                               lookahead=LOOKAHEAD)
+  log_p = jax.nn.log_softmax(logits)
+  return log_p, la_lib.amplify(paths), st_lib.token_terms(log_p, batch["targets"],
+                                                          la_lib.amplify(paths), _stunt("none"))
+
+
+def _dot(a, b):
+  return sum(float(jnp.vdot(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_toward_tokens_and_movement_match_their_definitions(tiny_config, tiny_params):
+  batch = _batch(tiny_config)
+  log_p, amp, terms = _terms(tiny_params, batch, config=tiny_config)
+  q = jnp.exp(amp.dense(log_p))
+  p = jnp.exp(log_p)
+  y = jax.nn.one_hot(batch["targets"], tiny_config.vocab_size)
+  np.testing.assert_allclose(terms["m"], jnp.sum((y - p) * (q - p), -1), atol=1e-6)
+  mix_y = la_lib.token_log_prob(la_lib.mix(log_p, jnp.log(q), 0.5), batch["targets"])
+  np.testing.assert_array_equal(terms["toward"], mix_y > la_lib.token_log_prob(log_p,
+                                                                               batch["targets"]))
+  kl = jnp.sum(jnp.where(q > 0, q * (jnp.log(q) - log_p), 0.0), -1)
+  np.testing.assert_allclose(terms["kl"], kl, atol=1e-5)
+  assert 0 < terms["toward"].mean() < 1
+
+
+def test_v1_token_gives_no_gradient_from_toward_tokens_and_the_plain_one_from_the_rest(
+    tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=1)
+  _, _, terms = _terms(tiny_params, batch, config=tiny_config)
+  stunted, _ = _grads(tiny_params, batch, config=tiny_config, stunt=_stunt("v1_token"))
+  norm = jnp.maximum(batch["weights"].sum(), 1.0)
+
+  def plain(params, keep):
+    logits, _ = model_lib.forward(params, batch["inputs"], batch["positions"], config=tiny_config)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    return jnp.sum(ce * batch["weights"] * keep) / norm
+
+  rest = jax.grad(plain)(tiny_params, ~terms["toward"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), stunted, rest)
+  # ... and the toward tokens' own gradient is not zero, so dropping them changed something.
+  toward_only = jax.grad(plain)(tiny_params, terms["toward"])
+  assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(toward_only)) > 1e-4
+
+
+@functools.lru_cache(maxsize=None)
+def _sgd_train_step(config, stunt, lr):
+  tx = optax.sgd(lr)
+  step = functools.partial(train.train_step, tx=tx, schedule=optax.constant_schedule(lr),
+                           model_cfg=config, stunt=stunt, grad_accum=1, micro_sharding=None)
+  return tx, jax.jit(step)
+
+
+def _sgd_step(config, stunt, params, batch, lr=1e-2):
+  """One train_step with plain SGD (updates = -lr * the step's gradient)."""
+  tx, step = _sgd_train_step(config, stunt, lr)
+  return step(train.init_state(config, tx, 0, params=params), batch)
+
+
+def test_v1_update_leaves_the_state_unchanged_exactly_when_it_would_raise_alignment(
+    tiny_config, tiny_params):
+  stunt = _stunt("v1_update")
+  outcomes = set()
+  for seed in range(6):
+    # Different parameters too, so that both outcomes occur.
+    params = jax.tree.map(lambda x, s=seed: x * (1.0 + 0.5 * s), tiny_params)
+    batch = _batch(tiny_config, seed=seed)
+    grads, grads_a = _grads(params, batch, config=tiny_config, stunt=stunt)
+    raises = _dot(jax.tree.map(jnp.negative, grads), grads_a) > 0  # g = -grad(loss)
+    state, metrics = _sgd_step(tiny_config, stunt, params, batch)
+    unchanged = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params),
+                                                         jax.tree.leaves(params)))
+    assert unchanged == raises and int(metrics["skipped"]) == int(raises), seed
+    assert int(state.skipped_total) == int(raises)
+    outcomes.add(raises)
+  assert outcomes == {True, False}
+
+
+def test_v3_project_leaves_no_component_along_the_alignment_gradient(tiny_config, tiny_params):
+  stunt = _stunt("v3_project")
+  batch = _batch(tiny_config, seed=2)
+  grads, grads_a = _grads(tiny_params, batch, config=tiny_config, stunt=stunt)
+  projected = st_lib.project_out(grads, grads_a)
+  norm = lambda t: np.sqrt(_dot(t, t))
+  assert abs(_dot(grads, grads_a)) > 1e-3 * norm(grads) * norm(grads_a)  # it had one
+  assert abs(_dot(projected, grads_a)) <= 1e-5 * norm(projected) * norm(grads_a)
+  # The train step applies exactly that: with SGD the update is -lr * projected.
+  state, _ = _sgd_step(tiny_config, stunt, tiny_params, batch, lr=1.0)
+  update = jax.tree.map(jnp.subtract, state.params, tiny_params)
+  assert abs(_dot(update, grads_a)) <= 1e-5 * norm(update) * norm(grads_a)
+
+
+def test_v3_balance_weights_balance_the_movement_with_mean_weight_one(tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=3)
+  _, _, terms = _terms(tiny_params, batch, config=tiny_config)
+  m, weights = terms["m"], batch["weights"]
+  assert float(jnp.sum(weights * m)) != 0.0  # unbalanced before
+  w, realized = st_lib.balance_weights(m, weights, jnp.zeros(()))
+  assert abs(float(jnp.sum(w * m))) <= 1e-5 * float(jnp.sum(jnp.abs(w * m)))
+  np.testing.assert_allclose(float(realized), float(jnp.sum(w * m)), atol=1e-7)
+  np.testing.assert_allclose(float(w.sum() / weights.sum()), 1.0, rtol=1e-5)
+  assert float(w.min()) >= 0 and np.all(np.asarray(w)[np.asarray(weights) == 0] == 0)
+  # A target (the debt of earlier steps) is met exactly too.
+  target = -0.3 * float(jnp.sum(jnp.abs(weights * m)))
+  w, realized = st_lib.balance_weights(m, weights, jnp.asarray(target))
+  np.testing.assert_allclose(float(realized), target, rtol=1e-4)
+  # One-sided movement cannot be balanced: weights stay 1 and the movement is reported.
+  w, realized = st_lib.balance_weights(jnp.abs(m) + 1e-3, weights, jnp.zeros(()))
+  np.testing.assert_allclose(w, weights)
+  assert float(realized) > 0
+
+
+def test_v3_balance_step_is_balanced_and_carries_what_it_cannot_balance(tiny_config, tiny_params):
+  stunt = _stunt("v3_balance", debt_decay=0.5)
+  batch = _batch(tiny_config, seed=4)
+  (_, _), aux = _objectives(tiny_params, batch, jnp.zeros(()), config=tiny_config, stunt=stunt)
+  assert abs(float(aux["balanced"])) <= 1e-5 * abs(float(aux["movement"])) + 1e-7
+  state, metrics = _sgd_step(tiny_config, stunt, tiny_params, batch)
+  assert abs(float(state.balance_debt)) < 1e-6  # balanced: nothing carried
+  state = state.replace(balance_debt=jnp.asarray(0.05, jnp.float32))
+  (_, _), aux = _objectives(tiny_params, batch, -state.balance_debt, config=tiny_config,
+                            stunt=stunt)
+  np.testing.assert_allclose(float(aux["balanced"]), -0.05, rtol=1e-4)  # paid back
+
+
+def test_v2_penalty_lowers_the_expected_probability_of_amplified_tokens(tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=5)
+  _, amp, _ = _terms(tiny_params, batch, config=tiny_config)
+
+  def penalty(params):  # q held fixed at the starting parameters
+    logits, _ = model_lib.forward(params, batch["inputs"], batch["positions"], config=tiny_config)
+    return float(jnp.sum(st_lib.penalty(jax.nn.log_softmax(logits), amp) * batch["weights"]))
+
+  before = penalty(tiny_params)
+  state, metrics = _sgd_step(tiny_config, _stunt("v2_penalty", penalty=100.0), tiny_params, batch,
+                             lr=1e-4)
+  after = penalty(state.params)
+  assert after < before, (before, after)
+  np.testing.assert_allclose(float(metrics["penalty"]), before / float(batch["weights"].sum()),
+                             rtol=1e-5)
+
+
+def test_step_statistics_are_logged(tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=6)
+  _, _, terms = _terms(tiny_params, batch, config=tiny_config)
+  _, metrics = _sgd_step(tiny_config, _stunt("v1_token"), tiny_params, batch)
+  w = batch["weights"]
+  np.testing.assert_allclose(float(metrics["toward"]), float(jnp.sum(terms["toward"] * w) / w.sum()),
+                             rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["movement"]), float(jnp.sum(terms["m"] * w) / w.sum()),
+                             rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(float(metrics["kl"]), float(jnp.sum(terms["kl"] * w) / w.sum()),
+                             rtol=1e-5)
+  assert -1.0 <= float(metrics["alignment_cos"]) <= 1.0

@@ -181,7 +181,7 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
   progress = tqdm(total=len(runs) * sum(counts.values()), desc="eval", unit="batch",
                   disable=jax.process_index() != 0, dynamic_ncols=True)
   rng = jax.random.key(ev.seed)
-  rows, hist = [], {}
+  rows, hist, grids = [], {}, []
   start = time.time()
   naive = {}
   for kind, width, horizon in runs:
@@ -213,6 +213,8 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
                  test_nll_amplified=naive["test_nll"] - float(test_gain[at][0]))
       rows.append(row)
       hist[len(rows) - 1] = test["token_gain"][si, mi]
+    grids.append(dict(kind=kind, width=width, horizon=horizon,
+                      validation_gain=np.round(val_gain, 6).tolist()))
   progress.close()
   best_row = max(range(len(rows)), key=lambda i: rows[i]["validation_gain"])
   report = dict(
@@ -221,6 +223,7 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
                                   test_marked=float(test["tokens"][1])),
       naive=dict(naive, test_perplexity=float(np.exp(naive["test_nll"]))),
       grid=dataclasses.asdict(grid), rows=rows, best=rows[best_row],
+      validation_grids=grids,  # mean validation gain [scheme][mixture][tau][lam] per setting
       seconds=round(time.time() - start, 1))
   if config.data.name == "tsp":
     report["tsp"] = tsp_tours(params, config, model_cfg, ev.test_split, ev.tsp_instances,

@@ -201,3 +201,22 @@ def test_step_statistics_are_logged(tiny_config, tiny_params):
   np.testing.assert_allclose(float(metrics["kl"]), float(jnp.sum(terms["kl"] * w) / w.sum()),
                              rtol=1e-5)
   assert -1.0 <= float(metrics["alignment_cos"]) <= 1.0
+
+
+def test_monitoring_logs_both_gains_and_warns_when_the_dev_gain_stays_non_positive(
+    tiny_run, tmp_path, caplog):
+  from conftest import DEFAULT_CONFIG, load_config
+  from lookahead_jax import metrics
+
+  config = load_config(DEFAULT_CONFIG, {
+      **tiny_run, "train.steps": 3, "train.checkpoint_every": 0, "lookahead.lam": 0.9,
+      "lookahead.width": 2, "lookahead.horizon": 2, "stunting.monitor_every": 1,
+      "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2})
+  with caplog.at_level("WARNING"):
+    summary = train.train_and_evaluate(config, str(tmp_path))
+  records = [r for r in metrics.read(str(tmp_path)) if "monitor_gain_dev" in r]
+  assert [r["step"] for r in records] == [1, 2, 3]
+  assert all(r["monitor_gain_dev"] <= 0 and r["monitor_gain_stunting"] <= 0 for r in records)
+  warnings = [r.getMessage() for r in caplog.records if "dev lookahead" in r.getMessage()]
+  assert len(warnings) == 1 and "step 2" in warnings[0], warnings
+  assert summary["monitor"]["step"] == 3

@@ -45,4 +45,5 @@ def get_config():
   config.eval.max_batches = 8
   config.eval.widths = (2, 4)
   config.eval.horizons = (1, 2, 4)
+  config.eval.schemes = ("sum",)
   return config

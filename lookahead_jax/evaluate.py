@@ -98,7 +98,7 @@ def batch_sums(params, batch, rng, beta, pick, *, config: model_lib.Config,
 
   batch: the pipeline's arrays [b, T]. pick: [schemes, mixtures, 2] int32 (tau, lam) indices
   whose per-token gains are returned (the validation choice; zeros on validation).
-  Returns nll [], tokens [3], gain [S, M, taus, lams, 3], helps [S, M, taus, lams, 3]
+  Returns nll [3], tokens [3], gain [S, M, taus, lams, 3], helps [S, M, taus, lams, 3]
   (the 3 parts: all, marked, unmarked tokens) and token_gain [S, M, b, T] at `pick`.
   """
   logits, paths = lookahead_lib.paths(params, batch["inputs"], batch["positions"],
@@ -112,7 +112,7 @@ def batch_sums(params, batch, rng, beta, pick, *, config: model_lib.Config,
   s, m = len(grid.schemes), len(grid.mixtures)
   chosen = gains[jnp.arange(s)[:, None], jnp.arange(m)[None, :], pick[..., 0], pick[..., 1]]
   return dict(
-      nll=-(lookahead_lib.token_log_prob(log_p, batch["targets"]) * w).sum(),
+      nll=-jnp.einsum("bn,pbn->p", lookahead_lib.token_log_prob(log_p, batch["targets"]), parts),
       tokens=parts.sum((1, 2)),
       gain=jnp.einsum("smtlbn,pbn->smtlp", gains, parts),
       helps=jnp.einsum("smtlbn,pbn->smtlp", (gains > 0).astype(w.dtype), parts),
@@ -149,9 +149,12 @@ def _mean(sums, key):
     return sums[key] / sums["tokens"]
 
 
-def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
+def run(config: ConfigDict, workdir: str, params=None,
+        lookaheads: list[tuple[str, int, int]] | None = None) -> dict[str, Any]:
   """Evaluates the workdir's newest checkpoint (or `params`, or fresh ones) over the grid.
 
+  lookaheads: the (kind, width, horizon) settings to evaluate; None: every combination of
+  eval.kinds, eval.widths and eval.horizons.
   Writes workdir/eval/report.json and the plots, prints the table, returns the report.
   """
   ev = config.eval
@@ -159,7 +162,8 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
   model_cfg = train_lib.model_config(config)
   tokenizer = train_lib.tokenizer_for(config)
   grid = Grid.from_config(ev)
-  for kind, width, horizon in settings(ev):
+  runs = lookaheads or settings(ev)
+  for kind, width, horizon in runs:
     lookahead_lib.Lookahead(kind=kind, width=width, horizon=horizon).check(model_cfg)
   source = "fresh parameters"
   if params is None:
@@ -177,7 +181,6 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
 
   counts = {split: sum(1 for _ in batches(split)) for split in (ev.validation_split,
                                                                  ev.test_split)}
-  runs = settings(ev)
   progress = tqdm(total=len(runs) * sum(counts.values()), desc="eval", unit="batch",
                   disable=jax.process_index() != 0, dynamic_ncols=True)
   rng = jax.random.key(ev.seed)
@@ -197,8 +200,10 @@ def run(config: ConfigDict, workdir: str, params=None) -> dict[str, Any]:
     best = np.stack(np.unravel_index(np.nanargmax(flat, axis=-1), val_gain.shape[2:]), -1)
     test = _pass(step, params, batches(ev.test_split), rng, config.lookahead.beta,
                  jnp.asarray(best, jnp.int32), mesh, progress)
-    naive = dict(validation_nll=float(val["nll"] / val["tokens"][0]),
-                 test_nll=float(test["nll"] / test["tokens"][0]))
+    test_nll = _mean(test, "nll")
+    naive = dict(validation_nll=float(val["nll"][0] / val["tokens"][0]),
+                 test_nll=float(test_nll[0]), test_nll_marked=float(test_nll[1]),
+                 test_nll_unmarked=float(test_nll[2]))
     test_gain, test_helps = _mean(test, "gain"), _mean(test, "helps")
     for (si, scheme), (mi, mixture) in itertools.product(enumerate(grid.schemes),
                                                          enumerate(grid.mixtures)):
@@ -297,9 +302,12 @@ def table(report) -> str:
   """The report as a fixed-width text table, one row per (setting, scheme, mixture)."""
   head = ("kind", "B", "H", "scheme", "mixture", "tau", "lam", "val gain", "test gain",
           "helps", "marked", "unmarked", "test NLL")
+  naive = report["naive"]
+  marked = (f"; marked {naive['test_nll_marked']:.4f}, unmarked {naive['test_nll_unmarked']:.4f}"
+            if report["tokens"]["test_marked"] else "")
   lines = [f"Lookahead evaluation of {report['params']} on {report['dataset']}: naive test NLL "
-           f"{report['naive']['test_nll']:.4f} (perplexity {report['naive']['test_perplexity']:.3f}),"
-           f" {report['tokens']['test']:.0f} test tokens ({report['tokens']['test_marked']:.0f} "
+           f"{naive['test_nll']:.4f} (perplexity {naive['test_perplexity']:.3f}{marked}), "
+           f"{report['tokens']['test']:.0f} test tokens ({report['tokens']['test_marked']:.0f} "
            "marked as needing lookahead). Gains in nats/token; tau, lam chosen on validation.",
            " ".join(f"{h:>9}" for h in head)]
   for r in report["rows"]:

@@ -303,3 +303,52 @@ def gain(log_p_target, log_mix_target, weights):
   total = jnp.maximum(weights.sum(), 1e-9)
   diff = log_mix_target - log_p_target
   return (diff * weights).sum() / total, ((diff > 0) * weights).sum() / total
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@functools.partial(jax.jit, static_argnames=("config", "lookahead", "max_new_tokens", "scheme",
+                                             "mixture", "pad_id"))
+def generate(params, prompts, rng, prompt_lengths=None, temperature=1.0, lam=0.5, beta=1.0, *,
+             config: model_lib.Config, lookahead: Lookahead, max_new_tokens: int,
+             scheme: str = "sum", mixture: str = "linear", pad_id: int = 0) -> Array:
+  """Samples each next token from the mixture p~ of the naive and the amplified model.
+
+  prompts [b, P] int32 (left-padded, see decoding.prefill) -> tokens [b, max_new_tokens].
+  At every step the lookahead runs from the generated prefix (its decode cache is the
+  shared prefix) and gives q; the token is drawn from p~ = mix(p, q, lam). After a row's
+  lookahead.eos_id, pad_id. temperature: tau of q.
+  """
+  b = prompts.shape[0]
+  logits, cache, positions = decoding.prefill(params, prompts, prompt_lengths, config=config,
+                                              slots=max_new_tokens - 1)
+  one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one, config=config,
+                          lookahead=lookahead)
+  eos = lookahead.eos_id
+
+  def pick(i, logits, cache, out, done):
+    lookahead_key, sample_key = jax.random.split(jax.random.fold_in(rng, i))
+    log_p = jax.nn.log_softmax(logits)  # [b, V]
+    position = positions + i  # of the token being drawn
+    prefix = (cache.k, cache.v, cache.segment_ids > 0)
+    first, score = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None))(
+        params, prefix, log_p, position, jax.random.split(lookahead_key, b), beta)
+    paths = Paths(first=first[:, None], score=score[:, None],
+                  valid=(position - 1 + lookahead.horizon <= config.max_len)[:, None])
+    log_q = amplify(paths, temperature, scheme).dense(log_p[:, None])[:, 0]
+    token = jax.random.categorical(sample_key, mix(log_p, log_q, lam, mixture))
+    token = jnp.where(done, pad_id, token.astype(jnp.int32))
+    done = done | (token == eos) if eos is not None else done
+    return token, out.at[:, i].set(token), done
+
+  def body(i, state):
+    logits, cache, out, done = state
+    token, out, done = pick(i, logits, cache, out, done)
+    logits, cache = model_lib.forward(params, token[:, None], (positions + i)[:, None], cache,
+                                      config=config)
+    return logits[:, 0], cache, out, done
+
+  state = (logits, cache, jnp.full((b, max_new_tokens), pad_id, jnp.int32), jnp.zeros((b,), bool))
+  logits, cache, out, done = jax.lax.fori_loop(0, max_new_tokens - 1, body, state)
+  return pick(max_new_tokens - 1, logits, cache, out, done)[1]

@@ -3,10 +3,13 @@
     lookahead-jax train --config=configs/default.py --workdir=/tmp/rhyme --config.train.steps=200
     lookahead-jax eval --config=configs/default.py --workdir=/tmp/rhyme
     lookahead-jax decode --config=configs/default.py --workdir=/tmp/rhyme --prompt="Cheddar is"
+    lookahead-jax compare --configs=configs/experiments/rhyme.py --workdir=/tmp/stunting
 
 train resumes from the workdir's newest checkpoint (and runs the evaluation suite after
-its last step when eval.at_end); eval runs the evaluation suite on it; decode prints continuations of --prompt (greedy, sampled or beam search). A bad config
-stops with a one-line error before anything compiles.
+its last step when eval.at_end); eval runs the evaluation suite on it; decode prints continuations of --prompt (greedy, sampled, beam search, or sampled from the
+lookahead-amplified mixture p~ with the config's lookahead section); compare trains
+and evaluates several stunting runs and writes one comparison table and plot. A bad
+config stops with a one-line error before anything compiles.
 """
 
 import re
@@ -18,20 +21,27 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lookahead_jax import decoding, sharding, train
+from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 
-COMMANDS = ("train", "eval", "decode")
+COMMANDS = ("train", "eval", "decode", "compare")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tb/.")
 _PROMPTS = flags.DEFINE_multi_string("prompt", ["A poem:\n"], "decode: prompt text (repeatable).")
-_SAMPLER = flags.DEFINE_enum("sampler", "greedy", ["greedy", "sample", "beam"], "decode: method.")
+_SAMPLER = flags.DEFINE_enum(
+    "sampler", "greedy", ["greedy", "sample", "beam", "amplified"],
+    "decode: method; amplified samples from the mixture of p and the config's lookahead q.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "decode: tokens to generate.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "decode --sampler=sample: temperature.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "decode --sampler=sample: top-k (0: all).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "decode --sampler=sample: nucleus mass (1: all).")
 _BEAMS = flags.DEFINE_integer("beams", 4, "decode --sampler=beam: beam width.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIGS = flags.DEFINE_string(
+    "configs", None, "compare: comma-separated configs, path.py:ARG for one run or path.py for "
+    "every run in the file's EXPERIMENTS.")
+_SET = flags.DEFINE_multi_string("set", [], "compare: KEY=VALUE applied to every config.")
+flags.mark_flags_as_required(["workdir"])
 
 
 def decode(config, workdir: str) -> None:
@@ -56,6 +66,12 @@ def decode(config, workdir: str) -> None:
   if _SAMPLER.value == "beam":
     out = decoding.beam_search(params, tokens, lengths, beam_size=_BEAMS.value,
                                **kwargs).sequences[:, 0]
+  elif _SAMPLER.value == "amplified":
+    la = config.lookahead
+    out = lookahead_lib.generate(
+        params, tokens, jax.random.key(config.seed), lengths, la.temperature, la.lam, la.beta,
+        config=model_cfg, lookahead=train.lookahead_settings(config, tokenizer.eod_id),
+        max_new_tokens=new_tokens, scheme=la.scheme, mixture=la.mixture, pad_id=tokenizer.pad_id)
   else:
     temperature = 0.0 if _SAMPLER.value == "greedy" else _TEMPERATURE.value
     out = decoding.generate(params, tokens, jax.random.key(config.seed), lengths, temperature,
@@ -72,6 +88,12 @@ def main(argv):
   sharding.maybe_initialize_distributed()
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
+    if argv[1] == "compare":
+      from lookahead_jax import compare  # pylint: disable=g-import-not-at-top
+      compare.run(_CONFIGS.value or "", workdir, _SET.value)
+      return
+    if config is None:
+      raise train.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")
     train.validate(config)
     if argv[1] == "decode":
       decode(config, workdir)

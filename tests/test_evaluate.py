@@ -16,6 +16,7 @@ from lookahead_jax import train
 from lookahead_jax.data import builders, tsp
 
 GRID = {"eval.kinds": ("beam", "smc"), "eval.widths": (2,), "eval.horizons": (1, 3),
+        "eval.schemes": ("sum", "max"), "eval.mixtures": ("linear", "loglinear"),
         "eval.temperatures": (0.5, 2.0), "eval.lams": (0.1, 0.6), "eval.batch_size": 8,
         "eval.max_batches": 1}
 
@@ -40,7 +41,8 @@ def test_grid_sums_equal_the_gain_computed_directly(tiny_config, tiny_params):
   log_p = jax.nn.log_softmax(logits)
   log_p_y = la_lib.token_log_prob(log_p, batch["targets"])
   w, mark = batch["weights"], batch["needs_lookahead"]
-  np.testing.assert_allclose(sums["nll"], -jnp.sum(log_p_y * w), rtol=1e-5)
+  np.testing.assert_allclose(sums["nll"], [-jnp.sum(log_p_y * m) for m in (w, w * mark,
+                                                                          w * ~mark)], rtol=1e-5)
   np.testing.assert_allclose(sums["tokens"], [w.sum(), (w * mark).sum(), (w * ~mark).sum()])
   for si, scheme in enumerate(grid.schemes):
     for mi, mixture in enumerate(grid.mixtures):

@@ -239,3 +239,26 @@ def test_settings_the_model_cannot_run_are_one_line_errors(tiny_config):
     la_lib.Lookahead(horizon=40).check(tiny_config)
   with pytest.raises(ValueError, match="kind='greedy'"):
     la_lib.Lookahead(kind="greedy")
+
+
+def test_amplified_sampling_with_one_beam_of_one_token_and_all_weight_on_q_is_greedy(
+    tiny_config, tiny_params):
+  prompts = jax.random.randint(jax.random.key(8), (3, 5), 0, tiny_config.vocab_size)
+  greedy = decoding.generate(tiny_params, prompts, jax.random.key(0), config=tiny_config,
+                             max_new_tokens=6)
+  amplified = la_lib.generate(tiny_params, prompts, jax.random.key(1), None, 1.0, 1.0,
+                              config=tiny_config, lookahead=la_lib.Lookahead(width=1, horizon=1),
+                              max_new_tokens=6, mixture="loglinear")
+  np.testing.assert_array_equal(amplified, greedy)  # q is one-hot on the argmax
+
+
+def test_amplified_sampling_stops_at_eos(tiny_config, tiny_params):
+  prompts = jax.random.randint(jax.random.key(9), (4, 5), 0, tiny_config.vocab_size)
+  lookahead = la_lib.Lookahead(kind="smc", width=3, horizon=2, eos_id=3)
+  out = np.asarray(la_lib.generate(tiny_params, prompts, jax.random.key(2), None, 1.0, 0.5, 2.0,
+                                   config=tiny_config, lookahead=lookahead, max_new_tokens=12,
+                                   pad_id=15))
+  for row in out:
+    ends = np.flatnonzero(row == 3)
+    if len(ends):
+      assert np.all(row[ends[0] + 1:] == 15)

@@ -104,6 +104,12 @@ class Cache:
         index=jnp.zeros((), jnp.int32),
     )
 
+  def grow(self, slots: int) -> Cache:
+    """This cache with `slots` more empty slots at the end."""
+    pad = lambda x: jnp.pad(x, [(0, 0), (0, slots)] + [(0, 0)] * (x.ndim - 2))
+    return self.replace(k=tuple(map(pad, self.k)), v=tuple(map(pad, self.v)),
+                        segment_ids=pad(self.segment_ids))
+
   def with_prefix(self, k: tuple[Array, ...], v: tuple[Array, ...], mask: Array) -> Cache:
     """This cache reading `k`, `v` (per layer [P, h, dh]) where `mask` [P] is true."""
     return self.replace(prefix_k=k, prefix_v=v, prefix_mask=mask)

@@ -35,6 +35,8 @@ setuptools.setup(
         # Benchmarks and parity tests against Hugging Face. Install the CPU build of
         # torch first (`pip install torch==2.13.0`); a plain `torch` pulls CUDA wheels.
         "bench": ["torch>=2.4", "transformers>=4.45", "safetensors>=0.4"],
+        # Workdirs on Google Cloud Storage (gs://...): checkpoints, metrics, reports.
+        "gcs": ["gcsfs>=2024.2", "google-cloud-storage>=2.14"],
     },
     entry_points={"console_scripts": ["lookahead-jax=lookahead_jax.main:run"]},
 )

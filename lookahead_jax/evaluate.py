@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
@@ -234,10 +235,9 @@ def run(config: ConfigDict, workdir: str, params=None,
     report["tsp"] = tsp_tours(params, config, model_cfg, ev.test_split, ev.tsp_instances,
                               max(ev.widths))
   if jax.process_index() == 0:
-    out = os.path.join(workdir, "eval")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "report.json"), "w") as f:
-      json.dump(report, f, indent=1)
+    out = epath.Path(workdir) / "eval"  # also gs://bucket/dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     plot(report, hist[best_row], test["mark"], out)
     print(table(report))
     if "tsp" in report:
@@ -322,7 +322,12 @@ def table(report) -> str:
   return "\n".join(lines)
 
 
-def plot(report, token_gain, mark, out: str) -> None:
+def _savefig(fig, out: str | os.PathLike, name: str) -> None:
+  with (epath.Path(out) / name).open("wb") as f:  # also gs://bucket/dir
+    fig.savefig(f, format="png", dpi=120)
+
+
+def plot(report, token_gain, mark, out: str | os.PathLike) -> None:
   """gain_vs_horizon.png, gain_vs_width.png and token_gain_hist.png in `out`."""
   rows = report["rows"]
   best = report["best"]
@@ -341,7 +346,7 @@ def plot(report, token_gain, mark, out: str) -> None:
     ax.set_title(f"{report['dataset']}: {best['scheme']}, {best['mixture']} mixture")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, name + ".png"), dpi=120)
+    _savefig(fig, out, name + ".png")
     plt.close(fig)
   fig, ax = plt.subplots(figsize=(6, 4))
   bins = np.linspace(np.percentile(token_gain, 0.5), np.percentile(token_gain, 99.5), 60)
@@ -356,5 +361,5 @@ def plot(report, token_gain, mark, out: str) -> None:
   ax.set_ylabel("density")
   ax.set_title(f"best: {best['kind']} B={best['width']} H={best['horizon']}, test split")
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "token_gain_hist.png"), dpi=120)
+  _savefig(fig, out, "token_gain_hist.png")
   plt.close(fig)

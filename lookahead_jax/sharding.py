@@ -30,17 +30,30 @@ def maybe_initialize_distributed() -> bool:
   """Starts `jax.distributed` when the environment describes several processes.
 
   Call it first, before anything touches a device. Recognised environments:
+    - LOOKAHEAD_JAX_DISTRIBUTED=auto: `jax.distributed.initialize()` without arguments,
+      which detects the cluster itself (Cloud TPU VMs from their metadata, SLURM, Open
+      MPI, Kubernetes); launch/tpu_pod.sh sets it, since a TPU VM's worker list is in
+      its metadata, not its environment. LOOKAHEAD_JAX_DISTRIBUTED=off: never start;
     - explicit: JAX_COORDINATOR_ADDRESS ("host:port"), JAX_NUM_PROCESSES, JAX_PROCESS_ID
-      (our launchers; CPU processes then talk over gloo);
-    - SLURM with more than one task (SLURM_JOB_ID, SLURM_NTASKS > 1);
-    - a multi-host Cloud TPU slice (TPU_WORKER_HOSTNAMES lists several hosts, or
+      (launch/gpu_local.sh; CPU processes then talk over gloo);
+    - SLURM with more than one task (SLURM_JOB_ID, SLURM_NTASKS > 1; launch/slurm.sbatch);
+    - a multi-host Cloud TPU slice whose environment lists its hosts
+      (TPU_WORKER_HOSTNAMES with several hosts, as on GKE, or
       MEGASCALE_COORDINATOR_ADDRESS for multislice).
   A single process needs none of it. Returns whether it initialised.
   """
   env = os.environ
   if jax.distributed.is_initialized():
     return False
-  if "JAX_COORDINATOR_ADDRESS" in env:
+  mode = env.get("LOOKAHEAD_JAX_DISTRIBUTED", "").strip().lower()
+  if mode not in ("", "auto", "off"):
+    raise ValueError(f"LOOKAHEAD_JAX_DISTRIBUTED={env['LOOKAHEAD_JAX_DISTRIBUTED']!r}: use "
+                     "auto (jax detects the cluster) or off (one process), or leave it unset")
+  if mode == "off":
+    return False
+  if mode == "auto":
+    jax.distributed.initialize()
+  elif "JAX_COORDINATOR_ADDRESS" in env:
     missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in env]
     if missing:
       raise ValueError(f"JAX_COORDINATOR_ADDRESS is set but {', '.join(missing)} is not; set "

@@ -22,7 +22,6 @@ import functools
 import itertools
 import math
 import os
-import shutil
 import signal
 import statistics
 import threading
@@ -40,6 +39,7 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -246,8 +246,8 @@ def validate(config: ConfigDict) -> None:
   for key in ("eval_every", "eval_batches", "checkpoint_every", "weight_decay", "grad_clip"):
     _require(t[key] >= 0, f"train.{key}", t[key], "must be >= 0")
   _require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
-  _require(0 <= t.warmup_steps <= t.steps, "train.warmup_steps", t.warmup_steps,
-           f"must be in [0, train.steps={t.steps}]")
+  _require(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
+           f"must be in [0, train.steps={t.steps}) (the cosine decay needs a step)")
   _require(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio,
            "must be in [0, 1]")
   for key in ("b1", "b2"):
@@ -332,20 +332,44 @@ def validate(config: ConfigDict) -> None:
            f"{tokenizer.vocab_size} (or more)")
 
 
+@contextlib.contextmanager
+def _main_process_first(what: str):
+  """Process 0 runs the block first, then the others (one process: just the block).
+
+  For files every process would otherwise create at once in shared storage (a local
+  testbed prepared on first use, a SentencePiece model trained on first use): the
+  others find them ready. An error in process 0 reaches the others too, who then meet
+  the same error themselves.
+  """
+  several = jax.process_count() > 1
+  if several and jax.process_index() != 0:
+    multihost_utils.sync_global_devices(what)
+  try:
+    yield
+  finally:
+    if several and jax.process_index() == 0:
+      multihost_utils.sync_global_devices(what)
+
+
 def _checked_data(config: ConfigDict) -> Tokenizer:
-  """The dataset's tokenizer, after checking that the dataset can be read here."""
+  """The dataset's tokenizer, after checking that the dataset can be read here.
+
+  A local testbed is prepared here, and a SentencePiece tokenizer trained, by process 0
+  first (see `_main_process_first`).
+  """
   d = config.data
   options = d.options.to_dict()
-  try:
-    builders.builder(d.name, d.data_dir, **options)
-  except builders.DatasetNotPreparedError as e:
-    raise ConfigError(f"data.name={d.name!r}: {e}") from None
-  except (ValueError, FileNotFoundError) as e:
-    raise ConfigError(f"data.options: {e}") from None
-  try:
-    return tokenizer_for(config)
-  except (ValueError, OSError) as e:
-    raise ConfigError(f"data.tokenizer={d.tokenizer!r}: {e}") from None
+  with _main_process_first("prepare the dataset and its tokenizer"):
+    try:
+      builders.prepare(d.name, d.data_dir, **options)
+    except builders.DatasetNotPreparedError as e:
+      raise ConfigError(f"data.name={d.name!r}: {e}") from None
+    except (ValueError, FileNotFoundError) as e:
+      raise ConfigError(f"data.options: {e}") from None
+    try:
+      return tokenizer_for(config)
+    except (ValueError, OSError) as e:
+      raise ConfigError(f"data.tokenizer={d.tokenizer!r}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- mesh
@@ -666,6 +690,12 @@ def jit_eval_step(config: ConfigDict, mesh: jax.sharding.Mesh, shardings: TrainS
 # directory and renames it when complete, so an interrupted save is never a step.
 
 
+def _absolute(workdir: str | os.PathLike) -> epath.Path:
+  """The workdir as an absolute path; a URL (gs://bucket/dir, any scheme://) as it is."""
+  workdir = os.fspath(workdir)
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
 def checkpoint_manager(workdir: str, train: ConfigDict | None = None) -> ocp.CheckpointManager:
   """The CheckpointManager of workdir/checkpoints.
 
@@ -676,8 +706,7 @@ def checkpoint_manager(workdir: str, train: ConfigDict | None = None) -> ocp.Che
   options = ocp.CheckpointManagerOptions(
       max_to_keep=train.keep_checkpoints if train else None, create=train is not None,
       enable_async_checkpointing=True, cleanup_tmp_directories=train is not None)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options)
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
@@ -699,7 +728,9 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: TrainState,
   bad = []
   for step in sorted(manager.all_steps(), reverse=True):
     items = {"state": ocp.args.StandardRestore(abstract)}
-    if make_iterator is not None:
+    saved_by = _data_saved_by(manager, step)
+    new_layout = make_iterator is not None and saved_by not in (None, jax.process_count())
+    if make_iterator is not None and not new_layout:
       items["data"] = grain.checkpoint.CheckpointRestore(make_iterator())
     try:
       restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -709,18 +740,36 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract: TrainState,
                       type(e).__name__, first_line)
       bad.append(step)
       continue
+    if new_layout:
+      # Each process saved the position of its own document shard (p::N); with another
+      # process count the shards are other documents, so no saved position applies.
+      logging.warning("checkpoint step %d was saved by %d processes and this run has %d: "
+                      "its parameters and optimizer state are restored, and the input "
+                      "pipeline starts over in the new layout (another order of the data)",
+                      step, saved_by, jax.process_count())
+      return restored["state"], make_iterator(), bad
     return restored["state"], restored.get("data"), bad
   return None
+
+
+def _data_saved_by(manager: ocp.CheckpointManager, step: int) -> int | None:
+  """How many processes saved the step's data-iterator states (None: none found)."""
+  names = [p.name for p in (epath.Path(manager.directory) / str(step) / "data").glob(
+      "process_*-of-*.json")]
+  counts = {int(name.rsplit("-of-", 1)[1].split(".")[0]) for name in names}
+  return counts.pop() if len(counts) == 1 else None
 
 
 def _set_aside(workdir: str, steps: list[int], manager: ocp.CheckpointManager) -> None:
   """Moves unreadable steps to workdir/checkpoints_unreadable/ so new saves can take them."""
   if jax.process_index() == 0:
-    target = os.path.join(workdir, "checkpoints_unreadable")
-    os.makedirs(target, exist_ok=True)
+    target = epath.Path(workdir) / "checkpoints_unreadable"
+    target.mkdir(parents=True, exist_ok=True)
+    if "://" in os.fspath(workdir):  # cloud storage has no empty directories to move into
+      (target / "README.txt").write_text("Checkpoint steps that could not be restored.\n")
     for step in steps:
-      dest = os.path.join(target, f"{step}-{int(time.time())}")
-      shutil.move(os.path.join(manager.directory, str(step)), dest)
+      dest = target / f"{step}-{int(time.time())}"
+      (epath.Path(manager.directory) / str(step)).rename(dest)
       logging.warning("moved unreadable checkpoint step %d to %s", step, dest)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("set aside unreadable checkpoints")
@@ -733,7 +782,7 @@ def restore_params(config: ConfigDict, workdir: str,
 
   They are placed as training places them on `mesh` (default: the config's mesh).
   """
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not (epath.Path(workdir) / "checkpoints").is_dir():
     return None
   mesh = make_mesh(config) if mesh is None else mesh
   tx, _ = make_optimizer(config.train)
@@ -803,8 +852,7 @@ class _Log:
     record = {}
     for key in (k for k in self.rows[0] if k not in counters):
       values = [r[key] for r in finite if not math.isnan(r[key])]
-      if values:
-        record[key] = statistics.fmean(values)
+      record[key] = statistics.fmean(values) if values else math.nan
     record.update(learning_rate=self.rows[-1]["learning_rate"],
                   nonfinite=sum(r["nonfinite"] for r in self.rows),
                   skipped=sum(r["skipped"] for r in self.rows),
@@ -865,13 +913,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
   raises `NonFiniteError`. Returns the summary that process 0 prints.
   """
   validate(config)
-  workdir = os.path.abspath(workdir)
+  workdir = os.fspath(_absolute(workdir))
   main_process = jax.process_index() == 0
   t = config.train
   if main_process:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2) + "\n")
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
   with contextlib.ExitStack() as stack:
     preemption = stack.enter_context(_preemption_notice())
@@ -889,6 +936,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
     manager = stack.enter_context(checkpoint_manager(workdir, t))
     restored = restore_checkpoint(manager, abstract, lambda: make_train_iterator(config))
     if restored is None:
+      if unreadable := list(manager.all_steps()):
+        logging.warning("no readable checkpoint (unreadable steps %s): starting from step 0",
+                        ", ".join(map(str, unreadable)))
+        _set_aside(workdir, unreadable, manager)
       state, resumed_from = create_state(config, tx, shardings), None
       train_iter = make_train_iterator(config)
     else:
@@ -968,12 +1019,25 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, Any]:
       writer.write(step, val)
     manager.wait_until_finished()
 
-  summary = _summary(config, workdir, state, log.records, val, train_iter.counters(),
+  counters = _all_processes(train_iter.counters())
+  summary = _summary(config, workdir, state, log.records, val, counters,
                      time.perf_counter() - start, resumed_from, preempted, monitor.last)
   if main_process:
     print(metrics_lib.table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
           flush=True)
   return summary
+
+
+def _all_processes(counters: dict[str, int]) -> dict[str, int]:
+  """Counters summed over the processes (each counts the documents of its own shard)."""
+  if jax.process_count() == 1:
+    return counters
+  values = np.array(list(counters.values()), np.int64)
+  # int32 halves: jax arrays are 32-bit unless x64 is on, and token counts pass 2**31
+  halves = np.stack([values >> 31, values & (2**31 - 1)], -1).astype(np.int32)
+  gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.int64)
+  totals = (gathered[..., 0] << 31) + gathered[..., 1]
+  return dict(zip(counters, map(int, totals.sum(0))))
 
 
 def _summary(config, workdir, state, records, val, counters, seconds, resumed_from,
@@ -983,9 +1047,9 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
   # the first logged interval includes compilation
   speeds = [r["tokens_per_s"] for r in records[1:]] or [r["tokens_per_s"] for r in records]
   times = [r["step_time"] for r in records[1:]] or [r["step_time"] for r in records]
-  steps_dir = os.path.join(workdir, "checkpoints")
-  kept = sorted(int(s) for s in os.listdir(steps_dir) if s.isdigit()) if os.path.isdir(
-      steps_dir) else []
+  steps_dir = epath.Path(workdir) / "checkpoints"
+  kept = sorted(int(p.name) for p in steps_dir.iterdir() if p.name.isdigit()) if (
+      steps_dir.is_dir()) else []
   summary = {
       "step": int(state.step),
       "steps": config.train.steps,

@@ -54,7 +54,7 @@ def test_the_tiny_config_is_valid(config):
     ({"lookahead.lam": 1.0}, "lookahead.lam=1.0: must be in [0, 1) for a linear mixture"),
     ({"lookahead.temperature": 0.0}, "lookahead.temperature=0.0: must be > 0"),
     ({"lookahead.beta": 0.5}, "lookahead.beta=0.5: must be >= 1"),
-    ({"stunting.mode": "v9"}, "stunting.mode='v9': use one of none, myopic"),
+    ({"stunting.mode": "v9"}, "stunting.mode='v9': use one of none, v1_token, v1_update"),
 ])
 def test_bad_value_is_one_line_naming_the_key(config, overrides, expected):
   config.update_from_flattened_dict(overrides)

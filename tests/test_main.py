@@ -69,7 +69,7 @@ def test_decode_beam_without_checkpoint_warns(tiny_run, tmp_path):
 
 
 def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch):
-  evaluate = pytest.importorskip("lookahead_jax.evaluate")
+  from lookahead_jax import evaluate  # pylint: disable=g-import-not-at-top
   calls = []
   monkeypatch.setattr(evaluate, "run", lambda config, workdir: calls.append((config, workdir)))
   argv = ["lookahead-jax", *command("eval", tmp_path, tiny_run)[4:]]  # the flags only

@@ -178,18 +178,19 @@ def _beam_step(state: _BeamState, logprobs, i, length_penalty, *, beam_size, eos
 
 def beam_search_from(params, prefix, first_logprobs, position, length_penalty=1.0, *, config,
                      beam_size: int, num_steps: int, eos_id: int | None = None,
-                     pad_id: int = 0, unroll: bool = False) -> Beams:
+                     pad_id: int = 0, block: int = 8, prefix_matvec: bool = True) -> Beams:
   """Beam search of `num_steps` tokens for ONE row, continuing a prefix.
 
   prefix:         (k, v, mask): per layer [P, h, dh] keys/values of the context, shared by
                   all beams, and [P] bool of the slots the beams may read.
   first_logprobs: [V] log-probabilities of the first generated token.
   position:       [] int32 position of the first generated token.
-  unroll:         for short searches (the lookahead): a Python loop whose per-beam cache
-                  grows one slot a step, so step i reorders and reads only the i slots
-                  written so far. Otherwise a lax loop over a preallocated cache that, with
-                  an EOS, stops once no alive beam can beat the worst finished one
-                  (stopping never changes the result: the finished set is frozen then).
+  block:          the steps run in blocks of `block` steps, each a lax loop over a per-beam
+                  cache that grows by `block` slots, so every step reorders and reads about
+                  as many slots as it has written. With an EOS the loops stop once no alive
+                  beam can beat the worst finished one (stopping never changes the result:
+                  the finished set is frozen then). block=1 unrolls the search in Python (the
+                  short searches of the lookahead): step i reads exactly i slots.
   Returns `Beams` with leading axis B. num_steps - 1 forward passes of B tokens each.
   """
   n = num_steps
@@ -206,35 +207,33 @@ def beam_search_from(params, prefix, first_logprobs, position, length_penalty=1.
       fin=empty,
       improvable=jnp.ones((), bool),
   )
-  cache = model_lib.Cache.empty(config, beam_size, 0 if unroll else n - 1).with_prefix(*prefix)
+  cache = model_lib.Cache.empty(config, beam_size, 0).with_prefix(*prefix, prefix_matvec)
   logprobs = jnp.broadcast_to(first_logprobs, (beam_size, first_logprobs.shape[-1]))
   step = functools.partial(_beam_step, length_penalty=length_penalty, beam_size=beam_size,
                            eos_id=eos_id)
-
-  def cond(carry):
-    i, _, _, state = carry
-    return (i < n - 1) & state.improvable
 
   def body(carry):
     i, logprobs, cache, state = carry
     state, parents = step(state, logprobs, i, last=False)
     cache = cache.replace(k=tuple(k[parents] for k in cache.k),
                           v=tuple(v[parents] for v in cache.v))
-    if unroll:  # a slot for this step's tokens
-      cache = cache.grow(1)
     tokens = state.alive_seq[:, i][:, None]
     pos = jnp.full((beam_size, 1), jnp.minimum(position + i, config.max_len - 1), jnp.int32)
     logits, cache = model_lib.forward(params, tokens, pos, cache, config=config)
     return i + 1, jax.nn.log_softmax(logits[:, 0]), cache, state
 
-  carry = (0 if unroll else jnp.int32(0), logprobs, cache, state)
-  if unroll:
-    for _ in range(n - 1):
+  carry = (0 if block == 1 else jnp.int32(0), logprobs, cache, state)
+  for start in range(0, n - 1, block):  # (a one-token search needs no forward pass)
+    stop = min(start + block, n - 1)
+    i, logprobs, cache, state = carry
+    carry = (i, logprobs, cache.grow(stop - start), state)  # slots for this block's tokens
+    if block == 1:
       carry = body(carry)
-  elif n > 1 and eos_id is not None:  # (a one-token search needs no forward pass)
-    carry = jax.lax.while_loop(cond, body, carry)
-  elif n > 1:  # without EOS nothing finishes early
-    carry = jax.lax.fori_loop(0, n - 1, lambda _, carry: body(carry), carry)
+    elif eos_id is not None:
+      cond = lambda carry, stop=stop: (carry[0] < stop) & carry[3].improvable
+      carry = jax.lax.while_loop(cond, body, carry)
+    else:  # without EOS nothing finishes early
+      carry = jax.lax.fori_loop(start, stop, lambda _, carry: body(carry), carry)
   i, logprobs, _, state = carry
   state, _ = step(state, logprobs, i, last=True)
   return state.fin

@@ -100,7 +100,7 @@ def _beam_one(params, prefix, first_logprobs, position, rng, beta, *, config, lo
   beams = decoding.beam_search_from(
       params, prefix, first_logprobs, position, lookahead.length_penalty, config=config,
       beam_size=lookahead.width, num_steps=lookahead.horizon, eos_id=lookahead.eos_id,
-      unroll=True)
+      block=1, prefix_matvec=False)
   stretch = (lookahead.horizon / beams.lengths.clip(1)) ** lookahead.length_penalty
   return beams.sequences[:, 0], jnp.where(beams.valid, beams.log_probs * stretch, decoding.NEG)
 

@@ -77,9 +77,14 @@ class Cache:
   k, v:         tuple over layers of [b, S, h, dh], written at slots index..index+n-1.
   segment_ids:  [b, S] int32 segment of each slot; 0 = empty or padding (never read).
   index:        [] int32, the next slot to write.
-  prefix_k/v:   None, or tuple over layers of [P, h, dh]: read-only keys/values shared by
-                all b rows (no batch axis).
+  prefix_k/v:   None, or tuple over layers of keys [h, dh, P] and values [h, P, dh]: read-only,
+                shared by all b rows (no batch axis), stored in the layouts the attention's
+                matmuls read (a loop over decode steps would otherwise transpose them anew
+                every step).
   prefix_mask:  None, or [P] bool: which prefix slots the rows read.
+  prefix_matvec: read the prefix by a fused multiply-and-sum instead of a matmul: for a
+                few single-token rows per prefix (a decode step of B beams); a vmap over
+                anchors sharing one prefix (the lookahead) wants the matmul.
 
   A token at slot i of segment s reads slots j <= i of segment s, and the readable prefix.
   """
@@ -91,6 +96,7 @@ class Cache:
   prefix_k: tuple[Array, ...] | None = None
   prefix_v: tuple[Array, ...] | None = None
   prefix_mask: Array | None = None
+  prefix_matvec: bool = flax.struct.field(pytree_node=False, default=False)
 
   @classmethod
   def empty(cls, config: Config, batch: int, slots: int) -> Cache:
@@ -110,9 +116,12 @@ class Cache:
     return self.replace(k=tuple(map(pad, self.k)), v=tuple(map(pad, self.v)),
                         segment_ids=pad(self.segment_ids))
 
-  def with_prefix(self, k: tuple[Array, ...], v: tuple[Array, ...], mask: Array) -> Cache:
+  def with_prefix(self, k: tuple[Array, ...], v: tuple[Array, ...], mask: Array,
+                  matvec: bool = False) -> Cache:
     """This cache reading `k`, `v` (per layer [P, h, dh]) where `mask` [P] is true."""
-    return self.replace(prefix_k=k, prefix_v=v, prefix_mask=mask)
+    return self.replace(prefix_k=tuple(x.transpose(1, 2, 0) for x in k),
+                        prefix_v=tuple(x.transpose(1, 0, 2) for x in v), prefix_mask=mask,
+                        prefix_matvec=matvec)
 
   def row(self, i) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
     """Row i's keys, values (per layer [S, h, dh]) and segment ids [S], e.g. as a prefix."""
@@ -123,14 +132,16 @@ class Cache:
     )
 
 
-def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False):
+def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
+               shared_matvec=False):
   """Softmax attention of q over several blocks of keys/values, in float32.
 
   q:      [b, n, h, dh]
-  blocks: sequence of (k, v, mask): k, v [b, s, h, dh] (one per row) or [s, h, dh] (shared
-          by all rows); mask broadcastable to [b, n, s].
+  blocks: sequence of (k, v, mask): k, v [b, s, h, dh] (one per row), or k [h, dh, s] and
+          v [h, s, dh] (shared by all rows); mask broadcastable to [b, n, s].
   myopic: the single block holds the queries' own keys/values (training): a query reads
           stop-gradient keys/values of every earlier position and live ones of its own.
+  shared_matvec: single-token queries read shared blocks by multiply-and-sum too.
   Returns [b, n, h, dh].
   """
   scale = q.shape[-1] ** -0.5
@@ -144,8 +155,10 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False):
     kk = jax.lax.stop_gradient(k) if myopic else k
     if matvec and k.ndim == 4:
       s = jnp.sum(q.astype(jnp.float32) * kk, axis=-1).transpose(0, 2, 1)[:, :, None] * scale
+    elif matvec and shared_matvec:  # k [h, dh, s]
+      s = jnp.sum(q[:, 0, :, :, None].astype(jnp.float32) * kk, axis=-2)[:, :, None] * scale
     else:
-      spec = "bnhd,bshd->bhns" if k.ndim == 4 else "bnhd,shd->bhns"
+      spec = "bnhd,bshd->bhns" if k.ndim == 4 else "bnhd,hds->bhns"
       s = jnp.einsum(spec, q, kk, preferred_element_type=jnp.float32) * scale
     if myopic:  # the diagonal (own key) keeps its gradient
       own = jnp.einsum("bnhd,bnhd->bhn", q, k, preferred_element_type=jnp.float32) * scale
@@ -167,8 +180,10 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False):
       out = out + diag * (v - jax.lax.stop_gradient(v))
     elif matvec and v.ndim == 4:
       out = out + jnp.sum(e[:, :, 0].transpose(0, 2, 1)[..., None] * v, axis=1, keepdims=True)
+    elif matvec and shared_matvec:  # v [h, s, dh]
+      out = out + jnp.sum(e[:, :, 0, :, None] * v, axis=-2)[:, None]
     else:
-      spec = "bhns,bshd->bnhd" if v.ndim == 4 else "bhns,shd->bnhd"
+      spec = "bhns,bshd->bnhd" if v.ndim == 4 else "bhns,hsd->bnhd"
       out = out + jnp.einsum(spec, e.astype(v.dtype), v, preferred_element_type=jnp.float32)
   if not dropout:  # normalise the [b, n, h, dh] output, not the [b, h, n, s] weights
     out = out / denom.transpose(0, 2, 1, 3)
@@ -220,7 +235,8 @@ class Block(nnx.Module):
     blocks = [(k, v, mask)]
     if cache is not None and cache.prefix_k is not None:
       blocks.append((cache.prefix_k[layer], cache.prefix_v[layer], cache.prefix_mask[None, None]))
-    h = _attention(q, blocks, dropout_rate=cfg.dropout, dropout_rng=rngs[0], myopic=myopic)
+    h = _attention(q, blocks, dropout_rate=cfg.dropout, dropout_rng=rngs[0], myopic=myopic,
+                   shared_matvec=cache is not None and cache.prefix_matvec)
     x = x + _dropout(self.c_proj(h.reshape(b * n, cfg.d_model)), cfg.dropout, rngs[1])
     h = self.mlp_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
     x = x + _dropout(h, cfg.dropout, rngs[2])

@@ -170,6 +170,8 @@ def run(config: ConfigDict, workdir: str, params=None,
   if params is None:
     params = train_lib.restore_params(config, workdir, mesh)
     source = "the newest checkpoint in " + workdir
+  if params is None and config.pretrained:
+    params, source = train_lib.pretrained_params(config), config.pretrained
   if params is None:
     logging.warning("No checkpoint in %s: evaluating freshly initialised parameters.", workdir)
     params = model_lib.init(model_cfg, jax.random.key(config.seed))

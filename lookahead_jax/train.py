@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import math
 import os
 import signal
@@ -44,6 +45,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lookahead_jax import gpt2
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
@@ -79,6 +81,9 @@ def base_config() -> ConfigDict:
   c = ConfigDict()
   c.seed = 0
   c.model = ConfigDict(dataclasses.asdict(model_lib.Config()))
+  # A local Hugging Face GPT-2 directory (gpt2.py): the initial parameters of training, and
+  # the parameters evaluation uses when the workdir has no checkpoint. "": none.
+  c.pretrained = ""
 
   c.data = ConfigDict()
   c.data.name = "rhyme"  # rhyme | article | tsp | text_files | any prepared TFDS dataset
@@ -309,6 +314,8 @@ def validate(config: ConfigDict) -> None:
   for key in ("batch_size", "tsp_instances"):
     _require(ev[key] >= 1, f"eval.{key}", ev[key], "must be >= 1")
   _require(ev.max_batches >= 0, "eval.max_batches", ev.max_batches, "must be >= 0 (0: all)")
+  _require(ev.batch_size % devices == 0, "eval.batch_size", ev.batch_size,
+           f"must be divisible by the {devices} devices; use a multiple of {devices}")
   for key, allowed in (("kinds", lookahead_lib.KINDS), ("schemes", lookahead_lib.SCHEMES),
                        ("mixtures", lookahead_lib.MIXTURES)):
     bad = [x for x in ev[key] if x not in allowed] or ([] if ev[key] else ["(empty)"])
@@ -326,6 +333,8 @@ def validate(config: ConfigDict) -> None:
   _require(bool(ev.lams) and min(ev.lams) >= 0 and max(ev.lams) < top, "eval.lams",
            tuple(ev.lams), "must be a non-empty list in [0, 1) (1 only for a loglinear mixture)")
 
+  if config.pretrained:
+    _check_pretrained(config, mc)
   tokenizer = _checked_data(config)
   _require(m.vocab_size >= tokenizer.vocab_size, "model.vocab_size", m.vocab_size,
            f"the {d.name} tokenizer has {tokenizer.vocab_size} tokens; set model.vocab_size="
@@ -349,6 +358,32 @@ def _main_process_first(what: str):
   finally:
     if several and jax.process_index() == 0:
       multihost_utils.sync_global_devices(what)
+
+
+def _check_pretrained(config: ConfigDict, mc: model_lib.Config) -> None:
+  """The pretrained directory exists and its shape is the model's."""
+  path = config.pretrained
+  try:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      found = gpt2.config_from_hf(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"pretrained={path!r}: {str(e).splitlines()[0]}; give a Hugging Face "
+                      "GPT-2 directory (config.json plus model.safetensors or "
+                      "pytorch_model.bin)") from None
+  for key in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio",
+              "layer_norm_eps"):
+    _require(getattr(found, key) == getattr(mc, key), f"model.{key}", getattr(mc, key),
+             f"the checkpoint in {path} has {getattr(found, key)}; set model.{key}="
+             f"{getattr(found, key)}")
+
+
+def pretrained_params(config: ConfigDict) -> model_lib.Params | None:
+  """The parameters of config.pretrained (None without one), in the model's dtypes."""
+  if not config.pretrained:
+    return None
+  mc = model_config(config)
+  return gpt2.load(config.pretrained, dtype=mc.dtype, param_dtype=mc.param_dtype,
+                   dropout=mc.dropout, remat=mc.remat)[1]
 
 
 def _checked_data(config: ConfigDict) -> Tokenizer:
@@ -494,9 +529,9 @@ def state_shardings(model_cfg: model_lib.Config, tx: optax.GradientTransformatio
 
 def create_state(config: ConfigDict, tx: optax.GradientTransformation,
                  shardings: TrainState) -> TrainState:
-  """The initial state, created directly in its shardings."""
+  """The initial state (from config.pretrained, if any), created directly in its shardings."""
   init = functools.partial(init_state, model_config(config), tx, config.seed)
-  return jax.jit(init, out_shardings=shardings)()
+  return jax.jit(init, out_shardings=shardings)(params=pretrained_params(config))
 
 
 # ----------------------------------------------------------------------------- update step

@@ -37,6 +37,8 @@ def test_the_tiny_config_is_valid(config):
      "train.global_batch=8: must be divisible by the 8 devices x train.grad_accum=2; use a "
      "multiple of 16"),
     ({"train.b2": 1.0}, "train.b2=1.0: must be in [0, 1)"),
+    ({"eval.batch_size": 12}, "eval.batch_size=12: must be divisible by the 8 devices"),
+    ({"pretrained": "/no/such/gpt2"}, "pretrained='/no/such/gpt2': "),
     ({"mesh.data": 3, "mesh.fsdp": -1}, "mesh.data=3 does not divide the 8 devices"),
     ({"mesh.data": 3}, "mesh.data=3 x mesh.fsdp=1 is not the 8 devices"),
     ({"mesh.data": 2, "mesh.fsdp": 2}, "mesh.data=2 x mesh.fsdp=2 is not the 8 devices"),

@@ -8,6 +8,7 @@ far more than float rounding and sequences can be compared exactly.
 
 import collections
 import json
+import os
 import shutil
 import sys
 
@@ -338,3 +339,33 @@ def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(checkpoint, expor
   (checkpoint / "model-00002-of-00002.safetensors").unlink()
   assert "model-00002-of-00002.safetensors" in _one_line_error(
       FileNotFoundError, gpt2.load, checkpoint)
+
+
+
+def test_gpt2_amplify_experiment_runs_end_to_end(hf_dir, gpt2_style_dir, tmp_path):
+  """configs/experiments/gpt2_amplify.py on the small random checkpoint, with its report."""
+  from conftest import REPO, load_config  # pylint: disable=g-import-not-at-top
+  from lookahead_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from lookahead_jax.data import testbeds  # pylint: disable=g-import-not-at-top
+
+  checkpoint = tmp_path / "gpt2"
+  shutil.copytree(hf_dir, checkpoint)
+  shutil.copy(gpt2_style_dir / "tokenizer.json", checkpoint)
+  rng = np.random.default_rng(0)
+  text = tmp_path / "poems.txt"
+  text.write_text("\n\n".join(testbeds.rhyme_document(rng)[0] for _ in range(300)))
+  config = load_config(
+      os.path.join(REPO, "configs", "experiments", "gpt2_amplify.py"),
+      {"data.options.paths": (str(text),), "data.data_dir": str(tmp_path / "data"),
+       "eval.max_batches": 1, "eval.batch_size": 8, "eval.widths": (2,), "eval.horizons": (1, 3),
+       "eval.temperatures": (1.0,), "eval.lams": (0.1, 0.5)},
+      argument=str(checkpoint))
+  train.validate(config)
+  report = evaluate.run(config, str(tmp_path / "work"))
+  assert report["params"] == str(checkpoint)  # GPT-2's weights, not fresh ones
+  assert {(r["kind"], r["horizon"]) for r in report["rows"]} == {
+      ("beam", 1), ("beam", 3), ("smc", 1), ("smc", 3)}
+  assert (tmp_path / "work" / "eval" / "report.json").is_file()
+  config.model.num_layers += 1  # a model that is not the checkpoint's is refused up front
+  with pytest.raises(train.ConfigError, match="model.num_layers=.*the checkpoint in"):
+    train.validate(config)

@@ -95,19 +95,8 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split) for split in _SPLITS if _size(split, cfg)}
 
 
-@dataclasses.dataclass(eq=False)
-class RhymeConfig(tfds.core.BuilderConfig):
-  train_size: int = 20_000
-  validation_size: int = 1_000
-  test_size: int = 1_000
-  poem_fraction: float = 0.5
-  seed: int = 0
-
-
-class Rhyme(_LocalBuilder):
-  """Poems whose line-final colours must have rhymes, and prose (testbeds.py)."""
-
-  BUILDER_CONFIGS: ClassVar[list[RhymeConfig]] = [RhymeConfig(name="default")]
+class _MarkedText(_LocalBuilder, skip_registration=True):
+  """Texts with the character spans that need lookahead (a testbed of testbeds.py)."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -117,12 +106,33 @@ class Rhyme(_LocalBuilder):
             "spans": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
         }))
 
+  def _document(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    raise NotImplementedError
+
   def _generate_examples(self, split: str):
     cfg = self.builder_config
     rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
     for i in range(_size(split, cfg)):
-      text, spans = testbeds.rhyme_document(rng, poem_fraction=cfg.poem_fraction)
+      text, spans = self._document(rng)
       yield i, {"text": text, "spans": spans}
+
+
+@dataclasses.dataclass(eq=False)
+class RhymeConfig(tfds.core.BuilderConfig):
+  train_size: int = 20_000
+  validation_size: int = 1_000
+  test_size: int = 1_000
+  poem_fraction: float = 0.5
+  seed: int = 0
+
+
+class Rhyme(_MarkedText):
+  """Poems whose line-final colours must have rhymes, and prose (testbeds.py)."""
+
+  BUILDER_CONFIGS: ClassVar[list[RhymeConfig]] = [RhymeConfig(name="default")]
+
+  def _document(self, rng):
+    return testbeds.rhyme_document(rng, poem_fraction=self.builder_config.poem_fraction)
 
 
 @dataclasses.dataclass(eq=False)
@@ -133,25 +143,13 @@ class ArticleConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class Article(_LocalBuilder):
+class Article(_MarkedText):
   """Riddles whose answer article ("a"/"an") anticipates the noun (testbeds.py)."""
 
   BUILDER_CONFIGS: ClassVar[list[ArticleConfig]] = [ArticleConfig(name="default")]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "spans": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
-        }))
-
-  def _generate_examples(self, split: str):
-    cfg = self.builder_config
-    rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
-    for i in range(_size(split, cfg)):
-      text, spans = testbeds.article_document(rng)
-      yield i, {"text": text, "spans": spans}
+  def _document(self, rng):
+    return testbeds.article_document(rng)
 
 
 @dataclasses.dataclass(eq=False)

@@ -31,7 +31,7 @@ setuptools.setup(
         "tokenizers>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
         # Benchmarks and parity tests against Hugging Face. Install the CPU build of
         # torch first (`pip install torch==2.13.0`); a plain `torch` pulls CUDA wheels.
         "bench": ["torch>=2.4", "transformers>=4.45", "safetensors>=0.4"],

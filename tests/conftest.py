@@ -1,9 +1,14 @@
 """Shared fixtures: tiny models whose compiled functions every test module reuses."""
 
 import os
+import tempfile
 
 # 8 simulated CPU devices for the sharding tests; set before jax initialises its backend.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One persistent compilation cache for the test workers and the processes tests start
+# (the same tiny train step is compiled by many `lookahead-jax` subprocesses).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"lookahead-jax-tests-{os.getuid()}"))
 
 import jax
 import pytest

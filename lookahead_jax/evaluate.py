@@ -343,6 +343,7 @@ def plot(report, token_gain, mark, out: str | os.PathLike) -> None:
                      if r["kind"] == kind and r[line_key] == value)
         ax.plot(*zip(*pts), style, label=f"{kind} {line_key[0].upper()}={value}")
     ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xticks(sorted({r[x_key] for r in chosen}))  # the grid's values, no fractions
     ax.set_xlabel(x_key)
     ax.set_ylabel("test lookahead gain (nats/token)")
     ax.set_title(f"{report['dataset']}: {best['scheme']}, {best['mixture']} mixture")

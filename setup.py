@@ -29,12 +29,14 @@ setuptools.setup(
         "tensorboardX>=2.6.2",
         "sentencepiece>=0.2.0",
         "tokenizers>=0.20",
+        "safetensors>=0.4",  # GPT-2 checkpoints (gpt2.py)
+        "etils[epath]>=1.5",  # workdir paths, local or gs://
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
         # Benchmarks and parity tests against Hugging Face. Install the CPU build of
         # torch first (`pip install torch==2.13.0`); a plain `torch` pulls CUDA wheels.
-        "bench": ["torch>=2.4", "transformers>=4.45", "safetensors>=0.4"],
+        "bench": ["torch>=2.4", "transformers>=4.45"],
         # Workdirs on Google Cloud Storage (gs://...): checkpoints, metrics, reports.
         "gcs": ["gcsfs>=2024.2", "google-cloud-storage>=2.14"],
     },

@@ -24,6 +24,7 @@ setuptools.setup(
         "grain>=0.2.12",
         "absl-py>=2.1.0",
         "numpy>=1.26",
+        "scipy>=1.11",  # t-intervals over seeds (stats.py)
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "tensorboardX>=2.6.2",
@@ -33,7 +34,7 @@ setuptools.setup(
         "etils[epath]>=1.5",  # workdir paths, local or gs://
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
         # Benchmarks and parity tests against Hugging Face. Install the CPU build of
         # torch first (`pip install torch==2.13.0`); a plain `torch` pulls CUDA wheels.
         "bench": ["torch>=2.4", "transformers>=4.45"],

@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import common
 from lookahead_jax import decoding
 from lookahead_jax import model as model_lib
+
+import common
 
 BEAM_FLOOR, FORWARD_FLOOR = 2.0, 1.0
 

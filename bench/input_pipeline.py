@@ -21,8 +21,9 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-import common
 from lookahead_jax.data import builders, pipeline
+
+import common
 
 PREPARE_FLOOR_S, TOKENS_FLOOR = 60.0, 50_000.0
 TESTBEDS = ("rhyme", "article", "tsp")

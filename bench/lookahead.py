@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (the benchmarks' shared helpers, beside this file)
-
 from lookahead_jax import lookahead as lookahead_lib  # noqa: E402
 from lookahead_jax import model as model_lib  # noqa: E402
+
+import common  # noqa: E402  (the benchmarks' shared helpers, beside this file)
 
 
 def parse_args(argv=None):
@@ -61,8 +61,9 @@ def lookahead_fn(config, lookahead):
   """Jitted (params, tokens, positions) -> sparse log q [b, T, B] of every position."""
 
   def amplify(params, tokens, positions):
-    _, paths = lookahead_lib.paths(params, tokens, positions, config=config, lookahead=lookahead)
-    return lookahead_lib.amplify(paths).log_q
+    _, found, _ = lookahead_lib.teacher_forced_paths(params, tokens, positions, config=config,
+                                                     lookahead=lookahead)
+    return lookahead_lib.amplify(found).log_q
 
   return jax.jit(amplify)
 

@@ -37,11 +37,14 @@ import os
 import jax
 import numpy as np
 
-import common
+from lookahead_jax import config as config_lib
 from lookahead_jax import sharding, train
-from lookahead_jax.data import pipeline
+from lookahead_jax.data import pipeline, tokenizers
+
+import common
 
 FLOOR = 1.0
+CONTROL_FLOOR = 1.1  # the stunted step with its horizon-1 control / without (issue 12)
 LEARNING_RATE, BETAS, WEIGHT_DECAY, CLIP = 1e-4, (0.9, 0.95), 0.1, 1.0
 
 
@@ -75,22 +78,24 @@ def make_batch(args) -> dict[str, np.ndarray]:
           "needs_lookahead": np.zeros(shape, bool)}
 
 
-def ours_step(args, model_cfg, params, batch, stunting="none"):
+def ours_step(args, model_cfg, params, batch, stunting="none", contrast="control"):
   """A function taking one of our train steps (state carried between calls) -> loss."""
-  config = train.base_config()
+  config = config_lib.base_config()
   config.model.update(dataclasses.asdict(model_cfg))
   config.data.seq_len = args.seq_len
   config.stunting.mode = stunting
+  config.stunting.contrast = contrast
   config.lookahead.update(width=args.width, horizon=args.horizon, chunk=args.chunk)
   config.train.update(global_batch=args.batch, learning_rate=LEARNING_RATE, warmup_steps=0,
                       min_lr_ratio=1.0, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY,
                       grad_clip=CLIP)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  settings = config_lib.derive(config, tokenizers.ByteTokenizer(), devices=1)
   tx, schedule = train.make_optimizer(config.train)
   _, shardings = train.state_shardings(model_cfg, tx, mesh)
   state = jax.jit(train.init_state, static_argnums=(0, 1, 2), out_shardings=shardings)(
       model_cfg, tx, args.seed, params)
-  step = train.jit_train_step(config, mesh, tx, schedule, shardings)
+  step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
   device_batch = pipeline.global_batch(batch, sharding.batch_sharding(mesh))
 
   def run():
@@ -136,7 +141,9 @@ def main():
   ours, theirs = ours_step(args, model_cfg, params, batch), torch_step(torch, hf, batch)
   first_ours, first_torch = float(ours()), float(theirs())  # same weights: same loss
   modes = [m for m in args.stunting.split(",") if m]
-  stunted = {m: ours_step(args, model_cfg, params, batch, m) for m in modes}
+  stunted = {m: ours_step(args, model_cfg, params, batch, m) for m in modes}  # with the control
+  stunted.update({f"{m}_naive": ours_step(args, model_cfg, params, batch, m, "naive")
+                  for m in modes})
   times = common.compare_times({"ours": ours, "torch": theirs, **stunted}, args.repeats)
   stunt_floor = 1.5 * (3 + args.width * (args.horizon - 1)) / 3
   tokens = args.batch * args.seq_len
@@ -153,6 +160,8 @@ def main():
   for mode in modes:
     figures[f"train_{mode}_s"] = times[mode]
     figures[f"{mode}_over_plain"] = times[mode] / times["ours"]
+    figures[f"train_{mode}_naive_s"] = times[f"{mode}_naive"]
+    figures[f"{mode}_control_over_naive"] = times[mode] / times[f"{mode}_naive"]
 
   print(f"{common.machine()}; load average {os.getloadavg()[0]:.2f}")
   print(f"model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab "
@@ -167,9 +176,14 @@ def main():
     print(f"\nstunted step / plain step, B={args.width} H={args.horizon} chunk={args.chunk} "
           f"(ideal (3 + B(H-1)) / 3 = {stunt_floor / 1.5:.2f}):")
     common.print_table(
-        ["mode", "step ms", "plain ms", "ratio", "floor", "ok"],
+        ["mode (contrast=control)", "step ms", "plain ms", "ratio", "floor", "ok"],
         [[m, 1e3 * times[m], 1e3 * times["ours"], figures[f"{m}_over_plain"], stunt_floor,
           figures[f"{m}_over_plain"] <= stunt_floor] for m in modes])
+    print("\nthe horizon-1 control's cost: stunted step with it / without it (contrast=naive):")
+    common.print_table(
+        ["mode", "control ms", "naive ms", "ratio", "floor", "ok"],
+        [[m, 1e3 * times[m], 1e3 * times[f"{m}_naive"], figures[f"{m}_control_over_naive"],
+          CONTROL_FLOOR, figures[f"{m}_control_over_naive"] <= CONTROL_FLOOR] for m in modes])
   print(f"\nfirst-step loss: ours {first_ours:.6f}, torch {first_torch:.6f}")
   if args.json:
     common.write_json(args.json, figures)

@@ -11,11 +11,11 @@ Byte-level tokens; the rhyme builder generates its data locally on first use. An
 can be overridden, e.g. --config.train.steps=200 --config.model.num_layers=2.
 """
 
-from lookahead_jax import train
+from lookahead_jax import config as config_lib
 
 
 def get_config():
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "rhyme"
   config.data.options.train_size = 20_000
   config.data.options.validation_size = 1_000
@@ -23,7 +23,6 @@ def get_config():
   config.data.seq_len = 128
 
   config.model.vocab_size = 258  # bytes + pad + end of document
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon  # every anchor looks ahead
   config.model.num_layers = 2
   config.model.d_model = 128
   config.model.num_heads = 4
@@ -34,8 +33,8 @@ def get_config():
   config.train.warmup_steps = 50
   config.train.weight_decay = 0.1
   config.train.log_every = 25
-  config.train.eval_every = 200
-  config.train.eval_batches = 8
+  config.train.val_every = 200
+  config.train.val_batches = 8
   config.train.checkpoint_every = 200
 
   config.lookahead.chunk = 32  # anchors per vmapped chunk: cache-sized steps on a CPU

@@ -23,24 +23,23 @@ train the tokenizer once, before the first run (it is saved beside the dataset a
 sentencepiece_32768.model):
 
     tfds build lm1b --data_dir=DIR --file_format=array_record
-    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import train; \
-      train.tokenizer_for(runpy.run_path("configs/gpt2_small_8gpu.py")["get_config"]())'
+    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import config; \
+      config.validate(runpy.run_path("configs/gpt2_small_8gpu.py")["get_config"]())'
 """
 
-from lookahead_jax import train
+from lookahead_jax import config as config_lib
 
 
 def get_config():
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "lm1b"
   config.data.tokenizer = "sentencepiece:32768"
-  config.data.eval_split = "test"  # lm1b has no validation split
+  config.data.val_split = "test"  # lm1b has no validation split
   config.data.seq_len = 1024
   config.data.read_threads = 4  # per process; slurm.sbatch gives every task 8 CPUs
   config.data.prefetch = 4
 
   config.model.vocab_size = 32768
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 12
   config.model.d_model = 768
   config.model.num_heads = 12
@@ -52,8 +51,8 @@ def get_config():
   config.train.learning_rate = 6e-4
   config.train.warmup_steps = 1_000
   config.train.log_every = 50
-  config.train.eval_every = 1_000
-  config.train.eval_batches = 16
+  config.train.val_every = 1_000
+  config.train.val_batches = 16
   config.train.checkpoint_every = 1_000
 
   config.mesh.data = -1  # every GPU

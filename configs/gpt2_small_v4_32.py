@@ -18,28 +18,27 @@ prepare LM1B as ArrayRecord and train the tokenizer once (it is saved beside the
 dataset as sentencepiece_32768.model):
 
     tfds build lm1b --data_dir=DIR --file_format=array_record
-    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import train; \
-      train.tokenizer_for(runpy.run_path("configs/gpt2_small_v4_32.py")["get_config"]())'
+    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import config; \
+      config.validate(runpy.run_path("configs/gpt2_small_v4_32.py")["get_config"]())'
 
 then copy DIR to every worker (gcloud compute tpus tpu-vm scp --recurse ... --worker=all)
 or mount it on every worker, and pass TFDS_DATA_DIR to tpu_pod.sh: every host must read
 the same dataset and the same tokenizer file.
 """
 
-from lookahead_jax import train
+from lookahead_jax import config as config_lib
 
 
 def get_config():
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "lm1b"
   config.data.tokenizer = "sentencepiece:32768"
-  config.data.eval_split = "test"  # lm1b has no validation split
+  config.data.val_split = "test"  # lm1b has no validation split
   config.data.seq_len = 1024
   config.data.read_threads = 16  # a v4 host has 240 vCPUs
   config.data.prefetch = 4
 
   config.model.vocab_size = 32768
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 12
   config.model.d_model = 768
   config.model.num_heads = 12
@@ -51,8 +50,8 @@ def get_config():
   config.train.learning_rate = 6e-4
   config.train.warmup_steps = 700
   config.train.log_every = 50
-  config.train.eval_every = 1_000
-  config.train.eval_batches = 16
+  config.train.val_every = 1_000
+  config.train.val_batches = 16
   config.train.checkpoint_every = 1_000
 
   config.mesh.data = 1

@@ -11,19 +11,18 @@ beside the dataset; --config.data.tokenizer=/path/to/gpt2 reads GPT-2's BPE inst
 (then set --config.model.vocab_size=50304).
 """
 
-from lookahead_jax import train
+from lookahead_jax import config as config_lib
 
 
 def get_config():
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "lm1b"
   config.data.tokenizer = "sentencepiece:32768"
-  config.data.eval_split = "test"  # lm1b has no validation split
+  config.data.val_split = "test"  # lm1b has no validation split
   config.data.seq_len = 256
   config.data.read_threads = 4
 
   config.model.vocab_size = 32768
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 12
   config.model.d_model = 768
   config.model.num_heads = 12
@@ -34,8 +33,8 @@ def get_config():
   config.train.learning_rate = 6e-4
   config.train.warmup_steps = 2_000
   config.train.log_every = 100
-  config.train.eval_every = 2_000
-  config.train.eval_batches = 32
+  config.train.val_every = 2_000
+  config.train.val_batches = 32
   config.train.checkpoint_every = 2_000
 
   config.mesh.data = 1

@@ -11,12 +11,12 @@ dir (one document per split), use it instead:
     lookahead-jax train --config=configs/tiny_shakespeare.py:tfds --workdir=/tmp/lookahead/tfds
 """
 
-from lookahead_jax import train
+from lookahead_jax import config as config_lib
 
 
 def get_config(source: str = "text_files"):
   """source: "text_files" (a local .txt file) or "tfds" (the prepared TFDS dataset)."""
-  config = train.base_config()
+  config = config_lib.base_config()
   if source == "tfds":
     config.data.name = "tiny_shakespeare"
   elif source == "text_files":
@@ -27,7 +27,6 @@ def get_config(source: str = "text_files"):
   config.data.seq_len = 256
 
   config.model.vocab_size = 258  # bytes + pad + end of document
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 4
   config.model.d_model = 256
   config.model.num_heads = 4
@@ -38,7 +37,7 @@ def get_config(source: str = "text_files"):
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
   config.train.log_every = 50
-  config.train.eval_every = 500
-  config.train.eval_batches = 16
+  config.train.val_every = 500
+  config.train.val_batches = 16
   config.train.checkpoint_every = 500
   return config

@@ -1,70 +1,61 @@
 """Stunting experiments side by side: `lookahead-jax compare --configs=... --workdir=DIR`.
 
 Each config (`path.py:mode`, or `path.py` for every mode in the file's EXPERIMENTS) is
-trained in DIR/<mode> (resuming like `train`, so a finished run is not trained again),
-then evaluated with its stunting lookahead and with its dev lookahead (the evaluation
-suite restricted to those two; tau and lam chosen on validation, gains on test). One
-table and one plot compare the runs:
+trained with `--seeds` seeds (config.seed, +1, ...) in DIR/<mode>/seed_<s> (resuming like
+`train`, so a finished run is not trained again), then evaluated with its stunting
+lookahead and with its dev lookahead (the evaluation suite restricted to those two;
+tau and lam chosen on validation for the lookahead and its horizon-1 control, gains on
+test). One table and two plots compare the modes:
 
-  naive test NLL; the lookahead gain of the stunting and of the dev lookahead, over all
-  tokens and on the tokens the testbed marks as needing lookahead; the share of toward
-  tokens during training and the updates v1_update skipped; on tsp, the validity and the
-  optimality gap of greedy and beam decoding; the training cost (median step time over
-  the baseline's, the run with mode "none").
+  naive test NLL; the lookahead-specific gain G = gain(q_H) - gain(q_1) of the stunting
+  and of the dev lookahead, over all tokens and on the tokens the testbed marks as
+  needing lookahead; gain(q_H) and gain(q_1) of the stunting lookahead; the share of
+  toward tokens during training and the updates v1_update skipped; on tsp, the validity
+  and the optimality gap of greedy and beam decoding; on path_star, the first-node accuracy
+  of greedy and beam decoding; the training cost (median step
+  time over the baseline's, the run with mode "none"); G over training (the monitor).
 
-Writes DIR/compare.json, DIR/compare.md and DIR/compare.png.
+With one seed, intervals are the evaluation's bootstrap over test rows; with several,
+mean and 95% t-interval over seeds, and `vs none` is G minus the baseline's G paired by
+seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png, DIR/G_trajectory.png.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
-import json
 import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import matplotlib
+import numpy as np
+from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import evaluate
+from lookahead_jax import evaluate, report, stats, train
 from lookahead_jax import metrics as metrics_lib
-from lookahead_jax import train
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
+from lookahead_jax.config import ConfigError, Settings, validate
 
 BASELINE = "none"
-COLUMNS = (  # (key, header, format)
-    ("mode", "mode", "s"), ("test_nll", "test NLL", ".4f"),
-    ("gain_stunting", "gain (stunting la.)", "+.4f"), ("gain_dev", "gain (dev la.)", "+.4f"),
-    ("gain_stunting_marked", "marked (stunting)", "+.4f"),
-    ("gain_dev_marked", "marked (dev)", "+.4f"), ("toward", "toward", ".1%"),
-    ("skipped", "skipped", "d"), ("tsp_greedy_gap", "tsp greedy gap", ".3f"),
-    ("tsp_beam_gap", "tsp beam gap", ".3f"), ("cost", "step time / baseline", ".2f"))
-
-
-def experiment(config: ConfigDict, mode: str) -> ConfigDict:
-  """`config` as one run of a stunting comparison: its mode, monitoring and evaluation."""
-  config.stunting.mode = mode
-  config.stunting.monitor_every = max(config.train.steps // 10, 1)
-  config.eval.max_batches = 8
-  return config
+METRICS = ("test_nll", "G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked",
+           "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
+           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "cost", "G_vs_baseline")
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
   """(name, config) of a spec `path.py:arg` (one run) or `path.py` (its EXPERIMENTS)."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise train.ConfigError(f"--configs: no config file {path!r}")
+    raise ConfigError(f"--configs: no config file {path!r}")
   module_spec = importlib.util.spec_from_file_location(f"experiment_{len(path)}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   args = [arg] if arg else list(getattr(module, "EXPERIMENTS", ()))
   if not args:
-    raise train.ConfigError(f"--configs: {path} has no EXPERIMENTS; name a run as {path}:ARG")
+    raise ConfigError(f"--configs: {path} has no EXPERIMENTS; name a run as {path}:ARG")
   return [(a, module.get_config(a)) for a in args]
 
 
@@ -73,7 +64,7 @@ def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
   for assignment in assignments:
     key, sep, text = assignment.partition("=")
     if not sep:
-      raise train.ConfigError(f"--set={assignment!r}: write KEY=VALUE, e.g. train.steps=100")
+      raise ConfigError(f"--set={assignment!r}: write KEY=VALUE, e.g. train.steps=100")
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -81,7 +72,7 @@ def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
     try:
       config.update_from_flattened_dict({key: value})
     except (KeyError, AttributeError, TypeError) as e:
-      raise train.ConfigError(f"--set={assignment!r}: {e}") from None
+      raise ConfigError(f"--set={assignment!r}: {e}") from None
 
 
 def _step_time(workdir: str) -> float | None:
@@ -90,16 +81,24 @@ def _step_time(workdir: str) -> float | None:
   return statistics.median(times[1:] or times) if times else None
 
 
-def _best(report: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str, Any]:
-  """The row of a lookahead setting with the best validation gain."""
-  rows = [r for r in report["rows"] if (r["kind"], r["width"], r["horizon"]) ==
+def _trajectory(workdir: str) -> dict[str, list[float]]:
+  """The monitor's G over training: {"step", "G_stunting", "G_dev"} lists."""
+  records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r]
+  return {"step": [r["step"] for r in records],
+          "G_stunting": [r["monitor_G_stunting"] for r in records],
+          "G_dev": [r["monitor_G_dev"] for r in records]}
+
+
+def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str, Any]:
+  """The row of a lookahead setting with the best validation G."""
+  rows = [r for r in rep["rows"] if (r["kind"], r["width"], r["horizon"]) ==
           (kind, width, horizon)]
-  return max(rows, key=lambda r: r["validation_gain"])
+  return max(rows, key=lambda r: r["validation_G"])
 
 
-def _tsp(report: dict[str, Any], method: str) -> float | None:
+def _tsp(rep: dict[str, Any], method: str) -> float | None:
   """Mean optimality gap of a decoding method over the tsp levels (valid tours only)."""
-  levels = report.get("tsp", {}).get(method)
+  levels = rep.get("tsp", {}).get(method)
   if not levels:
     return None
   gaps = [(row["gap"], row["instances"] * row["valid"]) for row in levels.values()
@@ -108,84 +107,97 @@ def _tsp(report: dict[str, Any], method: str) -> float | None:
   return sum(g * w for g, w in gaps) / weight if weight else float("nan")
 
 
-def run_one(name: str, config: ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates one run; returns its row of the comparison."""
-  train.validate(config)
-  summary = train.train_and_evaluate(config, workdir)
-  eod = train.tokenizer_for(config).eod_id
-  stunt = train.stunting_settings(config, eod).lookahead or train.lookahead_settings(config, eod)
-  dev = train.dev_lookahead(config, eod)
-  settings = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
-  report = evaluate.run(config, workdir, lookaheads=list(dict.fromkeys(settings)))
-  row = {"mode": name, "test_nll": report["naive"]["test_nll"],
-         "toward": summary["toward"], "skipped": summary["skipped_total"],
-         "step_time": _step_time(workdir), "tsp_greedy_gap": _tsp(report, "greedy"),
-         "tsp_beam_gap": _tsp(report, "beam")}
-  for label, setting in (("stunting", settings[0]), ("dev", settings[1])):
-    best = _best(report, *setting)
-    row[f"gain_{label}"] = best["test_gain"]
-    row[f"gain_{label}_marked"] = best["test_gain_marked"]
+def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates one run (one mode, one seed); returns its figures."""
+  summary = train.train_and_evaluate(config, settings, workdir)
+  stunt, dev = settings.monitor, settings.dev_lookahead
+  setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
+  rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
+  out = {"test_nll": rep["naive"]["test_nll"], "toward": summary["toward"],
+         "skipped": float(summary["skipped_total"]), "step_time": _step_time(workdir),
+         "tsp_greedy_gap": _tsp(rep, "greedy"), "tsp_beam_gap": _tsp(rep, "beam"),
+         "first_node_greedy": rep.get("path_star", {}).get("greedy", {}).get("first_node"),
+         "first_node_beam": rep.get("path_star", {}).get("beam", {}).get("first_node"),
+         "trajectory": _trajectory(workdir)}
+  for label, setup in (("stunting", setups[0]), ("dev", setups[1])):
+    test = _best(rep, *setup)["test"]
+    for suffix, part in (("", "all"), ("_marked", "marked")):
+      out[f"G_{label}{suffix}"] = test[part]["G"]
+      out[f"G_{label}{suffix}_ci"] = test[part]["G_ci"]
+    if label == "stunting":
+      out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
+      out["control_stunting"] = test["all"]["control"]
+      out["control_stunting_ci"] = test["all"]["control_ci"]
+  return out
+
+
+def _aggregate(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+  """One row of the table: a mode's figures over its seeds (mean and t-interval)."""
+  row: dict[str, Any] = {"mode": mode, "seeds": len(runs)}
+  for key in METRICS:
+    values = [r.get(key) for r in runs]
+    if all(v is None for v in values):
+      continue
+    if len(runs) == 1:
+      row[key] = values[0]
+      if runs[0].get(key + "_ci"):
+        row[key + "_ci"] = runs[0][key + "_ci"]
+      continue
+    mean, lo, hi = stats.t_interval(values)
+    row[key], row[key + "_ci"] = mean, [lo, hi]
+    row[key + "_per_seed"] = values
   return row
 
 
-def run(specs: str, workdir: str, assignments: Sequence[str] = ()) -> list[dict[str, Any]]:
-  """Trains and evaluates every run of `specs` (comma-separated); writes the comparison."""
+def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+  """The seeds' G trajectories averaged step by step (steps every seed logged)."""
+  steps = sorted(set.intersection(*(set(r["trajectory"]["step"]) for r in runs)))
+  out: dict[str, list[float]] = {"step": steps}
+  for key in ("G_stunting", "G_dev"):
+    per = [dict(zip(r["trajectory"]["step"], r["trajectory"][key])) for r in runs]
+    out[key] = [float(np.nanmean([p[s] if p[s] is not None else np.nan for p in per]))
+                for s in steps]
+  return out
+
+
+def run(specs: str, workdir: str, assignments: Sequence[str] = (),
+        seeds: int = 1) -> list[dict[str, Any]]:
+  """Trains and evaluates every run of `specs` (comma-separated) with `seeds` seeds each;
+  writes the comparison and returns its rows."""
   runs = [item for spec in specs.split(",") if spec for item in load(spec)]
   if not runs:
-    raise train.ConfigError("--configs: give at least one config (path.py or path.py:ARG)")
-  for _, config in runs:  # every config is checked before anything trains
+    raise ConfigError("--configs: give at least one config (path.py or path.py:ARG)")
+  if seeds < 1:
+    raise ConfigError(f"--seeds={seeds}: give at least 1")
+  jobs = []  # every config is checked before anything trains
+  for name, config in runs:
     _override(config, assignments)
-    train.validate(config)
-  rows = [run_one(name, config, os.path.join(workdir, name)) for name, config in runs]
-  base = next((r for r in rows if r["mode"] == BASELINE), rows[0])
-  for r in rows:
-    r["cost"] = r["step_time"] / base["step_time"] if r["step_time"] and base["step_time"] else None
+    for i in range(seeds):
+      seeded = copy.deepcopy(config)
+      seeded.seed = config.seed + i
+      jobs.append((name, seeded, validate(seeded)))
+  results: dict[str, list[dict[str, Any]]] = {}
+  for name, config, settings in jobs:
+    out = run_one(config, settings, os.path.join(workdir, name, f"seed_{config.seed}"))
+    results.setdefault(name, []).append(out)
+  base = results.get(BASELINE, next(iter(results.values())))
+  for per_seed in results.values():
+    for r, b in zip(per_seed, base):
+      r["cost"] = r["step_time"] / b["step_time"] if r["step_time"] and b["step_time"] else None
+      r["G_vs_baseline"] = r["G_stunting"] - b["G_stunting"] if BASELINE in results else None
+  rows = [_aggregate(name, per_seed) for name, per_seed in results.items()]
+  trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
   if jax.process_index() == 0:
     dataset = runs[0][1].data.name
-    with open(os.path.join(workdir, "compare.json"), "w", encoding="utf-8") as f:
-      json.dump({"dataset": dataset, "specs": specs, "rows": rows}, f, indent=1)
-    text = markdown(rows, dataset)
-    with open(os.path.join(workdir, "compare.md"), "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-    plot(rows, dataset, os.path.join(workdir, "compare.png"))
+    note = ("one seed, 95% bootstrap intervals over test rows" if seeds == 1 else
+            f"mean and 95% t-interval over {seeds} seeds; G vs none paired by seed")
+    text = report.compare_markdown(rows, dataset, note)
+    out = epath.Path(workdir)
+    report.write_json(out / "compare.json", {"dataset": dataset, "specs": specs, "seeds": seeds,
+                                             "rows": rows, "trajectories": trajectories,
+                                             "runs": results})
+    report.write_text(out / "compare.md", text + "\n")
+    report.compare_plots(rows, trajectories, dataset, out)
     print(text)
-    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png")
+    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png")
   return rows
-
-
-def markdown(rows: list[dict[str, Any]], dataset: str) -> str:
-  """The comparison as a markdown table (columns without any value are left out)."""
-  columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-  cell = lambda v, fmt: "-" if v is None else format(v, fmt)
-  lines = [f"Stunting comparison on {dataset} (gains in nats/token on the test split; "
-           "tau and lam chosen on validation)", "",
-           "| " + " | ".join(h for _, h, _ in columns) + " |",
-           "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
-  return "\n".join(lines)
-
-
-def plot(rows: list[dict[str, Any]], dataset: str, path: str) -> None:
-  """Four panels: test NLL, gains (stunting vs dev), gains on marked tokens, cost."""
-  names = [r["mode"] for r in rows]
-  x = range(len(rows))
-  fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-  panels = ((axes[0, 0], ["test_nll"], "naive test NLL (nats/token)"),
-            (axes[0, 1], ["gain_stunting", "gain_dev"], "lookahead gain, all tokens"),
-            (axes[1, 0], ["gain_stunting_marked", "gain_dev_marked"],
-             "lookahead gain, needs-lookahead tokens"),
-            (axes[1, 1], ["cost"], "step time / baseline"))
-  for ax, keys, title in panels:
-    width = 0.8 / len(keys)
-    for i, key in enumerate(keys):
-      values = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
-      ax.bar([p + i * width for p in x], values, width, label=key.replace("_", " "))
-    ax.set_xticks([p + 0.4 - width / 2 for p in x], names, rotation=30, ha="right", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.axhline(0.0, color="gray", lw=0.8)
-    if len(keys) > 1:
-      ax.legend(fontsize=8)
-  fig.suptitle(f"Stunting comparison on {dataset}")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

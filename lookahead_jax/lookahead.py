@@ -14,6 +14,12 @@ and padding anchors, are masked (`Paths.valid` False): their q is p itself, so t
 no gain, no stunting signal and no KL. Sequences shorter than max_len - H + 1 (e.g.
 max_len = T + H) have every anchor valid.
 
+Every lookahead has its control (`control_paths`): the same kind and width at horizon 1,
+read off the logits the pass already has (top-B of p for beam, N one-step particles for
+SMC, drawn with the same keys as the lookahead's first tokens). q_1 is p sharpened by
+tau on its top tokens: what any q does without looking ahead. The lookahead-specific
+gain compares the mixture of q_H with that of q_1 (`gain`).
+
 Then, per anchor (DESIGN.md section 2):
   q(w) = sum_b softmax_b(S_b / tau) [f_b = w]        scheme "sum"
   q(w) ∝ exp(max_{b: f_b = w} S_b / tau)              scheme "max"
@@ -184,17 +190,42 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
   return Paths(first=first, score=score, valid=valid)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "lookahead"))
-def paths(params, tokens, positions, segment_ids=None, rng=None, beta=1.0, *,
-          config: model_lib.Config, lookahead: Lookahead) -> tuple[Array, Paths]:
-  """The teacher-forced pass and the lookahead of every anchor.
+def control_paths(logits, valid, rng=None, beta=1.0, *, lookahead: Lookahead) -> Paths:
+  """The horizon-1 control of `lookahead` for every anchor, from the pass's logits.
 
-  tokens, positions, segment_ids: [b, T]. Returns (logits [b, T, V], Paths).
+  logits: [b, T, V]; valid: [b, T] the lookahead's valid anchors (the control covers the
+  same ones). Beam: the top-B tokens of p scored log p. SMC: N tokens drawn from p with
+  the keys `paths_from_pass` gives the lookahead's first tokens (same rng: the same
+  draws), weighted p^(beta - 1). Costs a top-k (or N draws) per anchor, no forward pass.
+  """
+  log_p = jax.nn.log_softmax(logits)
+  if lookahead.kind == "beam":  # (a beam over several tokens may be wider than V)
+    score, first = jax.lax.top_k(log_p, min(lookahead.width, log_p.shape[-1]))
+    return Paths(first=first.astype(jnp.int32), score=score, valid=valid)
+  b, t, _ = logits.shape
+  keys = jax.random.split(jax.random.key(0) if rng is None else rng, (b, t))
+
+  def one(key, log_p_t):  # the first draw of _smc_one
+    draw_key = jax.random.split(key, 2 * lookahead.horizon)[0]
+    token = jax.random.categorical(draw_key, log_p_t, shape=(lookahead.width,))
+    return token.astype(jnp.int32), jax.nn.log_softmax((beta - 1.0) * log_p_t[token])
+
+  first, score = jax.vmap(jax.vmap(one))(keys, log_p)
+  return Paths(first=first, score=score, valid=valid)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "lookahead"))
+def teacher_forced_paths(params, tokens, positions, segment_ids=None, rng=None, beta=1.0, *,
+          config: model_lib.Config, lookahead: Lookahead) -> tuple[Array, Paths]:
+  """The teacher-forced pass, the lookahead of every anchor and its horizon-1 control.
+
+  tokens, positions, segment_ids: [b, T]. Returns (logits [b, T, V], Paths, control Paths).
   """
   logits, cache = model_lib.forward(params, tokens, positions, config=config,
                                     segment_ids=segment_ids)
-  return logits, paths_from_pass(params, logits, cache, positions, segment_ids, rng, beta,
-                                 config=config, lookahead=lookahead)
+  found = paths_from_pass(params, logits, cache, positions, segment_ids, rng, beta,
+                          config=config, lookahead=lookahead)
+  return logits, found, control_paths(logits, found.valid, rng, beta, lookahead=lookahead)
 
 
 # ----------------------------------------------------------------------------- q, mixtures
@@ -294,14 +325,15 @@ def token_log_prob(log_probs, targets):
   return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
 
 
-def gain(log_p_target, log_mix_target, weights):
-  """Lookahead gain and "helps" fraction over the weighted tokens.
+def gain(log_ref_target, log_mix_target, weights):
+  """Mean gain and "helps" fraction of a mixture over a reference, on the weighted tokens.
 
-  log_p_target, log_mix_target: [b, T] log p(x_{t+1}) and log p~(x_{t+1}); weights [b, T].
-  Returns (mean log p~ - log p, fraction of tokens where p~ > p).
+  log_ref_target: [b, T] log p(x_{t+1}) (the lookahead gain) or the control mixture's
+  log p~_1(x_{t+1}) (the lookahead-specific gain G); log_mix_target: [b, T] log p~(x_{t+1});
+  weights [b, T]. Returns (mean log p~ - log ref, fraction of tokens where p~ > ref).
   """
   total = jnp.maximum(weights.sum(), 1e-9)
-  diff = log_mix_target - log_p_target
+  diff = log_mix_target - log_ref_target
   return (diff * weights).sum() / total, ((diff > 0) * weights).sum() / total
 
 
@@ -310,9 +342,10 @@ def gain(log_p_target, log_mix_target, weights):
 
 @functools.partial(jax.jit, static_argnames=("config", "lookahead", "max_new_tokens", "scheme",
                                              "mixture", "pad_id"))
-def generate(params, prompts, rng, prompt_lengths=None, temperature=1.0, lam=0.5, beta=1.0, *,
-             config: model_lib.Config, lookahead: Lookahead, max_new_tokens: int,
-             scheme: str = "sum", mixture: str = "linear", pad_id: int = 0) -> Array:
+def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0, lam=0.5,
+                     beta=1.0, *, config: model_lib.Config, lookahead: Lookahead,
+                     max_new_tokens: int, scheme: str = "sum", mixture: str = "linear",
+                     pad_id: int = 0) -> Array:
   """Samples each next token from the mixture p~ of the naive and the amplified model.
 
   prompts [b, P] int32 (left-padded, see decoding.prefill) -> tokens [b, max_new_tokens].
@@ -334,9 +367,9 @@ def generate(params, prompts, rng, prompt_lengths=None, temperature=1.0, lam=0.5
     prefix = (cache.k, cache.v, cache.segment_ids > 0)
     first, score = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None))(
         params, prefix, log_p, position, jax.random.split(lookahead_key, b), beta)
-    paths = Paths(first=first[:, None], score=score[:, None],
+    found = Paths(first=first[:, None], score=score[:, None],
                   valid=(position - 1 + lookahead.horizon <= config.max_len)[:, None])
-    log_q = amplify(paths, temperature, scheme).dense(log_p[:, None])[:, 0]
+    log_q = amplify(found, temperature, scheme).dense(log_p[:, None])[:, 0]
     token = jax.random.categorical(sample_key, mix(log_p, log_q, lam, mixture))
     token = jnp.where(done, pad_id, token.astype(jnp.int32))
     done = done | (token == eos) if eos is not None else done

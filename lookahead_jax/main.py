@@ -3,15 +3,17 @@
     lookahead-jax train --config=configs/default.py --workdir=/tmp/rhyme --config.train.steps=200
     lookahead-jax eval --config=configs/default.py --workdir=/tmp/rhyme
     lookahead-jax decode --config=configs/default.py --workdir=/tmp/rhyme --prompt="Cheddar is"
-    lookahead-jax compare --configs=configs/experiments/rhyme.py --workdir=/tmp/stunting
+    lookahead-jax compare --configs=configs/experiments/rhyme.py --workdir=/tmp/stunting --seeds=3
 
 train resumes from the workdir's newest checkpoint (and runs the evaluation suite after
-its last step when eval.at_end); eval runs the evaluation suite on it; decode prints continuations of --prompt (greedy, sampled, beam search, or sampled from the
+its last step when eval.at_end); eval runs the evaluation suite on it; decode prints
+continuations of --prompt (greedy, sampled, beam search, or sampled from the
 lookahead-amplified mixture p~ with the config's lookahead section); compare trains
 and evaluates several stunting runs and writes one comparison table and plot. A bad
 config stops with a one-line error before anything compiles.
 """
 
+import os
 import re
 import sys
 
@@ -20,9 +22,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lookahead_jax import decoding, sharding, train
+from lookahead_jax import compare, decoding, evaluate, sharding, train
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
-from lookahead_jax import model as model_lib
 
 COMMANDS = ("train", "eval", "decode", "compare")
 
@@ -41,22 +43,20 @@ _CONFIGS = flags.DEFINE_string(
     "configs", None, "compare: comma-separated configs, path.py:ARG for one run or path.py for "
     "every run in the file's EXPERIMENTS.")
 _SET = flags.DEFINE_multi_string("set", [], "compare: KEY=VALUE applied to every config.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "compare: seeds per run (config.seed, +1, ...).")
 flags.mark_flags_as_required(["workdir"])
 
 
-def decode(config, workdir: str) -> None:
-  """Prints a continuation of each --prompt from the workdir's newest checkpoint."""
-  model_cfg, tokenizer = train.model_config(config), train.tokenizer_for(config)
-  params = train.restore_params(config, workdir)
-  if params is None:
-    logging.warning("no checkpoint in %s: decoding with freshly initialised parameters", workdir)
-    params = model_lib.init(model_cfg, jax.random.key(config.seed))
+def decode(config, settings: config_lib.Settings, workdir: str) -> None:
+  """Prints a continuation of each --prompt (parameters: train.load_params)."""
+  model_cfg, tokenizer = settings.model, settings.tokenizer
+  params, _ = train.load_params(config, settings, workdir)
   prompts = [[tokenizer.eod_id] + tokenizer.encode(text) for text in _PROMPTS.value]
   width = max(map(len, prompts))
   new_tokens = min(_MAX_NEW_TOKENS.value, model_cfg.max_len - width)
   if new_tokens < 1:
-    raise train.ConfigError(f"--prompt: the longest prompt has {width} tokens, which leaves no "
-                            f"room in model.max_len={model_cfg.max_len}; shorten it")
+    raise config_lib.ConfigError(f"--prompt: the longest prompt has {width} tokens, which "
+                                 f"leaves no room in model.max_len={model_cfg.max_len}; shorten it")
   tokens = np.full((len(prompts), width), tokenizer.pad_id, np.int32)
   for row, ids in enumerate(prompts):
     tokens[row, width - len(ids):] = ids  # left-padded
@@ -68,9 +68,9 @@ def decode(config, workdir: str) -> None:
                                **kwargs).sequences[:, 0]
   elif _SAMPLER.value == "amplified":
     la = config.lookahead
-    out = lookahead_lib.generate(
+    out = lookahead_lib.sample_amplified(
         params, tokens, jax.random.key(config.seed), lengths, la.temperature, la.lam, la.beta,
-        config=model_cfg, lookahead=train.lookahead_settings(config, tokenizer.eod_id),
+        config=model_cfg, lookahead=settings.lookahead,
         max_new_tokens=new_tokens, scheme=la.scheme, mixture=la.mixture, pad_id=tokenizer.pad_id)
   else:
     temperature = 0.0 if _SAMPLER.value == "greedy" else _TEMPERATURE.value
@@ -85,27 +85,29 @@ def main(argv):
     raise app.UsageError(f"give one command, {' | '.join(COMMANDS)}; got {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save in a dozen INFO lines
     logging.set_verbosity(logging.WARNING)
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    # Runs of one shape (seeds, modes of a comparison, a resumed run) compile once.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(
+        os.path.expanduser("~"), ".cache", "lookahead_jax", "jax_compilation_cache"))
   sharding.maybe_initialize_distributed()
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
+    config_lib.check_workdir(workdir)
     if argv[1] == "compare":
-      from lookahead_jax import compare  # pylint: disable=g-import-not-at-top
-      compare.run(_CONFIGS.value or "", workdir, _SET.value)
+      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value)
       return
     if config is None:
-      raise train.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")
-    train.validate(config)
+      raise config_lib.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")
+    settings = config_lib.validate(config)
     if argv[1] == "decode":
-      decode(config, workdir)
+      decode(config, settings, workdir)
       return
     if argv[1] == "train":
-      summary = train.train_and_evaluate(config, workdir)
+      summary = train.train_and_evaluate(config, settings, workdir)
       if summary["preempted"] or not config.eval.at_end:
         return
-    # Imported here: the evaluation suite pulls in matplotlib, which training never needs.
-    from lookahead_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.run(config, workdir)
-  except (train.ConfigError, train.NonFiniteError) as e:
+    evaluate.run(config, settings, workdir)
+  except (config_lib.ConfigError, train.NonFiniteError) as e:
     sys.exit(f"error: {e}")
 
 
@@ -115,13 +117,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:  # a value that does not parse, a missing required flag
     sys.exit(f"error: {e}")
-  except (AttributeError, KeyError) as e:  # what config_flags raises for an unknown key
+  except (AttributeError, KeyError) as e:  # an unknown key: the schema is locked
     overrides = [arg[len("--config."):].split("=")[0] for arg in argv
                  if arg.startswith("--config.")]
-    unknown = re.findall(r"\w+", str(e))[:1]  # the message starts with the missing name
-    named = [key for key in overrides if set(unknown) & set(key.split("."))] or overrides
-    sys.exit(f"error: unknown config key {' or '.join(named)}: the keys and their defaults are "
-             "in train.base_config() and the config file")
+    # config_flags names the missing key first; the locked schema says 'Key "name" ...'
+    unknown = re.findall(r'Key "(\w+)"', str(e))[:1] or re.findall(r"\w+", str(e))[:1]
+    named = [key for key in overrides if set(unknown) & set(key.split("."))]
+    where = (" or ".join(named) if named
+             else f"{unknown[0] if unknown else '?'} (in the config file)")
+    sys.exit(f"error: unknown config key {where}: the keys and their defaults are in "
+             "lookahead_jax/config.py (base_config) and the config file")
 
 
 def run():

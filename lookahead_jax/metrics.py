@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
+import jax
+import numpy as np
 import tensorboardX
 from etils import epath
+from jax.experimental import multihost_utils
 
 JSONL = "metrics.jsonl"
 
@@ -82,9 +86,50 @@ def read(workdir: str) -> list[dict[str, float]]:
   return sorted(records.values(), key=lambda r: r["step"])
 
 
-def table(rows: Sequence[tuple[str, str]], title: str) -> str:
-  """A two-column text table: name, value."""
-  width = max(len(name) for name, _ in rows)
-  lines = [title, "-" * len(title)]
-  lines += [f"{name:<{width}}  {value}" for name, value in rows]
-  return "\n".join(lines)
+class StepLog:
+  """Per-step metrics on the host, averaged and written every `log_every` steps."""
+
+  def __init__(self, writer: Writer, tokens_per_step: int, start: float):
+    self.writer, self.tokens_per_step = writer, tokens_per_step
+    self.rows: list[dict[str, float]] = []
+    self.last_time, self.paused = start, 0.0
+    self.records: list[dict[str, float]] = []
+
+  def add(self, metrics: dict[str, float]) -> None:
+    self.rows.append(metrics)
+
+  def flush(self, step: int) -> dict[str, float]:
+    """Writes the mean of the rows since the last flush; returns the record.
+
+    Step statistics are averaged over the finite steps (NaN entries, e.g. alignment_cos on
+    steps that do not compute it, are left out); counters are summed.
+    """
+    now = time.perf_counter()
+    seconds = max(now - self.last_time - self.paused, 1e-9)
+    finite = [r for r in self.rows if not r["nonfinite"]] or self.rows
+    counters = ("nonfinite", "skipped", "nonfinite_in_a_row", "learning_rate")
+    record = {}
+    for key in (k for k in self.rows[0] if k not in counters):
+      values = [r[key] for r in finite if not math.isnan(r[key])]
+      record[key] = statistics.fmean(values) if values else math.nan
+    record.update(learning_rate=self.rows[-1]["learning_rate"],
+                  nonfinite=sum(r["nonfinite"] for r in self.rows),
+                  skipped=sum(r["skipped"] for r in self.rows),
+                  step_time=seconds / len(self.rows),
+                  tokens_per_s=self.tokens_per_step * len(self.rows) / seconds)
+    self.writer.write(step, record)
+    self.records.append(record)
+    self.rows, self.last_time, self.paused = [], now, 0.0
+    return record
+
+
+def sum_over_processes(counters: dict[str, int]) -> dict[str, int]:
+  """Counters summed over the processes (each counts the documents of its own shard)."""
+  if jax.process_count() == 1:
+    return counters
+  values = np.array(list(counters.values()), np.int64)
+  # int32 halves: jax arrays are 32-bit unless x64 is on, and token counts pass 2**31
+  halves = np.stack([values >> 31, values & (2**31 - 1)], -1).astype(np.int32)
+  gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.int64)
+  totals = (gathered[..., 0] << 31) + gathered[..., 1]
+  return dict(zip(counters, map(int, totals.sum(0))))

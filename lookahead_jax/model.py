@@ -151,7 +151,7 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
   matvec = q.shape[1] == 1
   dropout = dropout_rate > 0.0 and dropout_rng is not None
   scores = []
-  for k, v, mask in blocks:
+  for k, _, mask in blocks:
     kk = jax.lax.stop_gradient(k) if myopic else k
     if matvec and k.ndim == 4:
       s = jnp.sum(q.astype(jnp.float32) * kk, axis=-1).transpose(0, 2, 1)[:, :, None] * scale

@@ -114,11 +114,12 @@ def tiny_run(rhyme_data_dir):
   The same dict gives in-process configs (`load_config`) and command-line flags.
   """
   overrides = {
-      "data.data_dir": rhyme_data_dir, "data.seq_len": 32, "model.max_len": 36,
+      "data.data_dir": rhyme_data_dir, "data.seq_len": 32,  # model.max_len: 32 + 4
       "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 4,
       "train.global_batch": 8, "train.steps": 8, "train.warmup_steps": 2,
-      "train.log_every": 2, "train.eval_every": 0, "train.eval_batches": 2,
+      "train.log_every": 2, "train.val_every": 0, "train.val_batches": 2,
       "train.checkpoint_every": 4,
+      "eval.at_end": False,  # tests that evaluate ask for it
   }
   overrides.update({f"data.options.{k}": v for k, v in RHYME_TEST_OPTIONS.items()})
   return overrides

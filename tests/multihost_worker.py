@@ -22,6 +22,7 @@ import grain
 import numpy as np
 from absl import app, flags, logging
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import main as main_lib
 from lookahead_jax import train
 from lookahead_jax.data import pipeline
@@ -52,9 +53,9 @@ class ShardUnion(grain.DatasetIterator):
       shard.set_state(shard_state)
 
 
-def emulated_train_iterator(config, shards: int) -> ShardUnion:
+def emulated_train_iterator(config, settings, shards: int) -> ShardUnion:
   """train.make_train_iterator's iterator, for each of `shards` processes, concatenated."""
-  kwargs = train.data_kwargs(config)
+  kwargs = settings.data
   return ShardUnion([
       pipeline.make_iterator(config.data.name, config.data.train_split, seed=config.seed,
                              prefetch=config.data.prefetch, process_index=i,
@@ -67,8 +68,10 @@ def main(argv):
     raise app.UsageError(f"only the train command is emulated; got {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # as lookahead-jax does: orbax logs every save
     logging.set_verbosity(logging.WARNING)
-  train.make_train_iterator = lambda config: emulated_train_iterator(config, _SHARDS.value)
-  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  train.make_train_iterator = lambda config, settings: emulated_train_iterator(
+      config, settings, _SHARDS.value)
+  config = flags.FLAGS.config
+  train.train_and_evaluate(config, config_lib.validate(config), flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, train
+
+from conftest import DEFAULT_CONFIG, REPO, command, load_config
 
 TIMEOUT = 240
 
@@ -73,8 +75,8 @@ def test_sigkill_then_same_command_resumes_exactly(long_run, tmp_path):
   assert reference.wait(timeout=TIMEOUT) == 0
 
   config = load_config(DEFAULT_CONFIG, long_run)
-  a = jax.device_get(train.restore_params(config, str(uninterrupted)))
-  b = jax.device_get(train.restore_params(config, str(killed)))
+  a = jax.device_get(train.restore_params(config, config_lib.validate(config), str(uninterrupted)))
+  b = jax.device_get(train.restore_params(config, config_lib.validate(config), str(killed)))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
   # Same batches after the resume: the same loss at every logged step, and the same
   # iterator position and counters at the end.
@@ -106,9 +108,19 @@ def eight_steps(tiny_run, tmp_path_factory):
   """A finished run of 8 steps with checkpoints at steps 4 and 8."""
   config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 8})
   workdir = tmp_path_factory.mktemp("eight_steps")
-  train.train_and_evaluate(config, str(workdir))
+  train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
   assert _steps(workdir) == [4, 8]
   return config, workdir
+
+
+def test_a_checkpoint_records_the_process_count_that_saved_it(eight_steps):
+  from lookahead_jax import checkpoint
+
+  _, workdir = eight_steps
+  assert {"data", "layout", "state"} <= set(os.listdir(workdir / "checkpoints" / "8"))
+  with checkpoint.manager(workdir) as mngr:
+    assert checkpoint._saved_by(mngr, 8) == 1  # pylint: disable=protected-access
+    assert checkpoint._saved_by(mngr, 5) is None  # no such step
 
 
 @pytest.mark.parametrize("damage", ["truncate_state", "garbage_data", "empty_step"])
@@ -132,7 +144,7 @@ def test_corrupt_newest_checkpoint_falls_back(eight_steps, tmp_path, caplog, dam
   config = copy.deepcopy(config)
   config.train.steps = 12
   with caplog.at_level(logging.WARNING):
-    summary = train.train_and_evaluate(config, str(workdir))
+    summary = train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
   assert "checkpoint step 8 is unreadable" in caplog.text
   assert summary["resumed_from"] == 4 and summary["step"] == 12
   assert _steps(workdir) == [4, 8, 12]

@@ -4,14 +4,17 @@ import json
 import os
 
 import pytest
+from etils import epath
+
+from lookahead_jax import compare, stunting
+from lookahead_jax.config import ConfigError
 
 from conftest import REPO, RHYME_TEST_OPTIONS
-from lookahead_jax import compare, stunting, train
 
 # The stunting experiments: one config per testbed, each defining a run per mode.
 # (gpt2_amplify.py is an evaluation, not a stunting comparison.)
 EXPERIMENTS = [os.path.join(REPO, "configs", "experiments", f"{name}.py")
-               for name in ("rhyme", "article", "tsp", "tiny_shakespeare")]
+               for name in ("rhyme", "article", "tsp", "path_star", "tiny_shakespeare")]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
@@ -21,36 +24,58 @@ def test_every_experiment_config_has_every_mode(path):
   for mode, config in runs:
     assert config.stunting.mode == mode and config.stunting.monitor_every > 0
     assert config.model.max_len >= config.data.seq_len + config.lookahead.horizon
-    train._check_keys(config, train.base_config())  # the full schema, nothing unknown
+    assert config.is_locked  # built on the schema: nothing unknown
   # A run is named by the argument after the colon.
   assert compare.load(path + ":v1_token")[0][0] == "v1_token"
 
 
-def test_compare_writes_one_table_and_plot(rhyme_data_dir, tmp_path, capsys):
+def test_experiment_configs_import_only_the_config_module():
+  for path in EXPERIMENTS:
+    with open(path, encoding="utf-8") as f:
+      imports = [line for line in f if line.startswith(("import", "from"))]
+    assert imports == ["from lookahead_jax import config as config_lib\n"], (path, imports)
+
+
+SETS = ["data.tokenizer=''", "model.vocab_size=258", "data.seq_len=32", "model.num_layers=1",
+        "model.d_model=32", "lookahead.width=2", "train.steps=4", "train.warmup_steps=1",
+        "train.log_every=2", "train.checkpoint_every=0", "eval.max_batches=1",
+        "eval.batch_size=8", "eval.temperatures=(1.0,)", "eval.lams=(0.1, 0.5)",
+        "eval.schemes=('sum',)", "eval.mixtures=('linear',)", "stunting.dev_width=2",
+        "eval.bootstrap=200"] + [f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
+
+
+def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path, capsys):
   spec = os.path.join(REPO, "configs", "experiments", "rhyme.py")
-  sets = [f"data.data_dir='{rhyme_data_dir}'", "data.tokenizer=''", "model.vocab_size=258",
-          "data.seq_len=32", "model.max_len=38", "model.num_layers=1", "model.d_model=32",
-          "lookahead.width=2", "train.steps=4", "train.warmup_steps=1", "train.log_every=2",
-          "train.checkpoint_every=0", "eval.max_batches=1", "eval.batch_size=8",
-          "eval.temperatures=(1.0,)", "eval.lams=(0.1, 0.5)", "stunting.dev_width=2"]
-  sets += [f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
-  rows = compare.run(f"{spec}:none,{spec}:v1_token", str(tmp_path), sets)
+  sets = [f"data.data_dir='{rhyme_data_dir}'", *SETS]
+  rows = compare.run(f"{spec}:none,{spec}:v1_token", str(tmp_path), sets, seeds=2)
   assert [r["mode"] for r in rows] == ["none", "v1_token"]
-  assert rows[0]["cost"] == 1.0 and rows[1]["cost"] > 1.0  # the stunted step does more
-  assert rows[0]["toward"] is None and 0 <= rows[1]["toward"] <= 1
-  for key in ("test_nll", "gain_stunting", "gain_dev", "gain_stunting_marked"):
-    assert all(isinstance(r[key], float) for r in rows)
-  with open(tmp_path / "compare.json") as f:
-    assert json.load(f)["rows"] == rows
-  assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
-  table = (tmp_path / "compare.md").read_text()
-  assert "| v1_token |" in table and "step time / baseline" in table
+  assert all(r["seeds"] == 2 for r in rows)
+  for mode in ("none", "v1_token"):  # one workdir per mode and seed
+    assert sorted(os.listdir(tmp_path / mode)) == ["seed_0", "seed_1"]
+  # cost: step time over the baseline's, paired by seed (bench/train.py times it properly)
+  assert rows[0]["cost"] == 1.0 and rows[1]["cost"] > 0
+  assert rows[0].get("toward") is None and 0 <= rows[1]["toward"] <= 1
+  assert rows[0]["G_vs_baseline"] == 0.0
+  for key in ("test_nll", "G_stunting", "G_dev", "G_stunting_marked", "gain_stunting"):
+    for r in rows:  # mean and t-interval over the seeds
+      lo, hi = r[key + "_ci"]
+      assert isinstance(r[key], float) and lo <= r[key] <= hi and len(r[key + "_per_seed"]) == 2
+  # The files go through etils.epath (local or gs://); read them back the same way.
+  saved = json.loads((epath.Path(tmp_path) / "compare.json").read_text())
+  assert saved["rows"] == rows and saved["seeds"] == 2
+  assert saved["trajectories"]["v1_token"]["step"]  # G over training, from the monitor
+  for name in ("compare.png", "G_trajectory.png"):
+    assert (epath.Path(tmp_path) / name).read_bytes()[:4] == b"\x89PNG"
+  table = (epath.Path(tmp_path) / "compare.md").read_text()
+  assert "| v1_token | 2 |" in table and "G (stunting la.)" in table
   assert table.strip() in capsys.readouterr().out
 
 
 def test_bad_assignments_are_one_line_errors(tmp_path):
   spec = os.path.join(REPO, "configs", "experiments", "rhyme.py:none")
-  with pytest.raises(train.ConfigError, match="write KEY=VALUE"):
+  with pytest.raises(ConfigError, match="write KEY=VALUE"):
     compare.run(spec, str(tmp_path), ["train.steps"])
-  with pytest.raises(train.ConfigError, match="no config file"):
+  with pytest.raises(ConfigError, match="no config file"):
     compare.run("configs/experiments/nope.py", str(tmp_path))
+  with pytest.raises(ConfigError, match="--seeds=0: give at least 1"):
+    compare.run(spec, str(tmp_path), seeds=0)

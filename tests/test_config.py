@@ -1,11 +1,13 @@
-"""Config validation: every bad config is a one-line error naming its key; the shipped configs."""
+"""Config validation: every bad config is a one-line error naming its key; derived values;
+the shipped configs."""
 
 import os
 
 import pytest
 
+from lookahead_jax import config as config_lib
+
 from conftest import DEFAULT_CONFIG, REPO, SHARED_DATA, load_config
-from lookahead_jax import train
 
 CONFIGS = os.path.join(REPO, "configs")
 
@@ -16,21 +18,23 @@ def config(tiny_run):
 
 
 def _error(config):
-  with pytest.raises(train.ConfigError) as e:
-    train.validate(config)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(config)
   message = str(e.value)
   assert "\n" not in message
   return message
 
 
 def test_the_tiny_config_is_valid(config):
-  train.validate(config)
+  config_lib.validate(config)
 
 
 @pytest.mark.parametrize("overrides, expected", [
     ({"train.steps": 0}, "train.steps=0: must be >= 1"),
     ({"train.learning_rate": -1.0}, "train.learning_rate=-1.0: must be > 0"),
-    ({"train.warmup_steps": 50, "train.steps": 10}, "train.warmup_steps=50: must be in [0, "),
+    ({"train.warmup_steps": 50, "train.steps": 10},
+     "train.warmup_steps=50: must be in [0, train.steps=10) (the cosine decay needs a step); "
+     "set --config.train.warmup_steps to at most 9"),
     ({"train.global_batch": 12}, "train.global_batch=12: must be divisible by the 8 devices"),
     ({"train.grad_accum": 3}, "train.global_batch=8: must be a multiple of train.grad_accum=3"),
     ({"train.global_batch": 8, "train.grad_accum": 2},
@@ -47,31 +51,80 @@ def test_the_tiny_config_is_valid(config):
     ({"model.dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
     ({"model.vocab_size": 100}, "model.vocab_size=100: the rhyme tokenizer has 258 tokens; set "
                                 "model.vocab_size=258"),
-    ({"data.seq_len": 64}, "data.seq_len=64: must be in [1, model.max_len=36]"),
+    ({"data.seq_len": 64, "model.max_len": 36},
+     "data.seq_len=64: must be in [1, model.max_len=36]"),
     ({"data.tokenizer": "nonsense"}, "data.tokenizer='nonsense': unknown tokenizer"),
     ({"lookahead.width": 300}, "lookahead.width=300 beams exceed the vocabulary"),
-    ({"lookahead.horizon": 40}, "lookahead.horizon=40 exceeds the model's max_len=36"),
+    ({"lookahead.horizon": 40, "model.max_len": 36},
+     "lookahead.horizon=40 exceeds the model's max_len=36"),
     ({"lookahead.kind": "dfs"}, "lookahead.kind='dfs' is not one of"),
     ({"lookahead.scheme": "mean"}, "lookahead.scheme='mean': use one of sum, max"),
     ({"lookahead.lam": 1.0}, "lookahead.lam=1.0: must be in [0, 1) for a linear mixture"),
     ({"lookahead.temperature": 0.0}, "lookahead.temperature=0.0: must be > 0"),
     ({"lookahead.beta": 0.5}, "lookahead.beta=0.5: must be >= 1"),
     ({"stunting.mode": "v9"}, "stunting.mode='v9': use one of none, v1_token, v1_update"),
+    ({"stunting.contrast": "p"}, "stunting.contrast='p': use one of control, naive"),
+    ({"stunting.distill": -1.0}, "stunting.distill=-1.0: must be >= 0"),
+    ({"eval.bootstrap": 0}, "eval.bootstrap=0: must be >= 1"),
 ])
 def test_bad_value_is_one_line_naming_the_key(config, overrides, expected):
   config.update_from_flattened_dict(overrides)
   assert _error(config).startswith(expected)
 
 
-def test_unknown_and_missing_keys(config):
-  config.train.stepz = 5
-  assert _error(config).startswith("unknown key train.stepz: the keys of train are")
-  del config.train["stepz"]
-  config.optimizer = {}
-  assert _error(config).startswith("unknown key optimizer: the keys of the config are")
-  del config["optimizer"]
-  del config.train["eval_every"]
-  assert _error(config).startswith("missing key train.eval_every")
+def test_the_schema_is_locked_against_unknown_keys(config):
+  with pytest.raises(AttributeError, match='Key "stepz" does not exist'):
+    config.train.stepz = 5
+  with pytest.raises(AttributeError, match='Key "optimizer" does not exist'):
+    config.optimizer = {}
+  config.data.options.anything = 1  # the builder's options are its own (checked by it)
+
+
+def test_a_config_not_built_on_the_schema_is_one_line():
+  import ml_collections
+
+  assert _error(ml_collections.ConfigDict({"seed": 0})).startswith(
+      "the config is not built on the schema: start it from "
+      "lookahead_jax.config.base_config()")
+
+
+def test_max_len_follows_seq_len_and_horizon_and_an_int_wins(config):
+  assert config.model.max_len == 32 + 4
+  config.lookahead.horizon = 8
+  config.data.seq_len = 16
+  assert config.model.max_len == 16 + 8
+  assert config_lib.validate(config).model.max_len == 24
+  config.model.max_len = 64  # a fixed value (a checkpoint's) replaces the reference
+  config.lookahead.horizon = 2
+  assert config.model.max_len == 64 and config_lib.validate(config).model.max_len == 64
+
+
+def test_experiment_monitoring_interval_follows_the_steps_set_later():
+  config = config_lib.experiment(config_lib.base_config(), "v1_token")
+  config.train.steps = 300
+  assert config.stunting.monitor_every == 30
+  config.train.steps = 25
+  assert config.stunting.monitor_every == 3  # a tenth, rounded up: never 0 (off)
+
+
+def test_validate_derives_the_settings_once(config):
+  config.stunting.mode = "v4"
+  settings = config_lib.validate(config)
+  assert settings.model.max_len == 36 and settings.tokenizer.vocab_size == 258
+  assert settings.stunting.mode == "v3_balance" and settings.stunting.lookahead.kind == "smc"
+  assert settings.stunting.contrast == "control"
+  assert settings.lookahead.eos_id == settings.tokenizer.eod_id
+  assert settings.dev_lookahead.kind == "smc" and settings.dev_lookahead.width == 8
+  assert settings.data["seq_len"] == 32 and settings.data["tokenizer"] is settings.tokenizer
+
+
+def test_an_existing_file_as_workdir_is_one_line(tmp_path):
+  path = tmp_path / "file.txt"
+  path.write_text("x")
+  with pytest.raises(config_lib.ConfigError, match="is an existing file, not a directory"):
+    config_lib.check_workdir(str(path))
+  config_lib.check_workdir(str(tmp_path))
+  config_lib.check_workdir("gs://bucket/run")
 
 
 def test_builder_options_are_checked_by_the_builder(config):
@@ -84,7 +137,7 @@ def test_builder_options_are_checked_by_the_builder(config):
 def test_loglinear_mixture_allows_lam_one(config):
   config.lookahead.mixture = "loglinear"
   config.lookahead.lam = 1.0
-  train.validate(config)
+  config_lib.validate(config)
 
 
 def _docstring(name):
@@ -98,11 +151,11 @@ def test_each_config_docstring_gives_its_command(name):
 
 
 def test_default_and_tiny_shakespeare_validate(tmp_path):
-  train.validate(load_config(DEFAULT_CONFIG, {"data.data_dir": str(tmp_path)}))
+  config_lib.validate(load_config(DEFAULT_CONFIG, {"data.data_dir": str(tmp_path)}))
   shakespeare = os.path.abspath(os.path.join(SHARED_DATA, "tinyshakespeare.txt"))
   if not os.path.isfile(shakespeare):
     pytest.skip(f"{shakespeare} is not here")
-  train.validate(load_config(os.path.join(CONFIGS, "tiny_shakespeare.py"),
+  config_lib.validate(load_config(os.path.join(CONFIGS, "tiny_shakespeare.py"),
                              {"data.data_dir": str(tmp_path),
                               "data.options.paths": (shakespeare,)}))
 

@@ -1,19 +1,21 @@
 """The evaluation suite: grid sums, tau/lam chosen on validation, the report, TSP tours."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
-from conftest import DEFAULT_CONFIG, load_config
+from lookahead_jax import config as config_lib
 from lookahead_jax import evaluate
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
-from lookahead_jax import train
+from lookahead_jax import report as report_lib
 from lookahead_jax.data import builders, tsp
+
+from conftest import DEFAULT_CONFIG, load_config
 
 GRID = {"eval.kinds": ("beam", "smc"), "eval.widths": (2,), "eval.horizons": (1, 3),
         "eval.schemes": ("sum", "max"), "eval.mixtures": ("linear", "loglinear"),
@@ -21,108 +23,169 @@ GRID = {"eval.kinds": ("beam", "smc"), "eval.widths": (2,), "eval.horizons": (1,
         "eval.max_batches": 1}
 
 
-def test_grid_sums_equal_the_gain_computed_directly(tiny_config, tiny_params):
-  rng = np.random.default_rng(0)
-  b, t = 3, 10
-  tokens = rng.integers(2, tiny_config.vocab_size, (b, t + 1)).astype(np.int32)
-  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
-           "weights": jnp.asarray((rng.random((b, t)) < 0.8).astype(np.float32)),
-           "segment_ids": jnp.ones((b, t), jnp.int32),
-           "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
-           "needs_lookahead": jnp.asarray(rng.random((b, t)) < 0.3)}
-  grid = evaluate.Grid(("sum", "max"), ("linear", "loglinear"), (0.5, 2.0), (0.1, 0.6))
+def _random_batch(config, b=3, t=10, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(2, config.vocab_size, (b, t + 1)).astype(np.int32)
+  return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+          "weights": jnp.asarray((rng.random((b, t)) < 0.8).astype(np.float32)),
+          "segment_ids": jnp.ones((b, t), jnp.int32),
+          "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
+          "needs_lookahead": jnp.asarray(rng.random((b, t)) < 0.3)}
+
+
+GRID_POINTS = evaluate.Grid(("sum", "max"), ("linear", "loglinear"), (0.5, 2.0), (0.1, 0.6))
+PICK = jnp.array([[[[1, 0], [0, 1]], [[1, 1], [0, 0]]],   # lookahead
+                  [[[0, 0], [1, 1]], [[0, 1], [1, 0]]]], jnp.int32)  # control
+
+
+def _sums(params, batch, config, lookahead, pick=PICK):
+  return jax.jit(lambda p, x: evaluate.batch_sums(p, x, jax.random.key(0), 1.0, pick,
+                                                  config=config, lookahead=lookahead,
+                                                  grid=GRID_POINTS))(params, batch)
+
+
+def test_grid_sums_equal_the_gains_of_the_lookahead_and_its_control(tiny_config, tiny_params):
+  batch = _random_batch(tiny_config)
   lookahead = la_lib.Lookahead(width=3, horizon=2)
-  pick = jnp.array([[[1, 0], [0, 1]], [[1, 1], [0, 0]]], jnp.int32)
-  sums = jax.jit(lambda p, x: evaluate.batch_sums(p, x, jax.random.key(0), 1.0, pick,
-                                                  config=tiny_config, lookahead=lookahead,
-                                                  grid=grid))(tiny_params, batch)
-  logits, paths = la_lib.paths(tiny_params, batch["inputs"], batch["positions"],
-                               config=tiny_config, lookahead=lookahead)
+  sums = _sums(tiny_params, batch, tiny_config, lookahead)
+  logits, found, control = la_lib.teacher_forced_paths(
+      tiny_params, batch["inputs"], batch["positions"], config=tiny_config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   log_p_y = la_lib.token_log_prob(log_p, batch["targets"])
   w, mark = batch["weights"], batch["needs_lookahead"]
-  np.testing.assert_allclose(sums["nll"], [-jnp.sum(log_p_y * m) for m in (w, w * mark,
-                                                                          w * ~mark)], rtol=1e-5)
-  np.testing.assert_allclose(sums["tokens"], [w.sum(), (w * mark).sum(), (w * ~mark).sum()])
-  for si, scheme in enumerate(grid.schemes):
-    for mi, mixture in enumerate(grid.mixtures):
-      for ti, tau in enumerate(grid.temperatures):
-        for li, lam in enumerate(grid.lams):
-          amp = la_lib.amplify(paths, tau, scheme)
-          diff = la_lib.mix_at(amp, log_p, batch["targets"], lam, mixture) - log_p_y
-          for part, mask in enumerate((w, w * mark, w * ~mark)):
-            np.testing.assert_allclose(sums["gain"][si, mi, ti, li, part], jnp.sum(diff * mask),
-                                       atol=1e-4, rtol=1e-4)
-            np.testing.assert_allclose(sums["helps"][si, mi, ti, li, part],
-                                       jnp.sum((diff > 0) * mask), atol=1e-6)
-          if (ti, li) == tuple(pick[si, mi]):
-            np.testing.assert_allclose(sums["token_gain"][si, mi], diff * w, atol=1e-5)
+  masks = (w, w * mark, w * ~mark)
+  np.testing.assert_allclose(sums["nll"], [-jnp.sum(log_p_y * m) for m in masks], rtol=1e-5)
+  np.testing.assert_allclose(sums["tokens"], [m.sum() for m in masks])
+  np.testing.assert_allclose(sums["row_tokens"], np.stack([m.sum(1) for m in masks], -1))
+  chosen = {}
+  for side, paths in enumerate((found, control)):
+    for si, scheme in enumerate(GRID_POINTS.schemes):
+      for mi, mixture in enumerate(GRID_POINTS.mixtures):
+        for ti, tau in enumerate(GRID_POINTS.temperatures):
+          for li, lam in enumerate(GRID_POINTS.lams):
+            amp = la_lib.amplify(paths, tau, scheme)
+            diff = la_lib.mix_at(amp, log_p, batch["targets"], lam, mixture) - log_p_y
+            for part, mask in enumerate(masks):
+              at = (side, si, mi, ti, li, part)
+              np.testing.assert_allclose(sums["gain"][at], jnp.sum(diff * mask), atol=1e-4,
+                                         rtol=1e-4)
+              np.testing.assert_allclose(sums["helps"][at], jnp.sum((diff > 0) * mask),
+                                         atol=1e-6)
+            if (ti, li) == tuple(PICK[side, si, mi]):
+              chosen[side, si, mi] = diff
+              for part, mask in enumerate(masks):
+                np.testing.assert_allclose(sums["row_gain"][side, si, mi, :, part],
+                                           jnp.sum(diff * mask, axis=1), atol=1e-4)
+  for si in range(2):
+    for mi in range(2):
+      np.testing.assert_allclose(sums["token_G"][si, mi],
+                                 (chosen[0, si, mi] - chosen[1, si, mi]) * w, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_at_horizon_one_the_lookahead_specific_gain_is_zero(tiny_config, tiny_params, kind):
+  """H = 1 looks at nothing ahead: q_1 is the lookahead itself, so G = 0 everywhere."""
+  batch = _random_batch(tiny_config, seed=1)
+  same = jnp.stack([PICK[0], PICK[0]])  # the same grid point on both sides
+  sums = _sums(tiny_params, batch, tiny_config, la_lib.Lookahead(kind=kind, width=3, horizon=1),
+               same)
+  np.testing.assert_allclose(sums["gain"][0], sums["gain"][1], atol=1e-5)
+  np.testing.assert_allclose(sums["token_G"], 0.0, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory):
   config = load_config(DEFAULT_CONFIG, {**tiny_run, **GRID})
   workdir = str(tmp_path_factory.mktemp("eval"))
-  params = model_lib.init(train.model_config(config), jax.random.key(0))
-  return evaluate.run(config, workdir, params=params), workdir
+  settings = config_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  return evaluate.run(config, settings, workdir, params=params), workdir
 
 
 def test_report_table_json_and_plots(report, capsys):
   result, workdir = report
-  out = os.path.join(workdir, "eval")
-  with open(os.path.join(out, "report.json")) as f:
-    saved = json.load(f)
+  out = epath.Path(workdir) / "eval"
+  saved = json.loads((out / "report.json").read_text())
   assert saved["rows"] == result["rows"]
   assert len(result["rows"]) == 4 * 2 * 2  # (kind, horizon) x scheme x mixture
-  for name in ("gain_vs_horizon", "gain_vs_width", "token_gain_hist"):
-    with open(os.path.join(out, name + ".png"), "rb") as f:
-      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  for name in ("G_vs_horizon", "G_vs_width", "token_G_hist"):
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # The testbed's "needs lookahead" tokens are reported apart from the rest.
   assert result["tokens"]["test_marked"] > 0
   for row in result["rows"]:
-    assert np.isfinite([row["test_gain"], row["test_gain_marked"], row["test_gain_unmarked"]]).all()
-    assert row["test_nll_amplified"] == pytest.approx(result["naive"]["test_nll"] - row["test_gain"])
-  text = evaluate.table(result)
-  assert "marked" in text and "Best on validation" in text
+    for part in ("all", "marked", "unmarked"):
+      t = row["test"][part]
+      assert t["G"] == pytest.approx(t["gain"] - t["control"], abs=1e-6)
+      for key in ("gain", "control", "G"):
+        lo, hi = t[key + "_ci"]
+        assert lo <= t[key] + 1e-9 and t[key] <= hi + 1e-9
+    if row["horizon"] == 1:  # nothing ahead: no lookahead-specific gain
+      assert row["test"]["all"]["G"] == pytest.approx(0.0, abs=1e-5)
+    assert row["test_nll_amplified"] == pytest.approx(
+        result["naive"]["test_nll"] - row["test"]["all"]["gain"])
+  text = report_lib.eval_table(result)
+  assert "G marked" in text and "Best on validation (by G)" in text
+  assert text.splitlines()[1].split()[5] == "G"  # the table leads with G
 
 
-def test_tau_and_lam_are_chosen_on_validation(report):
+def test_tau_and_lam_are_chosen_on_validation_for_each_side(report):
   result, _ = report
   grid = result["grid"]
   for row in result["rows"]:
     setting = next(g for g in result["validation_grids"] if
                    (g["kind"], g["width"], g["horizon"]) == (row["kind"], row["width"],
                                                             row["horizon"]))
-    gains = np.asarray(setting["validation_gain"])[grid["schemes"].index(row["scheme"]),
-                                                    grid["mixtures"].index(row["mixture"])]
-    ti, li = np.unravel_index(np.argmax(gains), gains.shape)
-    assert (grid["temperatures"][ti], grid["lams"][li]) == (row["temperature"], row["lam"])
-    assert row["validation_gain"] == pytest.approx(gains.max(), abs=1e-6)
-  best = max(result["rows"], key=lambda r: r["validation_gain"])
+    at = (grid["schemes"].index(row["scheme"]), grid["mixtures"].index(row["mixture"]))
+    for side, prefix, key in ((0, "", "validation_gain"), (1, "control_", "validation_control")):
+      gains = np.asarray(setting["validation_gain"])[(side, *at)]
+      ti, li = np.unravel_index(np.argmax(gains), gains.shape)
+      assert (grid["temperatures"][ti], grid["lams"][li]) == (row[prefix + "temperature"],
+                                                              row[prefix + "lam"])
+      assert row[key] == pytest.approx(gains.max(), abs=1e-6)
+  best = max(result["rows"], key=lambda r: r["validation_G"])
   assert result["best"] == best
 
 
 def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   options = {"train_size": 8, "validation_size": 4, "test_size": 4, "levels": (5, 6)}
   builders.prepare("tsp", tmp_path, **options)
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name, config.data.data_dir = "tsp", str(tmp_path)
   config.data.options.update(options)
   tok = builders.default_tokenizer("tsp", **options)
-  model_cfg = model_lib.Config(vocab_size=tok.vocab_size, max_len=24, num_layers=1, d_model=16,
-                               num_heads=2)
-  params = model_lib.init(model_cfg, jax.random.key(0))
-  tours = evaluate.tsp_tours(params, config, model_cfg, "test", limit=8, beam_size=2)
+  config.model.update(vocab_size=tok.vocab_size, max_len=24, num_layers=1, d_model=16,
+                      num_heads=2)
+  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 20, 8, 8
+  settings = config_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  tours = evaluate.tsp_tours(params, config, settings, "test", limit=8, beam_size=2)
   assert set(tours) == {"greedy", "beam", "nearest_neighbour"}
   assert sorted(tours["beam"]) == [5, 6]
-  for n, nn in tours["nearest_neighbour"].items():
+  for nn in tours["nearest_neighbour"].values():
     # Every kept instance has a nearest-neighbour tour longer than the optimum.
     assert nn["instances"] == 4 and nn["valid"] == 1.0 and nn["gap"] > 0 and nn["optimal"] == 0
   for method in ("greedy", "beam"):
-    for n, row in tours[method].items():
+    for row in tours[method].values():
       assert 0.0 <= row["valid"] <= 1.0 and row["instances"] == 4
-  text = evaluate.tsp_table(tours)
+  text = report_lib.tsp_table(tours)
   assert "nearest_neighbour" in text
   # The gap function the report uses agrees with a direct computation.
   record = builders.data_source("tsp", "test", str(tmp_path), **options)[0]
   assert tsp.optimality_gap(record["coords"], record["tour"], record["tour"]) == 0.0
+
+
+def test_path_star_paths_report_first_node_and_path_accuracy(tmp_path):
+  options = {"train_size": 8, "validation_size": 4, "test_size": 6, "num_nodes": 12}
+  config = config_lib.base_config()
+  config.data.name, config.data.data_dir = "path_star", str(tmp_path)
+  config.data.options.update(options)
+  config.model.update(vocab_size=18, num_layers=1, d_model=16, num_heads=2)
+  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 40, 8, 8
+  settings = config_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  paths = evaluate.path_star_paths(params, config, settings, "test", limit=6, beam_size=2)
+  assert paths["chance_first_node"] == 0.5
+  for method in ("greedy", "beam"):
+    assert paths[method]["instances"] == 6
+    assert 0.0 <= paths[method]["path"] <= paths[method]["first_node"] <= 1.0
+  assert "first node" in report_lib.path_star_table(paths)

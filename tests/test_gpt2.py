@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from lookahead_jax import decoding
-from lookahead_jax import gpt2
+from lookahead_jax import decoding, gpt2
 from lookahead_jax import model as model_lib
 
 PAD = 1  # not 0: HF fills ended beams with `pad_token_id or eos`, i.e. with EOS when pad is 0
@@ -342,11 +341,12 @@ def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(checkpoint, expor
 
 
 
-def test_gpt2_amplify_experiment_runs_end_to_end(hf_dir, gpt2_style_dir, tmp_path):
-  """configs/experiments/gpt2_amplify.py on the small random checkpoint, with its report."""
-  from conftest import REPO, load_config  # pylint: disable=g-import-not-at-top
-  from lookahead_jax import evaluate, train  # pylint: disable=g-import-not-at-top
-  from lookahead_jax.data import testbeds  # pylint: disable=g-import-not-at-top
+@pytest.fixture
+def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
+  """configs/experiments/gpt2_amplify.py on the small random checkpoint (and its path)."""
+  from lookahead_jax.data import testbeds
+
+  from conftest import REPO, load_config
 
   checkpoint = tmp_path / "gpt2"
   shutil.copytree(hf_dir, checkpoint)
@@ -354,18 +354,48 @@ def test_gpt2_amplify_experiment_runs_end_to_end(hf_dir, gpt2_style_dir, tmp_pat
   rng = np.random.default_rng(0)
   text = tmp_path / "poems.txt"
   text.write_text("\n\n".join(testbeds.rhyme_document(rng)[0] for _ in range(300)))
-  config = load_config(
-      os.path.join(REPO, "configs", "experiments", "gpt2_amplify.py"),
-      {"data.options.paths": (str(text),), "data.data_dir": str(tmp_path / "data"),
-       "eval.max_batches": 1, "eval.batch_size": 8, "eval.widths": (2,), "eval.horizons": (1, 3),
-       "eval.temperatures": (1.0,), "eval.lams": (0.1, 0.5)},
-      argument=str(checkpoint))
-  train.validate(config)
-  report = evaluate.run(config, str(tmp_path / "work"))
-  assert report["params"] == str(checkpoint)  # GPT-2's weights, not fresh ones
+  overrides = {"data.options.paths": (str(text),), "data.data_dir": str(tmp_path / "data"),
+               "eval.max_batches": 1, "eval.batch_size": 8, "eval.widths": (2,),
+               "eval.horizons": (1, 3), "eval.temperatures": (1.0,), "eval.lams": (0.1, 0.5)}
+  path = os.path.join(REPO, "configs", "experiments", "gpt2_amplify.py")
+  return load_config(path, overrides, argument=str(checkpoint)), checkpoint, path, overrides
+
+
+def test_gpt2_amplify_experiment_runs_end_to_end(amplify_config, tmp_path):
+  """The evaluation of the experiment config reads GPT-2's weights, with its report."""
+  from lookahead_jax import config as config_lib
+  from lookahead_jax import evaluate
+
+  config, checkpoint, _, _ = amplify_config
+  report = evaluate.run(config, config_lib.validate(config), str(tmp_path / "work"))
+  assert report["params"] == f"the pretrained {checkpoint}"  # GPT-2's weights, not fresh ones
   assert {(r["kind"], r["horizon"]) for r in report["rows"]} == {
       ("beam", 1), ("beam", 3), ("smc", 1), ("smc", 3)}
   assert (tmp_path / "work" / "eval" / "report.json").is_file()
   config.model.num_layers += 1  # a model that is not the checkpoint's is refused up front
-  with pytest.raises(train.ConfigError, match="model.num_layers=.*the checkpoint in"):
-    train.validate(config)
+  with pytest.raises(config_lib.ConfigError, match="model.num_layers=.*the checkpoint in"):
+    config_lib.validate(config)
+
+
+def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(amplify_config,
+                                                                          tmp_path):
+  """One order everywhere (train.load_params): checkpoint, else `pretrained`, else fresh."""
+  import subprocess
+  import sys
+
+  from lookahead_jax import config as config_lib
+  from lookahead_jax import train
+
+  config, checkpoint, path, overrides = amplify_config
+  params, source = train.load_params(config, config_lib.validate(config), str(tmp_path / "w"))
+  assert source == f"the pretrained {checkpoint}"
+  jax.tree.map(np.testing.assert_array_equal, params, gpt2.load(checkpoint)[1])
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()
+           if k in ("data.options.paths", "data.data_dir")]
+  result = subprocess.run(
+      [sys.executable, "-m", "lookahead_jax.main", "decode", f"--config={path}:{checkpoint}",
+       f"--workdir={tmp_path / 'w'}", "--prompt=Cheddar is", "--max_new_tokens=3", *flags],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "freshly initialised" not in result.stderr
+  assert result.stdout.startswith("--- greedy, 'Cheddar is':")

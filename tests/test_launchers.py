@@ -17,8 +17,9 @@ import time
 
 import pytest
 
+from lookahead_jax import config as config_lib
+
 from conftest import REPO, load_config
-from lookahead_jax import train
 
 LAUNCH = os.path.join(REPO, "launch")
 LAUNCHERS = ("tpu_pod.sh", "gpu_local.sh", "slurm.sbatch")
@@ -386,5 +387,5 @@ def test_scale_configs(name, launcher, devices):
   for n in devices:
     assert config.train.global_batch % n == 0 and config.eval.batch_size % n == 0
   # Every check passes up to the dataset, which is not prepared here.
-  with pytest.raises(train.ConfigError, match=r"^data.name='lm1b'"):
-    train.validate(config)
+  with pytest.raises(config_lib.ConfigError, match=r"^data.name='lm1b'"):
+    config_lib.validate(config)

@@ -31,7 +31,8 @@ def test_all_anchor_beam_lookahead_equals_beam_search_rerun_from_each_prefix(
     tiny_config, tiny_params, eos_id):
   lookahead = la_lib.Lookahead(width=3, horizon=3, eos_id=eos_id)
   tokens = np.asarray(_packed_tokens(tiny_config))
-  _, paths = la_lib.paths(tiny_params, jnp.asarray(tokens), jnp.asarray(POSITIONS),
+  _, paths, _ = la_lib.teacher_forced_paths(
+      tiny_params, jnp.asarray(tokens), jnp.asarray(POSITIONS),
                           jnp.asarray(SEGMENTS), config=tiny_config, lookahead=lookahead)
   np.testing.assert_array_equal(paths.valid, SEGMENTS > 0)
   # The reference: for every anchor, a fresh beam search from its own prefix (its document
@@ -64,8 +65,8 @@ def _exhaustive(forward, params, config, tokens, t, horizon):
   seqs = np.zeros((len(paths), n), np.int32)
   seqs[:, :t + 1] = tokens[:t + 1]
   seqs[:, t + 1:t + 1 + horizon] = paths
-  logits, _ = forward(params, jnp.asarray(seqs), jnp.asarray(np.broadcast_to(np.arange(n), seqs.shape)),
-                      config=config)
+  positions = jnp.asarray(np.broadcast_to(np.arange(n), seqs.shape))
+  logits, _ = forward(params, jnp.asarray(seqs), positions, config=config)
   logp = np.asarray(jax.nn.log_softmax(logits), np.float64)
   return paths, sum(logp[np.arange(len(paths)), t + j, paths[:, j]] for j in range(horizon))
 
@@ -78,7 +79,8 @@ def test_wide_beam_q_equals_exhaustive_enumeration(forward, sharp_config, sharp_
   tokens = jnp.array([[1, 2, 0, 1, 1, 0]])
   positions = jnp.arange(6)[None]
   lookahead = la_lib.Lookahead(width=width, horizon=horizon, length_penalty=0.0)
-  logits, paths = la_lib.paths(sharp_params, tokens, positions, config=sharp_config,
+  logits, paths, _ = la_lib.teacher_forced_paths(
+      sharp_params, tokens, positions, config=sharp_config,
                                lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   q = np.exp(la_lib.amplify(paths, temperature, scheme).dense(log_p))[0]
@@ -100,7 +102,8 @@ def test_beam_over_every_path_at_temperature_one_recovers_p(sharp_config, sharp_
   """With all V**H paths in the beam, sum_b softmax(S_b)[f_b = w] is the marginal p(w)."""
   lookahead = la_lib.Lookahead(width=27, horizon=3, length_penalty=0.0)
   tokens = jnp.array([[2, 0, 1, 1, 0, 2]])
-  logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], config=sharp_config,
+  logits, paths, _ = la_lib.teacher_forced_paths(
+      sharp_params, tokens, jnp.arange(6)[None], config=sharp_config,
                                lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   np.testing.assert_allclose(np.exp(la_lib.amplify(paths, 1.0).dense(log_p)), np.exp(log_p),
@@ -112,7 +115,8 @@ def test_smc_at_beta_one_is_unbiased_for_p(tiny_config, tiny_params):
   lookahead = la_lib.Lookahead(kind="smc", width=particles, horizon=3)
   tokens = jnp.broadcast_to(_packed_tokens(tiny_config, seed=1)[0, :6], (runs, 6))
   positions = jnp.broadcast_to(jnp.arange(6), (runs, 6))
-  logits, paths = la_lib.paths(tiny_params, tokens, positions, None, jax.random.key(7), 1.0,
+  logits, paths, _ = la_lib.teacher_forced_paths(
+      tiny_params, tokens, positions, None, jax.random.key(7), 1.0,
                                config=tiny_config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   np.testing.assert_allclose(paths.score, -np.log(particles), atol=1e-5)  # equal weights
@@ -129,7 +133,7 @@ def test_smc_with_large_beta_concentrates_on_the_most_probable_path(forward, sha
   horizon = 3
   lookahead = la_lib.Lookahead(kind="smc", width=64, horizon=horizon)
   tokens = jnp.array([[1, 2, 0, 1, 1, 0]])
-  logits, paths = la_lib.paths(sharp_params, tokens, jnp.arange(6)[None], None,
+  logits, paths, _ = la_lib.teacher_forced_paths(sharp_params, tokens, jnp.arange(6)[None], None,
                                jax.random.key(3), 30.0, config=sharp_config, lookahead=lookahead)
   q = np.exp(la_lib.amplify(paths).dense(jax.nn.log_softmax(logits)))[0]
   for t in range(6):
@@ -144,7 +148,7 @@ def test_q_and_every_mixture_sum_to_one_and_stay_finite_where_p_has_mass(tiny_co
                                                                          tiny_params, kind):
   lookahead = BEAM if kind == "beam" else SMC
   tokens = _packed_tokens(tiny_config, seed=2)
-  logits, paths = la_lib.paths(tiny_params, tokens, jnp.asarray(POSITIONS),
+  logits, paths, _ = la_lib.teacher_forced_paths(tiny_params, tokens, jnp.asarray(POSITIONS),
                                jnp.asarray(SEGMENTS), jax.random.key(0), 2.0,
                                config=tiny_config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
@@ -164,7 +168,8 @@ def test_sparse_q_at_the_target_equals_the_dense_computation(tiny_config, tiny_p
   lookahead = BEAM if kind == "beam" else SMC
   tokens = _packed_tokens(tiny_config, seed=6)
   positions = jnp.asarray(POSITIONS + 21)  # some anchors without a lookahead too
-  logits, paths = la_lib.paths(tiny_params, tokens, positions, jnp.asarray(SEGMENTS),
+  logits, paths, _ = la_lib.teacher_forced_paths(
+      tiny_params, tokens, positions, jnp.asarray(SEGMENTS),
                                jax.random.key(2), 3.0, config=tiny_config, lookahead=lookahead)
   assert not paths.valid[SEGMENTS > 0].all()
   log_p = jax.nn.log_softmax(logits)
@@ -189,8 +194,8 @@ def test_chunked_anchors_equal_unchunked(tiny_config, tiny_params, kind):
   tokens = _packed_tokens(tiny_config, seed=3)
   args = (tiny_params, tokens, jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS), jax.random.key(1))
   lookahead = BEAM if kind == "beam" else SMC
-  whole = la_lib.paths(*args, config=tiny_config, lookahead=lookahead)[1]
-  chunked = la_lib.paths(*args, config=tiny_config,
+  whole = la_lib.teacher_forced_paths(*args, config=tiny_config, lookahead=lookahead)[1]
+  chunked = la_lib.teacher_forced_paths(*args, config=tiny_config,
                          lookahead=dataclasses.replace(lookahead, chunk=5))[1]
   np.testing.assert_array_equal(whole.first, chunked.first)
   np.testing.assert_allclose(whole.score, chunked.score, atol=1e-6)
@@ -201,7 +206,8 @@ def test_anchors_whose_lookahead_passes_max_len_are_masked_to_p(tiny_config, tin
   # p needs positions p+1 .. p+H-1 for its H - 1 further tokens, so p + H <= 32.
   positions = POSITIONS + 23
   tokens = _packed_tokens(tiny_config, seed=4)
-  logits, paths = la_lib.paths(tiny_params, tokens, jnp.asarray(positions), jnp.asarray(SEGMENTS),
+  logits, paths, _ = la_lib.teacher_forced_paths(
+      tiny_params, tokens, jnp.asarray(positions), jnp.asarray(SEGMENTS),
                                config=tiny_config, lookahead=BEAM)
   expected = (SEGMENTS > 0) & (positions + BEAM.horizon <= tiny_config.max_len)
   assert expected.sum() < (SEGMENTS > 0).sum()
@@ -215,12 +221,43 @@ def test_anchors_whose_lookahead_passes_max_len_are_masked_to_p(tiny_config, tin
 def test_lookahead_compiles_once_per_shape(tiny_config, tiny_params):
   tokens = _packed_tokens(tiny_config, seed=5)
   args = (jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS))
-  la_lib.paths(tiny_params, tokens, *args, jax.random.key(0), 1.0, config=tiny_config,
+  la_lib.teacher_forced_paths(
+      tiny_params, tokens, *args, jax.random.key(0), 1.0, config=tiny_config,
                lookahead=SMC)
-  size = la_lib.paths._cache_size()
-  la_lib.paths(tiny_params, tokens + 1, *args, jax.random.key(1), 3.0, config=tiny_config,
+  size = la_lib.teacher_forced_paths._cache_size()
+  la_lib.teacher_forced_paths(
+      tiny_params, tokens + 1, *args, jax.random.key(1), 3.0, config=tiny_config,
                lookahead=SMC)
-  assert la_lib.paths._cache_size() == size
+  assert la_lib.teacher_forced_paths._cache_size() == size
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 3.0])
+def test_the_beam_control_is_top_b_of_p_renormalised_at_tau(tiny_config, tiny_params, tau):
+  tokens = _packed_tokens(tiny_config, seed=6)
+  logits, found, control = la_lib.teacher_forced_paths(
+      tiny_params, tokens, jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS),
+      config=tiny_config, lookahead=la_lib.Lookahead(width=3, horizon=4))
+  log_p = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  top = np.argsort(-log_p, axis=-1)[..., :3]
+  sharpened = np.exp(np.take_along_axis(log_p, top, -1) / tau)
+  expected = np.zeros_like(log_p)
+  np.put_along_axis(expected, top, sharpened / sharpened.sum(-1, keepdims=True), -1)
+  q_1 = np.exp(np.asarray(la_lib.amplify(control, tau).dense(jnp.asarray(log_p, jnp.float32))))
+  valid = np.asarray(found.valid)
+  np.testing.assert_allclose(q_1[valid], expected[valid], atol=1e-6)
+  np.testing.assert_array_equal(control.valid, found.valid)  # the same anchors
+
+
+def test_the_smc_control_draws_the_lookaheads_first_tokens(tiny_config, tiny_params):
+  """Same keys: the control's N draws are the lookahead's first tokens before resampling;
+  at horizon 1 (no resampling) the two are the same."""
+  tokens = _packed_tokens(tiny_config, seed=7)
+  args = (tiny_params, tokens, jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS),
+          jax.random.key(3), 2.0)
+  smc1 = la_lib.Lookahead(kind="smc", width=5, horizon=1)
+  _, found, control = la_lib.teacher_forced_paths(*args, config=tiny_config, lookahead=smc1)
+  np.testing.assert_array_equal(found.first, control.first)
+  np.testing.assert_allclose(found.score, control.score, atol=1e-5)
 
 
 def test_gain_and_helps_fraction():
@@ -246,7 +283,7 @@ def test_amplified_sampling_with_one_beam_of_one_token_and_all_weight_on_q_is_gr
   prompts = jax.random.randint(jax.random.key(8), (3, 5), 0, tiny_config.vocab_size)
   greedy = decoding.generate(tiny_params, prompts, jax.random.key(0), config=tiny_config,
                              max_new_tokens=6)
-  amplified = la_lib.generate(tiny_params, prompts, jax.random.key(1), None, 1.0, 1.0,
+  amplified = la_lib.sample_amplified(tiny_params, prompts, jax.random.key(1), None, 1.0, 1.0,
                               config=tiny_config, lookahead=la_lib.Lookahead(width=1, horizon=1),
                               max_new_tokens=6, mixture="loglinear")
   np.testing.assert_array_equal(amplified, greedy)  # q is one-hot on the argmax
@@ -255,7 +292,8 @@ def test_amplified_sampling_with_one_beam_of_one_token_and_all_weight_on_q_is_gr
 def test_amplified_sampling_stops_at_eos(tiny_config, tiny_params):
   prompts = jax.random.randint(jax.random.key(9), (4, 5), 0, tiny_config.vocab_size)
   lookahead = la_lib.Lookahead(kind="smc", width=3, horizon=2, eos_id=3)
-  out = np.asarray(la_lib.generate(tiny_params, prompts, jax.random.key(2), None, 1.0, 0.5, 2.0,
+  out = np.asarray(la_lib.sample_amplified(
+      tiny_params, prompts, jax.random.key(2), None, 1.0, 0.5, 2.0,
                                    config=tiny_config, lookahead=lookahead, max_new_tokens=12,
                                    pad_id=15))
   for row in out:

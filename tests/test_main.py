@@ -6,8 +6,10 @@ import sys
 import pytest
 from absl import flags
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from lookahead_jax import config as config_lib
 from lookahead_jax import main, train
+
+from conftest import DEFAULT_CONFIG, REPO, command, load_config
 
 TIMEOUT = 240
 
@@ -38,6 +40,24 @@ def test_unknown_override_is_one_line(tiny_run, tmp_path):
   assert _only_line(result.stderr).startswith("error: unknown config key train.stepz:")
 
 
+def test_a_workdir_that_is_a_file_is_one_line(tiny_run, tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("x")
+  result = _run(*command("train", path, tiny_run))
+  assert result.returncode == 1
+  assert _only_line(result.stderr).startswith(f"error: --workdir='{path}' is an existing file")
+
+
+def test_a_horizon_override_moves_the_models_max_len(tiny_run, tmp_path):
+  import json
+
+  result = _run(*command("train", tmp_path, {**tiny_run, "train.steps": 1,
+                                             "train.warmup_steps": 0, "lookahead.horizon": 8}))
+  assert result.returncode == 0, result.stderr[-2000:]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["model"]["max_len"] == tiny_run["data.seq_len"] + 8
+
+
 def test_a_bad_command_is_a_usage_error(tmp_path):
   result = _run(*command("fit", tmp_path, {}))
   assert result.returncode == 1 and "give one command, train | eval | decode" in result.stderr
@@ -46,8 +66,8 @@ def test_a_bad_command_is_a_usage_error(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tiny_run, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("trained")
-  train.train_and_evaluate(load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 4}),
-                           str(workdir))
+  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 4})
+  train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
   return workdir
 
 
@@ -69,9 +89,11 @@ def test_decode_beam_without_checkpoint_warns(tiny_run, tmp_path):
 
 
 def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch):
-  from lookahead_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from lookahead_jax import evaluate
+
   calls = []
-  monkeypatch.setattr(evaluate, "run", lambda config, workdir: calls.append((config, workdir)))
+  monkeypatch.setattr(evaluate, "run",
+                      lambda config, settings, workdir: calls.append((config, workdir)))
   argv = ["lookahead-jax", *command("eval", tmp_path, tiny_run)[4:]]  # the flags only
   monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
   flags.FLAGS(argv)

@@ -26,6 +26,7 @@ A failing or hanging process fails the test with the logs of every process, and 
 process still running is killed (its whole process group).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -40,8 +41,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, sharding, train
+
+from conftest import DEFAULT_CONFIG, REPO, command, load_config
 
 PROCESSES, LOCAL_DEVICES = 2, 2
 TIMEOUT = 240  # seconds for one launch (all its processes)
@@ -163,10 +166,8 @@ class Processes:
   def kill(self) -> None:
     for p in self.procs.values():
       if p.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
           os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-          pass
         p.wait()
 
   def __enter__(self):
@@ -194,7 +195,7 @@ def _loss_lines(workdir):
 
 def _params(config, workdir):
   """The newest checkpoint's parameters on one device of this (pytest) process."""
-  params = train.restore_params(config, str(workdir),
+  params = train.restore_params(config, config_lib.validate(config), str(workdir),
                                 mesh=sharding.make_mesh(devices=jax.devices()[:1]))
   assert params is not None, f"no checkpoint in {workdir}"
   return jax.tree.map(np.asarray, jax.device_get(params))
@@ -259,7 +260,7 @@ def test_two_processes_train_like_one(trained, mode):
                                        params_two, params_one))
   assert max(diffs) < 1e-5, f"max |param difference| {max(diffs):.3g}"
   # not vacuous: training moved the parameters far more than that
-  init = train.init_state(train.model_config(config), train.make_optimizer(config.train)[0],
+  init = train.init_state(config_lib.validate(config).model, train.make_optimizer(config.train)[0],
                           config.seed).params
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - np.asarray(b)))),
                                        params_two, init))
@@ -275,7 +276,7 @@ def test_two_processes_train_like_one(trained, mode):
     assert states[0] != states[1]  # each process iterates over its own documents
 
 
-# ----------------------------------------------------------------------------- checkpoint, evaluation
+# ------------------------------------------------------------------------- checkpoint, evaluation
 
 
 @pytest.fixture(scope="module")

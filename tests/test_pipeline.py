@@ -150,7 +150,7 @@ def _stored_docs(data_dir, text_options):
 
 def test_packing_loses_no_tokens_and_counts(data_dir, text_options):
   tok = ByteTokenizer()
-  it = pipeline.make_eval_iterator("text_files", "train", seq_len=T, global_batch_size=4,
+  it = pipeline.make_ordered_iterator("text_files", "train", seq_len=T, global_batch_size=4,
                                    data_dir=data_dir, options=text_options,
                                    process_index=0, process_count=1)
   batches = _batches(it)
@@ -189,7 +189,7 @@ def test_training_epoch_counts_match(data_dir, text_options):
 
 
 def test_tfds_dataset_by_name_with_an_empty_document(data_dir):
-  it = pipeline.make_eval_iterator("lookahead_pipeline_test_text", "train", seq_len=T,
+  it = pipeline.make_ordered_iterator("lookahead_pipeline_test_text", "train", seq_len=T,
                                    global_batch_size=2, data_dir=data_dir,
                                    process_index=0, process_count=1)
   segments = _segments(_batches(it))
@@ -227,9 +227,9 @@ def test_process_shards_are_disjoint_and_complete(data_dir, text_options):
 
 def test_eval_processes_take_rows_of_the_same_global_batches(data_dir):
   kwargs = dict(seq_len=T, global_batch_size=4, data_dir=data_dir, options=TINY)
-  single = _batches(pipeline.make_eval_iterator("article", "test", process_index=0,
+  single = _batches(pipeline.make_ordered_iterator("article", "test", process_index=0,
                                                 process_count=1, **kwargs))
-  parts = [_batches(pipeline.make_eval_iterator("article", "test", process_index=p,
+  parts = [_batches(pipeline.make_ordered_iterator("article", "test", process_index=p,
                                                 process_count=2, **kwargs)) for p in range(2)]
   assert len(parts[0]) == len(parts[1]) == len(single)
   for whole, a, b in zip(single, *parts):
@@ -244,7 +244,7 @@ def test_eval_processes_take_rows_of_the_same_global_batches(data_dir):
 
 def test_needs_lookahead_rhyme_marks_colour_words(data_dir):
   tok = ByteTokenizer()
-  it = pipeline.make_eval_iterator("rhyme", "validation", seq_len=256, global_batch_size=4,
+  it = pipeline.make_ordered_iterator("rhyme", "validation", seq_len=256, global_batch_size=4,
                                    data_dir=data_dir, options=TINY, process_index=0,
                                    process_count=1)
   marked_words = []
@@ -260,7 +260,7 @@ def test_needs_lookahead_rhyme_marks_colour_words(data_dir):
 
 def test_needs_lookahead_article_marks_the_deciding_byte(data_dir):
   tok = ByteTokenizer()
-  it = pipeline.make_eval_iterator("article", "validation", seq_len=64, global_batch_size=4,
+  it = pipeline.make_ordered_iterator("article", "validation", seq_len=64, global_batch_size=4,
                                    data_dir=data_dir, options=TINY, process_index=0,
                                    process_count=1)
   count = 0
@@ -275,7 +275,7 @@ def test_needs_lookahead_article_marks_the_deciding_byte(data_dir):
 
 def test_needs_lookahead_tsp_marks_tour_choices(data_dir):
   tok = builders.default_tokenizer("tsp", **TINY_TSP)
-  it = pipeline.make_eval_iterator("tsp", "test", seq_len=64, global_batch_size=2,
+  it = pipeline.make_ordered_iterator("tsp", "test", seq_len=64, global_batch_size=2,
                                    data_dir=data_dir, options=TINY_TSP, process_index=0,
                                    process_count=1)
   segments = _segments(_batches(it))
@@ -291,7 +291,7 @@ def test_needs_lookahead_tsp_marks_tour_choices(data_dir):
 
 
 def test_other_tokenizers(data_dir, gpt2_style_dir):
-  it = pipeline.make_eval_iterator("article", "validation", seq_len=T, global_batch_size=4,
+  it = pipeline.make_ordered_iterator("article", "validation", seq_len=T, global_batch_size=4,
                                    data_dir=data_dir, options=TINY, tokenizer=gpt2_style_dir,
                                    process_index=0, process_count=1)
   batches = _batches(it)

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from conftest import DEFAULT_CONFIG, load_config
+from lookahead_jax import config as config_lib
 from lookahead_jax import sharding, train
 from lookahead_jax.data import pipeline
+
+from conftest import DEFAULT_CONFIG, load_config
 
 
 def test_mesh_shape_fills_in_minus_one():
@@ -54,9 +56,10 @@ def _batches(config, n):
 
 def _train(config, mesh, steps=3):
   tx, schedule = train.make_optimizer(config.train)
-  _, shardings = train.state_shardings(train.model_config(config), tx, mesh)
-  state = train.create_state(config, tx, shardings)
-  step = train.jit_train_step(config, mesh, tx, schedule, shardings)
+  settings = config_lib.validate(config)
+  _, shardings = train.state_shardings(settings.model, tx, mesh)
+  state = train.create_state(config, settings, tx, shardings)
+  step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
   losses = []
   for batch in _batches(config, steps):
     state, m = step(state, pipeline.global_batch(batch, sharding.batch_sharding(mesh)))

@@ -1,6 +1,8 @@
 """Stunting modes on a tiny model with exact gradients (DESIGN.md section 3)."""
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import stunting as st_lib
@@ -16,8 +19,11 @@ from lookahead_jax import train
 LOOKAHEAD = la_lib.Lookahead(width=3, horizon=3)
 
 
-def _stunt(mode, **kw):
-  return st_lib.Stunting(mode=mode, lookahead=LOOKAHEAD, lam=0.5, alignment_every=1, **kw)
+def _stunt(mode, contrast="naive", lookahead=LOOKAHEAD, **kw):
+  """The tests of each mode's mechanics use the naive definitions (q against p); the
+  control contrast has tests of its own below."""
+  return st_lib.Stunting(mode=mode, lookahead=lookahead, contrast=contrast, lam=0.5,
+                         alignment_every=1, **kw)
 
 
 def _batch(config, seed=0, b=4, t=12):
@@ -47,11 +53,12 @@ def _grads(params, batch, *, config, stunt):
 @functools.partial(jax.jit, static_argnames=("config",))
 def _terms(params, batch, *, config):
   """The lookahead's per-token terms, computed directly (not through train.objectives)."""
-  logits, paths = la_lib.paths(params, batch["inputs"], batch["positions"], config=config,
-                               lookahead=LOOKAHEAD)
+  logits, paths, _ = la_lib.teacher_forced_paths(params, batch["inputs"], batch["positions"],
+                                                 config=config, lookahead=LOOKAHEAD)
   log_p = jax.nn.log_softmax(logits)
   return log_p, la_lib.amplify(paths), st_lib.token_terms(log_p, batch["targets"],
-                                                          la_lib.amplify(paths), _stunt("none"))
+                                                          la_lib.amplify(paths), None,
+                                                          _stunt("none"))
 
 
 def _dot(a, b):
@@ -194,8 +201,8 @@ def test_step_statistics_are_logged(tiny_config, tiny_params):
   _, _, terms = _terms(tiny_params, batch, config=tiny_config)
   _, metrics = _sgd_step(tiny_config, _stunt("v1_token"), tiny_params, batch)
   w = batch["weights"]
-  np.testing.assert_allclose(float(metrics["toward"]), float(jnp.sum(terms["toward"] * w) / w.sum()),
-                             rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["toward"]),
+                             float(jnp.sum(terms["toward"] * w) / w.sum()), rtol=1e-6)
   np.testing.assert_allclose(float(metrics["movement"]), float(jnp.sum(terms["m"] * w) / w.sum()),
                              rtol=1e-5, atol=1e-8)
   np.testing.assert_allclose(float(metrics["kl"]), float(jnp.sum(terms["kl"] * w) / w.sum()),
@@ -203,20 +210,187 @@ def test_step_statistics_are_logged(tiny_config, tiny_params):
   assert -1.0 <= float(metrics["alignment_cos"]) <= 1.0
 
 
-def test_monitoring_logs_both_gains_and_warns_when_the_dev_gain_stays_non_positive(
+# ----------------------------------------------------------------------------- the contrast
+
+# One SGD step of each mode with contrast="naive" (beam and SMC lookahead, B=3, H=3) on a
+# fixed batch, measured with the code before the contrast existed: [loss, toward,
+# movement, cos(g, g_A), sum of the new parameters].
+EARLIER_STEP = {
+ "v1_token/beam": [
+  2.212397336959839,
+  0.2222222238779068,
+  0.028813309967517853,
+  -0.28155606985092163,
+  161.04818725585938
+ ],
+ "v1_token/smc": [
+  2.3643746376037598,
+  0.15555556118488312,
+  0.014075364917516708,
+  -0.017923779785633087,
+  161.04824829101562
+ ],
+ "v1_update/beam": [
+  2.7685019969940186,
+  0.2222222238779068,
+  0.028813309967517853,
+  -0.015811467543244362,
+  161.0488739013672
+ ],
+ "v1_update/smc": [
+  2.7685019969940186,
+  0.15555556118488312,
+  0.014075364917516708,
+  0.1932508796453476,
+  161.04762268066406
+ ],
+ "v2_penalty/beam": [
+  2.852627754211426,
+  0.2222222238779068,
+  0.028813309967517853,
+  -0.101007379591465,
+  161.04864501953125
+ ],
+ "v2_penalty/smc": [
+  2.8364381790161133,
+  0.15555556118488312,
+  0.014075364917516708,
+  0.15061765909194946,
+  161.0487823486328
+ ],
+ "v3_balance/beam": [
+  2.788729190826416,
+  0.2222222238779068,
+  0.02881331369280815,
+  -0.09541057795286179,
+  161.04876708984375
+ ],
+ "v3_balance/smc": [
+  2.774149179458618,
+  0.15555556118488312,
+  0.014075363986194134,
+  0.1588950753211975,
+  161.0487823486328
+ ],
+ "v3_project/beam": [
+  2.7685019969940186,
+  0.2222222238779068,
+  0.028813309967517853,
+  -0.015811467543244362,
+  161.04891967773438
+ ],
+ "v3_project/smc": [
+  2.7685019969940186,
+  0.15555556118488312,
+  0.014075364917516708,
+  0.1932508796453476,
+  161.0485076904297
+ ]
+}
+
+
+def _fixed_batch():
+  rng = np.random.default_rng(11)
+  b, t = 4, 12
+  tokens = rng.integers(2, 16, (b, t + 1)).astype(np.int32)
+  return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+          "weights": jnp.asarray((rng.random((b, t)) < 0.9).astype(np.float32)),
+          "segment_ids": jnp.ones((b, t), jnp.int32),
+          "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
+          "needs_lookahead": jnp.zeros((b, t), bool)}
+
+
+@pytest.mark.parametrize("key", sorted(EARLIER_STEP))
+def test_the_naive_contrast_reproduces_the_earlier_step(tiny_config, tiny_params, key):
+  mode, kind = key.split("/")
+  stunt = _stunt(mode, lookahead=la_lib.Lookahead(kind=kind, width=3, horizon=3))
+  state, m = _sgd_step(tiny_config, stunt, tiny_params, _fixed_batch())
+  found = [float(m["loss"]), float(m["toward"]), float(m["movement"]),
+           float(m["alignment_cos"]), float(sum(jnp.sum(x) for x in jax.tree.leaves(state.params)))]
+  np.testing.assert_allclose(found, EARLIER_STEP[key], rtol=1e-5, atol=1e-6)
+
+
+def test_control_terms_match_their_definitions(tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=8)
+  logits, found, control = la_lib.teacher_forced_paths(
+      tiny_params, batch["inputs"], batch["positions"], config=tiny_config, lookahead=LOOKAHEAD)
+  log_p = jax.nn.log_softmax(logits)
+  amp, amp_1 = la_lib.amplify(found), la_lib.amplify(control)
+  terms = st_lib.token_terms(log_p, batch["targets"], amp, amp_1, _stunt("v1_token", "control"))
+  q_h, q_1 = jnp.exp(amp.dense(log_p)), jnp.exp(amp_1.dense(log_p))
+  p = jnp.exp(log_p)
+  y = jax.nn.one_hot(batch["targets"], tiny_config.vocab_size)
+  np.testing.assert_allclose(terms["m"], jnp.sum((y - p) * (q_h - q_1), -1), atol=1e-6)
+  mix = lambda q: la_lib.token_log_prob(la_lib.mix(log_p, jnp.log(q), 0.5), batch["targets"])
+  np.testing.assert_array_equal(terms["toward"], mix(q_h) > mix(q_1))
+  np.testing.assert_allclose(st_lib.alignment(log_p, amp, amp_1),
+                             jnp.sum((q_h - q_1) * log_p, -1), atol=1e-5)
+  penalty = st_lib.penalty(log_p, amp, amp_1)
+  np.testing.assert_allclose(penalty, jnp.sum((q_h - q_1) * p, -1), atol=1e-6)
+  assert float(jnp.abs(penalty).max()) <= 1.0  # v2_penalty stays bounded
+  # Against p alone far more tokens count as toward: every one the model already predicts.
+  naive = st_lib.token_terms(log_p, batch["targets"], amp, None, _stunt("v1_token"))
+  assert float(terms["toward"].mean()) < float(naive["toward"].mean())
+
+
+H1 = la_lib.Lookahead(width=3, horizon=1)
+
+
+@pytest.mark.parametrize("mode", [m for m in st_lib.LOOKAHEAD_MODES if m != "distill"])
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_with_the_control_at_horizon_one_every_mode_is_the_plain_step(tiny_config, tiny_params,
+                                                                       mode, kind):
+  """H = 1 looks at nothing ahead: no toward token, m = 0, g_A = 0, so nothing is stunted."""
+  batch = _batch(tiny_config, seed=9)
+  la = dataclasses.replace(H1, kind=kind)
+  plain, plain_metrics = _sgd_step(tiny_config, st_lib.Stunting(), tiny_params, batch)
+  state, metrics = _sgd_step(tiny_config, _stunt(mode, "control", lookahead=la), tiny_params,
+                             batch)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state.params,
+               plain.params)
+  np.testing.assert_allclose(float(metrics["loss"]), float(plain_metrics["loss"]), atol=1e-6)
+  assert float(metrics["toward"]) == 0.0 and abs(float(metrics["movement"])) < 1e-6
+  assert int(metrics["skipped"]) == 0
+
+
+def test_distill_lowers_the_kl_to_the_amplified_mixture(tiny_config, tiny_params):
+  batch = _batch(tiny_config, seed=10)
+  stunt = _stunt("distill", "control", distill=1.0)
+  logits, found, _ = la_lib.teacher_forced_paths(
+      tiny_params, batch["inputs"], batch["positions"], config=tiny_config, lookahead=LOOKAHEAD)
+  amp = la_lib.amplify(found)  # the target, held fixed at the starting parameters
+  target = la_lib.mix(jax.nn.log_softmax(logits), amp.dense(jax.nn.log_softmax(logits)), 0.5)
+
+  def kl(params):
+    log_p = jax.nn.log_softmax(model_lib.forward(params, batch["inputs"], batch["positions"],
+                                                 config=tiny_config)[0])
+    return float(jnp.sum(jnp.sum(jnp.exp(target) * (target - log_p), -1) * batch["weights"]))
+
+  state, metrics = _sgd_step(tiny_config, stunt, tiny_params, batch, lr=1e-3)
+  assert kl(state.params) < kl(tiny_params)
+  np.testing.assert_allclose(float(metrics["distill"]),
+                             kl(tiny_params) / float(batch["weights"].sum()), rtol=1e-4)
+
+
+def test_monitoring_logs_g_and_warns_when_the_dev_g_stays_non_positive(
     tiny_run, tmp_path, caplog):
-  from conftest import DEFAULT_CONFIG, load_config
   from lookahead_jax import metrics
+
+  from conftest import DEFAULT_CONFIG, load_config
 
   config = load_config(DEFAULT_CONFIG, {
       **tiny_run, "train.steps": 3, "train.checkpoint_every": 0, "lookahead.lam": 0.9,
       "lookahead.width": 2, "lookahead.horizon": 2, "stunting.monitor_every": 1,
-      "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2})
+      "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2,
+      # a dev lookahead of horizon 1 is its own control: G = 0, never positive
+      "stunting.dev_kind": "beam", "stunting.dev_horizon": 1})
   with caplog.at_level("WARNING"):
-    summary = train.train_and_evaluate(config, str(tmp_path))
-  records = [r for r in metrics.read(str(tmp_path)) if "monitor_gain_dev" in r]
+    summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
+  records = [r for r in metrics.read(str(tmp_path)) if "monitor_G_dev" in r]
   assert [r["step"] for r in records] == [1, 2, 3]
-  assert all(r["monitor_gain_dev"] <= 0 and r["monitor_gain_stunting"] <= 0 for r in records)
+  for r in records:
+    assert r["monitor_G_dev"] == 0.0 and math.isfinite(r["monitor_G_stunting"])
+    assert {"monitor_G_dev_marked", "monitor_gain_dev", "monitor_helps_stunting"} <= set(r)
   warnings = [r.getMessage() for r in caplog.records if "dev lookahead" in r.getMessage()]
   assert len(warnings) == 1 and "step 2" in warnings[0], warnings
   assert summary["monitor"]["step"] == 3

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from lookahead_jax.data import testbeds
-from lookahead_jax.data.tokenizers import (ByteTokenizer, HFTokenizer, SentencePieceTokenizer,
-                                           Tokenizer, get_tokenizer)
+from lookahead_jax.data.tokenizers import (
+  ByteTokenizer,
+  HFTokenizer,
+  SentencePieceTokenizer,
+  Tokenizer,
+  get_tokenizer,
+)
 from lookahead_jax.data.tsp import TspTokenizer
 
 TEXT = "First Citizen:\nBefore we  proceed, héllo 😀 wörld\n\n  x"
@@ -115,7 +120,8 @@ def test_hf_offsets_are_characters(gpt2_style_dir):
 def test_hf_errors(tmp_path, gpt2_style_dir):
   with pytest.raises(FileNotFoundError, match="no tokenizer.json nor vocab.json"):
     HFTokenizer.from_dir(tmp_path)
-  from tokenizers import Tokenizer as RawTokenizer, models
+  from tokenizers import Tokenizer as RawTokenizer
+  from tokenizers import models
   raw = RawTokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
   with pytest.raises(ValueError, match="no <\\|endoftext\\|> token"):
     HFTokenizer(raw)

@@ -8,15 +8,18 @@ import jax
 import numpy as np
 import pytest
 
+from lookahead_jax import checkpoint, metrics, sharding, train
+from lookahead_jax import config as config_lib
+
 from conftest import DEFAULT_CONFIG, load_config
-from lookahead_jax import metrics, sharding, train
 
 
 def _step_setup(config, mesh):
+  settings = config_lib.validate(config)
   tx, schedule = train.make_optimizer(config.train)
-  _, shardings = train.state_shardings(train.model_config(config), tx, mesh)
-  state = train.create_state(config, tx, shardings)
-  return state, train.jit_train_step(config, mesh, tx, schedule, shardings)
+  _, shardings = train.state_shardings(settings.model, tx, mesh)
+  state = train.create_state(config, settings, tx, shardings)
+  return state, train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
 
 
 def _batch(config, seed=0):
@@ -39,7 +42,7 @@ def _host(tree):
 def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 200, "train.log_every": 20,
                                         "train.warmup_steps": 20, "train.checkpoint_every": 0})
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
 
   records = [r for r in metrics.read(str(tmp_path)) if "loss" in r]
   assert [r["step"] for r in records] == list(range(20, 201, 20))
@@ -109,16 +112,18 @@ def test_stops_after_nonfinite_steps_in_a_row(tiny_run, tmp_path, monkeypatch):
   config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 50,
                                         "train.max_nonfinite_in_a_row": 3})
   real = train.make_train_iterator
-  monkeypatch.setattr(train, "make_train_iterator", lambda c: _PoisonedFrom(real(c), 6))
+  monkeypatch.setattr(train, "make_train_iterator",
+                      lambda c, settings: _PoisonedFrom(real(c, settings), 6))
   with pytest.raises(train.NonFiniteError, match=r"3 steps in a row .* saved at step"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
 
   # Steps 7, 8, 9 were non-finite; the state is saved at the step the stop was read.
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   assert steps[0] == 4 and 9 <= steps[-1] <= 10
-  restored = train.restore_checkpoint(
-      train.checkpoint_manager(str(tmp_path)),
-      train.state_shardings(train.model_config(config), train.make_optimizer(config.train)[0],
+  restored = checkpoint.restore(
+      checkpoint.manager(str(tmp_path)),
+      train.state_shardings(config_lib.validate(config).model,
+                            train.make_optimizer(config.train)[0],
                             sharding.make_mesh(-1, 1))[0])
   state = restored[0]
   assert int(state.nonfinite_total) == int(state.step) - 6 >= 3

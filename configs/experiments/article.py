@@ -8,13 +8,13 @@ most three bytes further: inside a 4-token byte-level lookahead. A couple of min
 run on a 2-core CPU.
 """
 
-from lookahead_jax import compare, stunting, train
+from lookahead_jax import config as config_lib
 
-EXPERIMENTS = stunting.MODES
+EXPERIMENTS = config_lib.STUNTING_MODES
 
 
 def get_config(mode: str = "none"):
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "article"
   config.data.options.train_size = 20_000
   config.data.options.validation_size = 1_000
@@ -26,7 +26,6 @@ def get_config(mode: str = "none"):
   config.lookahead.chunk = 32
 
   config.model.vocab_size = 258  # bytes + pad + end of document
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 2
   config.model.d_model = 128
   config.model.num_heads = 4
@@ -36,8 +35,8 @@ def get_config(mode: str = "none"):
   config.train.learning_rate = 3e-3
   config.train.warmup_steps = 30
   config.train.log_every = 25
-  config.train.eval_every = 0
+  config.train.val_every = 0
   config.train.checkpoint_every = 100
 
   config.stunting.dev_width = 8
-  return compare.experiment(config, mode)
+  return config_lib.experiment(config, mode)

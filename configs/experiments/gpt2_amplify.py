@@ -17,10 +17,7 @@ in float32; add --config.model.dtype=bfloat16 for larger ones); with several dev
 batch is sharded over all of them.
 """
 
-import json
-import os
-
-from lookahead_jax import gpt2, train
+from lookahead_jax import config as config_lib
 
 SHAPE = ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio",
          "layer_norm_eps")
@@ -30,10 +27,9 @@ def get_config(path: str = ""):
   if not path:
     raise ValueError("give the GPT-2 directory: "
                      "--config=configs/experiments/gpt2_amplify.py:/path/to/gpt2")
-  config = train.base_config()
+  config = config_lib.base_config()
   config.pretrained = path
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    shape = gpt2.config_from_hf(json.load(f))
+  shape = config_lib.pretrained_model(path)
   for key in SHAPE:
     config.model[key] = getattr(shape, key)
 

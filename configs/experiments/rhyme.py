@@ -10,13 +10,13 @@ word that must anticipate it, within the lookahead's horizon; with bytes it lies
 tokens ahead). A couple of minutes per run on a 2-core CPU.
 """
 
-from lookahead_jax import compare, stunting, train
+from lookahead_jax import config as config_lib
 
-EXPERIMENTS = stunting.MODES
+EXPERIMENTS = config_lib.STUNTING_MODES
 
 
 def get_config(mode: str = "none"):
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "rhyme"
   config.data.options.train_size = 20_000
   config.data.options.validation_size = 1_000
@@ -29,7 +29,6 @@ def get_config(mode: str = "none"):
   config.lookahead.chunk = 32
 
   config.model.vocab_size = 384
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 2
   config.model.d_model = 128
   config.model.num_heads = 4
@@ -39,8 +38,8 @@ def get_config(mode: str = "none"):
   config.train.learning_rate = 3e-3
   config.train.warmup_steps = 30
   config.train.log_every = 25
-  config.train.eval_every = 0
+  config.train.val_every = 0
   config.train.checkpoint_every = 100
 
   config.stunting.dev_width = 8  # the dev lookahead: SMC with 8 particles
-  return compare.experiment(config, mode)
+  return config_lib.experiment(config, mode)

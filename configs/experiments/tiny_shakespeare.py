@@ -1,7 +1,9 @@
 """Stunting on tiny Shakespeare (real text, bytes): baseline, each mode, myopic.
 
-    lookahead-jax compare --configs=configs/experiments/tiny_shakespeare.py --workdir=runs/stunting_ts
-    lookahead-jax train --config=configs/experiments/tiny_shakespeare.py:v2_penalty --workdir=runs/ts_v2
+    lookahead-jax compare --configs=configs/experiments/tiny_shakespeare.py \
+        --workdir=runs/stunting_ts
+    lookahead-jax train --config=configs/experiments/tiny_shakespeare.py:v2_penalty \
+        --workdir=runs/ts_v2
 
 Reads ../shared/data/tinyshakespeare.txt (relative to the working directory; another
 file with --set=data.options.paths="('/path/input.txt',)") through the text_files builder.
@@ -9,13 +11,13 @@ Real text has no "needs lookahead" mark: the comparison reports the gains over a
 Tens of minutes per run on a 2-core CPU; minutes on a GPU.
 """
 
-from lookahead_jax import compare, stunting, train
+from lookahead_jax import config as config_lib
 
-EXPERIMENTS = stunting.MODES
+EXPERIMENTS = config_lib.STUNTING_MODES
 
 
 def get_config(mode: str = "none"):
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "text_files"
   config.data.options.paths = ("../shared/data/tinyshakespeare.txt",)
   config.data.seq_len = 128
@@ -25,7 +27,6 @@ def get_config(mode: str = "none"):
   config.lookahead.chunk = 32
 
   config.model.vocab_size = 258  # bytes + pad + end of document
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 4
   config.model.d_model = 192
   config.model.num_heads = 6
@@ -35,8 +36,8 @@ def get_config(mode: str = "none"):
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 100
   config.train.log_every = 50
-  config.train.eval_every = 500
+  config.train.val_every = 500
   config.train.checkpoint_every = 500
 
   config.stunting.dev_width = 8
-  return compare.experiment(config, mode)
+  return config_lib.experiment(config, mode)

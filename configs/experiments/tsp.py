@@ -9,13 +9,13 @@ comparison adds the validity and optimality gap of greedy and beam-decoded tours
 minutes per run on a 2-core CPU.
 """
 
-from lookahead_jax import compare, stunting, train
+from lookahead_jax import config as config_lib
 
-EXPERIMENTS = stunting.MODES
+EXPERIMENTS = config_lib.STUNTING_MODES
 
 
 def get_config(mode: str = "none"):
-  config = train.base_config()
+  config = config_lib.base_config()
   config.data.name = "tsp"
   config.data.seq_len = 64  # an instance of n cities is 3n + 1 tokens (+ its EODs)
 
@@ -24,7 +24,6 @@ def get_config(mode: str = "none"):
   config.lookahead.chunk = 32
 
   config.model.vocab_size = 23  # the tsp vocabulary for a 10 x 10 grid and 10 cities
-  config.model.max_len = config.data.seq_len + config.lookahead.horizon
   config.model.num_layers = 3
   config.model.d_model = 128
   config.model.num_heads = 4
@@ -34,9 +33,9 @@ def get_config(mode: str = "none"):
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50
   config.train.log_every = 25
-  config.train.eval_every = 0
+  config.train.val_every = 0
   config.train.checkpoint_every = 200
 
   config.stunting.dev_width = 8
   config.eval.tsp_instances = 300
-  return compare.experiment(config, mode)
+  return config_lib.experiment(config, mode)

@@ -11,6 +11,10 @@ ArrayRecord files (random access for grain):
               tsp.tour_length / tsp.optimality_gap. Splits train/validation/test (all
               levels) and train_n{n}, validation_n{n}, test_n{n} per city count n (for a
               curriculum; "train_n5+train_n6" reads two); no instance is in two splits
+  path_star   features: tokens int32 [3E+4+P], needs_lookahead bool [3E+4+P] (on the first
+              node after the source), edges int32 [E, 2] (shuffled, pointing away from
+              the source), path int32 [P] (source .. goal), source, goal (path_star.py);
+              splits train/validation/test; no graph is in two splits
   text_files  feature: text; the user's .txt files, each cut into train/validation/test
               by `split_fractions`, then into documents after each `document_delimiter`
 
@@ -38,10 +42,21 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lookahead_jax.data import testbeds, tsp
+from lookahead_jax.data import path_star, testbeds, tsp
 from lookahead_jax.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
 
 _SPLITS = ("train", "validation", "test")
+
+
+class _NoCustomConfigNotice(logging.Filter):
+  """Every local builder is made with a config of its options, by design; TFDS says so in
+  a warning each time one is made (every pass over a split), which only adds noise."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_NoCustomConfigNotice())
 
 
 class DatasetNotPreparedError(ValueError):
@@ -218,6 +233,74 @@ def tsp_tokenizer(config: TspConfig) -> tsp.TspTokenizer:
 
 
 @dataclasses.dataclass(eq=False)
+class PathStarConfig(tfds.core.BuilderConfig):
+  degree: int = 2  # d, arms of the star
+  path_length: int = 5  # L, nodes of the longest path (source included)
+  num_nodes: int = 50  # N, node labels
+  vary_lengths: bool = True  # arms of 2 .. L-1 nodes, else all L-1
+  train_size: int = 100_000
+  validation_size: int = 1_000
+  test_size: int = 1_000
+  seed: int = 0
+
+
+class PathStar(_LocalBuilder):
+  """Star graphs, a source and a goal leaf, and the path between them (path_star.py)."""
+
+  BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
+
+  @classmethod
+  def make_config(cls, **options: Any) -> PathStarConfig:
+    """As for every local builder; a graph that cannot be drawn fails here, in one line."""
+    config = super().make_config(**options)
+    path_star.check_graph_options(config.degree, config.path_length, config.num_nodes,
+                                  config.vary_lengths)
+    return config
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "needs_lookahead": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+            "edges": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+            "path": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "source": np.int32,
+            "goal": np.int32,
+        }),
+        metadata=tfds.core.MetadataDict(
+            tokenizer="path_star", num_nodes=cfg.num_nodes,
+            vocab_size=path_star_tokenizer(cfg).vocab_size))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    cfg = self.builder_config
+    seen: set[tuple[int, ...]] = set()
+    instances = {}
+    for split in reversed(_SPLITS):  # test first: it never loses graphs to train
+      rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
+      kept = path_star.generate_instances(rng, _size(split, cfg), cfg.degree, cfg.path_length,
+                                          cfg.num_nodes, cfg.vary_lengths, exclude=seen)
+      seen.update(path_star.graph_key(x) for x in kept)
+      instances[split] = kept
+    tok = path_star_tokenizer(cfg)
+    return {split: self._generate_examples(tok, instances[split])
+            for split in _SPLITS if _size(split, cfg)}
+
+  def _generate_examples(self, tok, kept):
+    for i, x in enumerate(kept):
+      tokens, marks = tok.example(x)
+      yield i, {"tokens": tokens, "needs_lookahead": marks,
+                "edges": np.asarray(x.edges, np.int32).reshape(-1, 2),
+                "path": np.asarray(x.path, np.int32), "source": x.source, "goal": x.goal}
+
+
+def path_star_tokenizer(config: PathStarConfig) -> path_star.PathStarTokenizer:
+  return path_star.PathStarTokenizer(num_nodes=config.num_nodes)
+
+
+@dataclasses.dataclass(eq=False)
 class TextFilesConfig(tfds.core.BuilderConfig):
   paths: tuple[str, ...] = ()  # files, directories (their *.txt) or glob patterns
   split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
@@ -307,7 +390,8 @@ class TextFiles(_LocalBuilder):
 
 
 LOCAL_BUILDERS: dict[str, type[_LocalBuilder]] = {
-    "rhyme": Rhyme, "article": Article, "tsp": Tsp, "text_files": TextFiles}
+    "rhyme": Rhyme, "article": Article, "tsp": Tsp, "path_star": PathStar,
+    "text_files": TextFiles}
 
 
 def resolve_text_files(paths: Sequence[str]) -> list[Path]:
@@ -389,10 +473,11 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None,
   """Prepares `name` in the data dir if needed (idempotent) and returns its builder.
 
   Args:
-    name: a local builder (rhyme, article, tsp, text_files) or a TFDS dataset name.
+    name: a local builder (rhyme, article, tsp, path_star, text_files) or a TFDS dataset
+      name.
     data_dir: see `resolve_data_dir`.
     **options: builder options (the fields of RhymeConfig, ArticleConfig, TspConfig,
-      TextFilesConfig); none for TFDS datasets.
+      PathStarConfig, TextFilesConfig); none for TFDS datasets.
 
   Raises:
     DatasetNotPreparedError: a TFDS dataset that is not prepared (one-line message).
@@ -418,9 +503,11 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike | None = None
 
 
 def default_tokenizer(name: str, **options: Any) -> Tokenizer:
-  """The tokenizer a dataset needs: tsp its own vocabulary (from the options), text bytes."""
+  """The tokenizer a dataset needs: tsp, path_star their own (from the options), text bytes."""
   if name == "tsp":
     return tsp_tokenizer(Tsp.make_config(**options))
+  if name == "path_star":
+    return path_star_tokenizer(PathStar.make_config(**options))
   return ByteTokenizer()
 
 
@@ -431,8 +518,8 @@ def sentencepiece_for(name: str, vocab_size: int, data_dir: str | os.PathLike | 
 
   The model lives at `<dataset dir>/sentencepiece_<vocab_size>.model` and is reused.
   """
-  if name == "tsp":
-    raise ValueError("tsp has its own token vocabulary; it takes no SentencePiece model")
+  if name in ("tsp", "path_star"):
+    raise ValueError(f"{name} has its own token vocabulary; it takes no SentencePiece model")
   found = prepare(name, data_dir, **options)
   path = Path(found.data_dir) / f"sentencepiece_{vocab_size}.model"
   if path.is_file():

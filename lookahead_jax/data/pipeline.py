@@ -20,7 +20,7 @@ A batch, local to this process (b = global_batch_size / process_count rows):
 Training (`make_iterator`): each process reads the documents `process_index::
 process_count`; documents are shuffled per epoch from `seed` (and rows within each
 packing window), repeated `num_epochs` times (None: forever); a last partial batch is
-padded with weight-0 rows. Evaluation (`make_eval_iterator`): every process packs the
+padded with weight-0 rows. Evaluation (`make_ordered_iterator`): every process packs the
 whole split in order, without shuffling, once; global batches are padded to full size
 and process p takes rows [p*b, (p+1)*b), so all processes run the same number of steps
 and every target token is in exactly one batch with weight 1.
@@ -45,13 +45,13 @@ import numpy as np
 
 from lookahead_jax.data import builders, testbeds
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
-from lookahead_jax.data.tsp import TspTokenizer
 
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions", "needs_lookahead")
 COUNTERS = ("documents", "empty_documents", "short_documents", "split_documents", "pieces",
             "tokens_in", "tokens_out", "padding")
 _PACKED = ("inputs", "targets", "needs_lookahead")
 _READ_CHUNK = 64  # documents read, tokenized and cut together
+_OWN_VOCABULARY = ("tsp", "path_star")  # stored as tokens and marks of their own vocabulary
 
 
 def _base_name(dataset: str) -> str:
@@ -65,7 +65,7 @@ _ToTokens = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray]]
 def document_fn(dataset: str, tokenizer: Tokenizer, text_key: str = "text") -> _ToTokens:
   """Record -> (content ids int32 [n], needs-lookahead marks bool [n]) for a dataset."""
   base = _base_name(dataset)
-  if base == "tsp":
+  if base in _OWN_VOCABULARY:
     return lambda r: (np.asarray(r["tokens"], np.int32), np.asarray(r["needs_lookahead"], bool))
   marker = {"rhyme": testbeds.rhyme_marks, "article": testbeds.article_marks}.get(base)
   if marker is not None:
@@ -239,10 +239,10 @@ def _source(dataset: str, split: str, data_dir, options, tokenizer, text_key):
   base = _base_name(dataset)
   expected = builders.default_tokenizer(base, **options)
   tokenizer = expected if tokenizer is None else get_tokenizer(tokenizer)
-  if base == "tsp":
-    if not (isinstance(tokenizer, TspTokenizer) and tokenizer.vocab_size == expected.vocab_size):
-      raise ValueError("tsp is stored as tokens of its own vocabulary: pass tokenizer=None "
-                       "(or builders.default_tokenizer('tsp', **options))")
+  if base in _OWN_VOCABULARY:
+    if not (isinstance(tokenizer, type(expected)) and tokenizer.vocab_size == expected.vocab_size):
+      raise ValueError(f"{base} is stored as tokens of its own vocabulary: pass tokenizer=None "
+                       f"(or builders.default_tokenizer({base!r}, **options))")
   elif base not in builders.LOCAL_BUILDERS or base == "text_files":
     features = records.dataset_info.features
     if text_key not in features:
@@ -280,7 +280,7 @@ def make_dataset(dataset: str, split: str, *, seq_len: int, global_batch_size: i
   """The training pipeline as a grain IterDataset; `iter()` of it is a `BatchIterator`.
 
   Args:
-    dataset: a local builder (rhyme, article, tsp, text_files; prepared on first use)
+    dataset: a local builder (rhyme, article, tsp, path_star, text_files; prepared on use)
       or a TFDS dataset prepared as ArrayRecord in the data dir.
     split: a TFDS split expression ("train", "train_n5+train_n6", "train[:90%]").
     seq_len: T, the row length.
@@ -319,7 +319,7 @@ def make_iterator(dataset: str, split: str, **kwargs: Any) -> BatchIterator:
   return iter(make_dataset(dataset, split, **kwargs))
 
 
-def make_eval_iterator(dataset: str, split: str, *, seq_len: int, global_batch_size: int,
+def make_ordered_iterator(dataset: str, split: str, *, seq_len: int, global_batch_size: int,
                        tokenizer: Tokenizer | str | Mapping[str, Any] | None = None,
                        data_dir: str | os.PathLike | None = None,
                        process_index: int | None = None, process_count: int | None = None,

@@ -56,12 +56,6 @@ def sample_coords(rng: np.random.Generator, num_cities: int, grid_size: int) -> 
   return np.stack([cells % grid_size, cells // grid_size], axis=1).astype(np.int32)
 
 
-def distance_matrix(coords: np.ndarray) -> np.ndarray:
-  """Returns float64 [n, n] Euclidean distances between the cities of coords [n, 2]."""
-  c = np.asarray(coords, dtype=np.float64)
-  return np.sqrt(((c[:, None, :] - c[None, :, :]) ** 2).sum(-1))
-
-
 def tour_length(coords: np.ndarray, tour: Sequence[int]) -> float:
   """Length of the closed tour (int [n]) through coords [n, 2]."""
   t = np.asarray(tour, dtype=np.int64)

@@ -1,0 +1,466 @@
+"""The config schema, its validation (one-line errors) and the settings it derives.
+
+Every config file starts from `base_config()`, a locked ConfigDict: assigning a key the
+schema does not have fails at once, in the config file or on the command line. Values
+that follow from others are `FieldReference`s (`model.max_len = data.seq_len +
+lookahead.horizon`), so an override of one (`--config.lookahead.horizon=8`) moves the
+other; assigning a plain value (a GPT-2 checkpoint's 1024) replaces the reference.
+
+`validate(config)` checks the whole config before anything compiles and returns the
+`Settings` it derives (model config, tokenizer, lookaheads, stunting, data arguments),
+computed once: the trainer, the evaluation and `compare` take them, never re-deriving.
+Configs import this module only (not the trainer, not the comparison).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from lookahead_jax import gpt2, sharding
+from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import model as model_lib
+from lookahead_jax import stunting as stunting_lib
+from lookahead_jax.data import builders
+from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
+
+ConfigDict = ml_collections.ConfigDict
+
+
+STUNTING_MODES = stunting_lib.MODES  # the experiment configs' EXPERIMENTS
+
+
+class ConfigError(ValueError):
+  """A bad configuration: one line naming the key and the fix."""
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def base_config() -> ConfigDict:
+  """The schema: every key a command reads, with its default. configs/*.py start here.
+
+  Sections: seed; data; lookahead (the lookahead that amplifies predictions; evaluation
+  and stunting read it); model (model.Config's fields); pretrained; train; mesh;
+  stunting; eval (the lookahead evaluation suite). The result is locked: new keys
+  cannot be added, except inside data.options (the builder's own options).
+  """
+  c = ConfigDict()
+  c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
+
+  c.data = ConfigDict()
+  c.data.name = "rhyme"  # rhyme | article | tsp | path_star | text_files | a prepared TFDS set
+  # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  c.data.options = ConfigDict()  # builder options, e.g. paths=(...) for text_files
+  c.data.seq_len = 128  # T: tokens per row
+  c.data.tokenizer = ""  # "": the dataset's own; "sentencepiece:N"; "byte"; a .model; an HF dir
+  c.data.text_key = "text"  # the text feature of a TFDS text dataset
+  c.data.train_split = "train"
+  c.data.val_split = "validation"  # the validation loss during training (train.val_every)
+  c.data.packing_bins = 128  # rows packed together at once (first-fit over this many)
+  c.data.read_threads = 0  # grain read threads; 0: grain's default
+  c.data.prefetch = 2  # batches prepared ahead of the step (a background thread)
+
+  c.lookahead = ConfigDict()
+  c.lookahead.kind = "beam"  # beam | smc
+  c.lookahead.width = 4  # beams B, or SMC particles N
+  c.lookahead.horizon = 4  # H tokens, the predicted one included
+  c.lookahead.temperature = 1.0  # tau of the amplified distribution
+  c.lookahead.scheme = "sum"  # sum | max
+  c.lookahead.mixture = "linear"  # linear | loglinear
+  c.lookahead.lam = 0.5  # weight of q in the mixture
+  c.lookahead.chunk = 0  # anchors per vmapped chunk; 0: all
+  c.lookahead.length_penalty = 1.0  # beam paths that end early at EOS: S * (H / L)**alpha
+  c.lookahead.beta = 4.0  # SMC tempering
+
+  c.model = ConfigDict(dataclasses.asdict(model_lib.Config()))  # model.Config's fields
+  # Every anchor of a row can look H tokens ahead; assign an int to fix it (GPT-2: 1024).
+  c.model.max_len = c.data.get_ref("seq_len") + c.lookahead.get_ref("horizon")
+  # A local Hugging Face GPT-2 directory (gpt2.py): the initial parameters of training, and
+  # the parameters other commands use when the workdir has no checkpoint. "": none.
+  c.pretrained = ""
+
+  c.train = ConfigDict()
+  c.train.steps = 1000
+  c.train.global_batch = 32  # rows per optimizer step, over all devices and micro-batches
+  c.train.grad_accum = 1  # micro-batches per step (lax.scan inside the step)
+  c.train.learning_rate = 3e-4  # peak, after linear warm-up; then cosine decay
+  c.train.warmup_steps = 100  # linear warm-up steps, < train.steps
+  c.train.min_lr_ratio = 0.1  # the cosine ends at learning_rate * min_lr_ratio
+  c.train.weight_decay = 0.1  # AdamW, on matrices and embeddings only
+  c.train.b1 = 0.9  # AdamW first-moment decay
+  c.train.b2 = 0.95  # AdamW second-moment decay
+  c.train.grad_clip = 1.0  # global norm; 0: no clipping
+  c.train.log_every = 20  # steps between metrics records (means over the steps)
+  c.train.val_every = 200  # steps between validation losses on data.val_split; 0: at the end
+  c.train.val_batches = 8  # global batches of data.val_split; 0: the whole split
+  c.train.checkpoint_every = 200  # 0: only at the end (and on SIGTERM)
+  c.train.keep_checkpoints = 3  # the newest ones kept
+  c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
+
+  c.mesh = ConfigDict()
+  c.mesh.data = -1  # -1: all devices not used by the other axis
+  c.mesh.fsdp = 1  # parameters and optimizer state sharded over this many devices
+
+  c.stunting = ConfigDict()
+  c.stunting.mode = "none"  # one of stunting.MODES
+  # What toward, m, A and g_A compare: "control" the lookahead with its horizon-1 control
+  # (q_H - q_1, lookahead beyond sharpening); "naive" the lookahead with p alone.
+  c.stunting.contrast = "control"
+  c.stunting.v4_base = "v3_balance"  # v4: this mode with SMC lookahead
+  c.stunting.penalty = 1.0  # v2_penalty coefficient
+  c.stunting.distill = 1.0  # distill: coefficient c of KL(q~_H || p) beside the loss
+  c.stunting.debt_decay = 0.9  # v3_balance: per-step decay of unbalanced movement
+  c.stunting.alignment_every = 10  # steps between cos(g, g_A) logs (v1_update, v3_project: 1)
+  # Monitoring: the lookahead-specific gain G on held-out batches with the stunting
+  # lookahead and a dev lookahead that stunting never uses; a warning when the dev G is
+  # not positive for monitor_patience evaluations in a row (the model may have learned
+  # the lookahead).
+  c.stunting.monitor_every = 0  # steps; 0: off
+  c.stunting.monitor_batches = 2  # batches of data.val_split, fixed for the whole run
+  c.stunting.monitor_patience = 3  # evaluations in a row before the warning
+  c.stunting.dev_kind = ""  # "": the other kind than lookahead.kind
+  c.stunting.dev_width = 8  # beams or particles of the dev lookahead
+  c.stunting.dev_horizon = 0  # 0: lookahead.horizon
+
+  # The evaluation suite (evaluate.py): every (kind, width, horizon) is a lookahead; every
+  # (scheme, temperature, mixture, lam) is read off the same paths. tau and lam are chosen
+  # on validation_split, the gain is reported on test_split.
+  c.eval = ConfigDict()
+  c.eval.at_end = False  # `lookahead-jax train` runs the suite after its last step
+  c.eval.validation_split = "validation"  # where tau and lam are chosen
+  c.eval.test_split = "test"  # where the gains are reported
+  c.eval.batch_size = 16  # rows per global batch
+  c.eval.max_batches = 0  # per split; 0: the whole split
+  c.eval.kinds = ("beam", "smc")
+  c.eval.widths = (1, 2, 4)
+  c.eval.horizons = (1, 2, 4)
+  c.eval.schemes = ("sum", "max")
+  c.eval.mixtures = ("linear", "loglinear")
+  c.eval.temperatures = (0.25, 0.5, 1.0, 2.0, 4.0)
+  c.eval.lams = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+  c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
+  c.eval.tsp_instances = 300  # tsp, path_star: test instances the model decodes
+  c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
+  c.lock()
+  c.data.options.unlock()
+  return c
+
+
+def experiment(config: ConfigDict, mode: str) -> ConfigDict:
+  """`config` as one run of a stunting comparison: its mode, monitoring and evaluation.
+
+  Monitoring runs ten times a run: the interval follows train.steps, also when it is
+  overridden later (on the command line or by `compare --set`).
+  """
+  config.stunting.mode = mode
+  config.stunting.monitor_every = (config.train.get_ref("steps") + 9) // 10
+  config.eval.max_batches = 8
+  return config
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What a validated config derives, once (`validate` returns it).
+
+  model:         the model's static config.
+  tokenizer:     the tokenizer the data is read with.
+  lookahead:     the config's lookahead section (paths end at the tokenizer's EOD).
+  stunting:      the stunted step's settings (v4 resolved to its base with SMC).
+  monitor:       the stunting lookahead the monitor reads (lookahead for modes without one).
+  dev_lookahead: the monitoring lookahead that stunting never uses.
+  data:          keyword arguments of the input pipeline (pipeline.make_iterator).
+  devices:       devices of the mesh.
+  """
+
+  model: model_lib.Config
+  tokenizer: Tokenizer
+  lookahead: lookahead_lib.Lookahead
+  stunting: stunting_lib.Stunting
+  monitor: lookahead_lib.Lookahead
+  dev_lookahead: lookahead_lib.Lookahead
+  data: dict[str, Any]
+  devices: int
+
+
+def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahead:
+  la = config.lookahead
+  return lookahead_lib.Lookahead(kind=la.kind, width=la.width, horizon=la.horizon,
+                                 length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id)
+
+
+def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stunting_lib.Stunting:
+  st, la = config.stunting, config.lookahead
+  mode = st.v4_base if st.mode == "v4" else st.mode
+  if mode not in stunting_lib.LOOKAHEAD_MODES:
+    lookahead = None
+  elif st.mode == "v4":
+    lookahead = dataclasses.replace(lookahead, kind="smc")
+  return stunting_lib.Stunting(
+      mode=mode, lookahead=lookahead, contrast=st.contrast, temperature=la.temperature,
+      scheme=la.scheme, mixture=la.mixture, lam=la.lam, beta=la.beta, penalty=st.penalty,
+      distill=st.distill, debt_decay=st.debt_decay, alignment_every=st.alignment_every)
+
+
+def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
+                   ) -> lookahead_lib.Lookahead:
+  st = config.stunting
+  kind = st.dev_kind or ("smc" if lookahead.kind == "beam" else "beam")
+  return dataclasses.replace(lookahead, kind=kind, width=st.dev_width,
+                             horizon=st.dev_horizon or lookahead.horizon)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_workdir(workdir: str) -> None:
+  """A local workdir must be a directory (or not exist yet); a URL is taken as it is."""
+  if "://" not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir!r} is an existing file, not a directory; give a "
+                      "new or existing directory")
+
+
+def _require(ok: bool, key: str, value: Any, fix: str) -> None:
+  if not ok:
+    raise ConfigError(f"{key}={value!r}: {fix}")
+
+
+def _check_model(config: ConfigDict) -> model_lib.Config:
+  m = config.model
+  try:
+    mc = model_lib.Config(**m.to_dict())
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  for key in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
+    _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
+  _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+  _require(m.layer_norm_eps > 0, "model.layer_norm_eps", m.layer_norm_eps, "must be > 0")
+  return mc
+
+
+def _check_train(t: ConfigDict) -> None:
+  for key in ("steps", "global_batch", "grad_accum", "log_every", "keep_checkpoints",
+              "max_nonfinite_in_a_row"):
+    _require(t[key] >= 1, f"train.{key}", t[key], "must be >= 1")
+  for key in ("val_every", "val_batches", "checkpoint_every", "weight_decay", "grad_clip"):
+    _require(t[key] >= 0, f"train.{key}", t[key], "must be >= 0")
+  _require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+  _require(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
+           f"must be in [0, train.steps={t.steps}) (the cosine decay needs a step); set "
+           f"--config.train.warmup_steps to at most {max(t.steps - 1, 0)}")
+  _require(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio,
+           "must be in [0, 1]")
+  for key in ("b1", "b2"):
+    _require(0.0 <= t[key] < 1.0, f"train.{key}", t[key], "must be in [0, 1)")
+  _require(t.global_batch % t.grad_accum == 0, "train.global_batch", t.global_batch,
+           f"must be a multiple of train.grad_accum={t.grad_accum}")
+
+
+def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
+  la, st = config.lookahead, config.stunting
+  try:
+    _lookahead(config, None).check(mc)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _require(la.scheme in lookahead_lib.SCHEMES, "lookahead.scheme", la.scheme,
+           f"use one of {', '.join(lookahead_lib.SCHEMES)}")
+  _require(la.mixture in lookahead_lib.MIXTURES, "lookahead.mixture", la.mixture,
+           f"use one of {', '.join(lookahead_lib.MIXTURES)}")
+  _require(la.temperature > 0, "lookahead.temperature", la.temperature, "must be > 0")
+  _require(0.0 <= la.lam < 1.0 or (la.mixture == "loglinear" and la.lam == 1.0),
+           "lookahead.lam", la.lam,
+           "must be in [0, 1) for a linear mixture, [0, 1] for a loglinear one")
+  _require(la.chunk >= 0, "lookahead.chunk", la.chunk, "must be >= 0 (0: all anchors)")
+  _require(la.beta >= 1.0, "lookahead.beta", la.beta, "must be >= 1")
+  _require(st.mode in stunting_lib.MODES, "stunting.mode", st.mode,
+           f"use one of {', '.join(stunting_lib.MODES)}")
+  _require(st.contrast in stunting_lib.CONTRASTS, "stunting.contrast", st.contrast,
+           f"use one of {', '.join(stunting_lib.CONTRASTS)}")
+  _require(st.v4_base in stunting_lib.LOOKAHEAD_MODES, "stunting.v4_base", st.v4_base,
+           f"use one of {', '.join(stunting_lib.LOOKAHEAD_MODES)}")
+  for key in ("penalty", "distill"):
+    _require(st[key] >= 0, f"stunting.{key}", st[key], "must be >= 0")
+  _require(0.0 <= st.debt_decay <= 1.0, "stunting.debt_decay", st.debt_decay, "must be in [0, 1]")
+  for key in ("alignment_every", "monitor_batches", "monitor_patience", "dev_width"):
+    _require(st[key] >= 1, f"stunting.{key}", st[key], "must be >= 1")
+  _require(st.monitor_every >= 0, "stunting.monitor_every", st.monitor_every,
+           "must be >= 0 (0: no monitoring)")
+  _require(st.dev_kind in ("",) + lookahead_lib.KINDS, "stunting.dev_kind", st.dev_kind,
+           f"use one of {', '.join(lookahead_lib.KINDS)} (or '' for the other kind)")
+  try:
+    lookahead = _lookahead(config, None)
+    _dev_lookahead(config, lookahead).check(mc)
+    stunt = _stunting(config, lookahead)
+    if stunt.lookahead is not None:
+      stunt.lookahead.check(mc)
+  except ValueError as e:
+    raise ConfigError(f"stunting: {e}") from None
+
+
+def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
+  for key in ("batch_size", "tsp_instances", "bootstrap"):
+    _require(ev[key] >= 1, f"eval.{key}", ev[key], "must be >= 1")
+  _require(ev.max_batches >= 0, "eval.max_batches", ev.max_batches, "must be >= 0 (0: all)")
+  _require(ev.batch_size % devices == 0, "eval.batch_size", ev.batch_size,
+           f"must be divisible by the {devices} devices; use a multiple of {devices}")
+  for key, allowed in (("kinds", lookahead_lib.KINDS), ("schemes", lookahead_lib.SCHEMES),
+                       ("mixtures", lookahead_lib.MIXTURES)):
+    bad = [x for x in ev[key] if x not in allowed] or ([] if ev[key] else ["(empty)"])
+    _require(not bad, f"eval.{key}", tuple(ev[key]), f"use values from {', '.join(allowed)}")
+  for kind in ev.kinds:
+    for width in ev.widths:
+      for horizon in ev.horizons:
+        try:
+          lookahead_lib.Lookahead(kind=kind, width=width, horizon=horizon).check(mc)
+        except ValueError as e:
+          raise ConfigError(f"eval.widths/eval.horizons: {e}") from None
+  _require(ev.temperatures and all(x > 0 for x in ev.temperatures), "eval.temperatures",
+           tuple(ev.temperatures), "must be a non-empty list of values > 0")
+  top = 1.0 if "linear" in ev.mixtures else 1.0 + 1e-9  # lam = 1 only in a loglinear mixture
+  _require(bool(ev.lams) and min(ev.lams) >= 0 and max(ev.lams) < top, "eval.lams",
+           tuple(ev.lams), "must be a non-empty list in [0, 1) (1 only for a loglinear mixture)")
+
+
+def validate(config: ConfigDict) -> Settings:
+  """Checks the whole config before anything compiles; returns its `Settings`.
+
+  Raises `ConfigError` (one line) for impossible values, a global batch that the devices
+  (times the micro-batches) do not divide, a mesh that does not tile the devices,
+  lookahead settings the model cannot run, a tokenizer larger than the model's
+  vocabulary, a dataset that is not prepared and cannot be prepared here.
+  """
+  if not isinstance(config, ConfigDict) or not config.is_locked:
+    raise ConfigError("the config is not built on the schema: start it from "
+                      "lookahead_jax.config.base_config()")
+  t, d, m = config.train, config.data, config.model
+  mc = _check_model(config)
+  _check_train(t)
+  try:
+    data, fsdp = sharding.mesh_shape(config.mesh.data, config.mesh.fsdp, jax.device_count())
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  devices = data * fsdp
+  _require(t.global_batch % (devices * t.grad_accum) == 0, "train.global_batch", t.global_batch,
+           f"must be divisible by the {devices} devices x train.grad_accum={t.grad_accum}; "
+           f"use a multiple of {devices * t.grad_accum}")
+  _require(1 <= d.seq_len <= m.max_len, "data.seq_len", d.seq_len,
+           f"must be in [1, model.max_len={m.max_len}]")
+  _require(d.packing_bins >= 1, "data.packing_bins", d.packing_bins, "must be >= 1")
+  for key in ("read_threads", "prefetch"):
+    _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
+  _check_lookahead(config, mc)
+  _check_eval(config.eval, mc, devices)
+  if config.pretrained:
+    _check_pretrained(config.pretrained, mc)
+  tokenizer = _checked_data(config)
+  _require(m.vocab_size >= tokenizer.vocab_size, "model.vocab_size", m.vocab_size,
+           f"the {d.name} tokenizer has {tokenizer.vocab_size} tokens; set model.vocab_size="
+           f"{tokenizer.vocab_size} (or more)")
+
+  return derive(config, tokenizer, devices)
+
+
+def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
+  """The `Settings` of a config whose values are checked (`validate` calls it), for a
+  tokenizer and a device count; benchmarks call it directly, without a dataset."""
+  d = config.data
+  lookahead = _lookahead(config, tokenizer.eod_id)
+  stunt = _stunting(config, lookahead)
+  return Settings(
+      model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
+      lookahead=lookahead, stunting=stunt, monitor=stunt.lookahead or lookahead,
+      dev_lookahead=_dev_lookahead(config, lookahead),
+      data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,
+                tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
+                text_key=d.text_key, packing_bins=d.packing_bins, read_threads=d.read_threads),
+      devices=devices)
+
+
+def pretrained_model(path: str) -> model_lib.Config:
+  """The model config of a Hugging Face GPT-2 directory (its config.json)."""
+  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    return gpt2.config_from_hf(json.load(f))
+
+
+def _check_pretrained(path: str, mc: model_lib.Config) -> None:
+  """The pretrained directory exists and its shape is the model's."""
+  try:
+    found = pretrained_model(path)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"pretrained={path!r}: {str(e).splitlines()[0]}; give a Hugging Face "
+                      "GPT-2 directory (config.json plus model.safetensors or "
+                      "pytorch_model.bin)") from None
+  for key in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio",
+              "layer_norm_eps"):
+    _require(getattr(found, key) == getattr(mc, key), f"model.{key}", getattr(mc, key),
+             f"the checkpoint in {path} has {getattr(found, key)}; set model.{key}="
+             f"{getattr(found, key)}")
+
+
+@contextlib.contextmanager
+def _main_process_first(what: str):
+  """Process 0 runs the block first, then the others (one process: just the block).
+
+  For files every process would otherwise create at once in shared storage (a local
+  testbed prepared on first use, a SentencePiece model trained on first use): the
+  others find them ready. An error in process 0 reaches the others too, who then meet
+  the same error themselves.
+  """
+  several = jax.process_count() > 1
+  if several and jax.process_index() != 0:
+    multihost_utils.sync_global_devices(what)
+  try:
+    yield
+  finally:
+    if several and jax.process_index() == 0:
+      multihost_utils.sync_global_devices(what)
+
+
+def _checked_data(config: ConfigDict) -> Tokenizer:
+  """The dataset's tokenizer, after checking that the dataset can be read here.
+
+  A local testbed is prepared here, and a SentencePiece tokenizer trained, by process 0
+  first (see `_main_process_first`).
+  """
+  d = config.data
+  options = d.options.to_dict()
+  with _main_process_first("prepare the dataset and its tokenizer"):
+    try:
+      builders.prepare(d.name, d.data_dir, **options)
+    except builders.DatasetNotPreparedError as e:
+      raise ConfigError(f"data.name={d.name!r}: {e}") from None
+    except (ValueError, FileNotFoundError) as e:
+      raise ConfigError(f"data.options: {e}") from None
+    try:
+      return _tokenizer(d)
+    except (ValueError, OSError) as e:
+      raise ConfigError(f"data.tokenizer={d.tokenizer!r}: {e}") from None
+
+
+def _tokenizer(d: ConfigDict) -> Tokenizer:
+  """The tokenizer of `data.tokenizer`.
+
+  "" is the dataset's own (bytes for text, tsp's vocabulary for tsp); "sentencepiece:N"
+  a SentencePiece model of N pieces trained on the train split (once; it is saved beside
+  the dataset); anything else goes to `tokenizers.get_tokenizer` ("byte", a .model file,
+  a directory with a Hugging Face tokenizer).
+  """
+  options = d.options.to_dict()
+  if d.tokenizer.startswith("sentencepiece:"):
+    size = int(d.tokenizer.split(":", 1)[1])
+    return builders.sentencepiece_for(d.name, size, d.data_dir, d.train_split, d.text_key,
+                                      **options)
+  if d.tokenizer:
+    return get_tokenizer(d.tokenizer)
+  return builders.default_tokenizer(d.name.split("/")[0].split(":")[0], **options)

@@ -1,0 +1,106 @@
+"""Monitoring during training: does explicit lookahead keep helping the model?
+
+Every `stunting.monitor_every` steps, on fixed held-out batches, the lookahead-specific
+gain G = gain(q_H) - gain(q_1) of the stunting lookahead and of a dev lookahead that
+stunting never uses (DESIGN.md section 3). If the dev lookahead's G stops being
+positive, the model may have learned to do the lookahead itself: a warning says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import model as model_lib
+from lookahead_jax import sharding
+from lookahead_jax import stunting as stunting_lib
+from lookahead_jax.config import Settings
+from lookahead_jax.data import pipeline
+
+Array = jax.Array
+
+
+def held_out_gains(params, batch, rng, *, config: model_lib.Config,
+                   lookaheads: dict[str, lookahead_lib.Lookahead],
+                   stunting: stunting_lib.Stunting) -> dict[str, Array]:
+  """The lookahead-specific gain G on a held-out batch, for each monitoring lookahead.
+
+  lookaheads: {name: Lookahead}, e.g. {"stunting": ..., "dev": ...}; q, its horizon-1
+  control and the mixtures are read with the stunting settings (tau, scheme, lam). Returns
+  per name: G_<name> (all tokens), G_<name>_marked (tokens the testbed marks as needing
+  lookahead; NaN without any), gain_<name> (the mixture over p, sharpening included) and
+  helps_<name> (fraction of tokens where p~_H > p~_1).
+  """
+  logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=config,
+                                    segment_ids=batch["segment_ids"])
+  log_p = jax.nn.log_softmax(logits)
+  targets, w = batch["targets"], batch["weights"]
+  marked = w * batch["needs_lookahead"].astype(w.dtype)
+  log_p_y = lookahead_lib.token_log_prob(log_p, targets)
+  out: dict[str, Any] = {}
+  for i, (name, la) in enumerate(sorted(lookaheads.items())):
+    key = jax.random.fold_in(rng, i)
+    found = lookahead_lib.paths_from_pass(params, logits, cache, batch["positions"],
+                                          batch["segment_ids"], key, stunting.beta,
+                                          config=config, lookahead=la)
+    control = lookahead_lib.control_paths(logits, found.valid, key, stunting.beta, lookahead=la)
+    mixed = {}
+    for side, p in (("H", found), ("1", control)):
+      amp = lookahead_lib.amplify(p, stunting.temperature, stunting.scheme)
+      mixed[side] = lookahead_lib.mix_at(amp, log_p, targets, stunting.lam, stunting.mixture)
+    out[f"G_{name}"], out[f"helps_{name}"] = lookahead_lib.gain(mixed["1"], mixed["H"], w)
+    g_marked = lookahead_lib.gain(mixed["1"], mixed["H"], marked)[0]
+    out[f"G_{name}_marked"] = jnp.where(marked.sum() > 0, g_marked, jnp.nan)
+    out[f"gain_{name}"] = lookahead_lib.gain(log_p_y, mixed["H"], w)[0]
+  return out
+
+
+class Monitor:
+  """The lookahead-specific gain G on fixed held-out batches, stunting and dev lookahead.
+
+  Every `stunting.monitor_every` steps; warns once the dev lookahead's G has not been
+  positive for `stunting.monitor_patience` evaluations in a row (the model may have
+  internalized the lookahead that stunting is meant to keep it from learning).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, settings: Settings,
+               mesh: jax.sharding.Mesh):
+    st = config.stunting
+    self.every, self.patience, self.streak, self.last = st.monitor_every, st.monitor_patience, 0, {}
+    if not self.every:
+      return
+    lookaheads = {"stunting": settings.monitor, "dev": settings.dev_lookahead}
+    batch_sharding = sharding.batch_sharding(mesh)
+    self.batches = [pipeline.global_batch(b, batch_sharding) for b in itertools.islice(
+        pipeline.make_ordered_iterator(config.data.name, config.data.val_split, **settings.data),
+        st.monitor_batches)]
+    self.fn = jax.jit(functools.partial(held_out_gains, config=settings.model,
+                                        lookaheads=lookaheads, stunting=settings.stunting))
+    self.rng = jax.random.key(config.seed + 1)
+
+  def __call__(self, step: int, params) -> dict[str, float]:
+    """G and the gains at this step, means over the batches ({} when not a monitoring step)."""
+    if not self.every or step % self.every:
+      return {}
+    outs = jax.device_get([self.fn(params, b, jax.random.fold_in(self.rng, i))
+                           for i, b in enumerate(self.batches)])
+    values = {f"monitor_{k}": [float(o[k]) for o in outs] for k in outs[0]}
+    gains = {k: float(np.nanmean(v)) if not np.isnan(v).all() else math.nan
+             for k, v in values.items()}
+    self.streak = 0 if gains["monitor_G_dev"] > 0 else self.streak + 1
+    if self.streak == self.patience:
+      logging.warning("step %d: the dev lookahead's lookahead-specific gain G has not been "
+                      "positive for %d evaluations in a row (now %+.4f nats/token): the model "
+                      "may have internalized the lookahead", step, self.streak,
+                      gains["monitor_G_dev"])
+    self.last = dict(gains, step=step)
+    return gains

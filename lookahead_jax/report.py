@@ -1,0 +1,311 @@
+"""Tables, plots and report files: the one place reports are written.
+
+Every file goes through etils.epath, so a workdir can be a local path or a gs://
+bucket. One table formatter (`table`, text or markdown), one matplotlib set-up
+(`figure` / `save_figure`, the file backend). The reports: the training summary, the
+evaluation suite (table, plots, report.json) and the stunting comparison (table, plots,
+compare.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+from etils import epath
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
+
+PARTS = ("all", "marked", "unmarked")  # tokens the testbed marks as needing lookahead
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  epath.Path(path).write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def figure(*subplots: int, size: tuple[float, float] = (6, 4)):
+  """(fig, axes) of the report style: plt.subplots(*subplots) at `size` inches."""
+  return plt.subplots(*subplots, figsize=size)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+  """Writes `fig` as a PNG at `path` (local or gs://) and closes it."""
+  fig.tight_layout()
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=120)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def cell(value: Any, fmt: str = "") -> str:
+  """A value as table text: '-' for None or NaN, an interval [lo, hi] in the value's format."""
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "-"
+  if isinstance(value, (list, tuple)):
+    return "[" + ", ".join(cell(v, fmt) for v in value) + "]"
+  return format(value, fmt)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: str = "text",
+          title: str = "") -> str:
+  """Rows of cells (strings) under headers; "text" right-aligned columns or "markdown".
+
+  Empty headers: a text table without a header line (name, value pairs).
+  """
+  if style == "markdown":
+    lines = [title, ""] if title else []
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+  body = [list(headers)] if any(headers) else []
+  body += [list(r) for r in rows]
+  widths = [max(len(r[i]) for r in body) for i in range(len(body[0]))]
+  lines = [title, "-" * len(title)] if title and not any(headers) else [title] if title else []
+  for r in body:
+    if any(headers):
+      lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    else:  # name, value: names left-aligned
+      lines.append("  ".join([r[0].ljust(widths[0])] + r[1:]))
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- training summary
+
+
+def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[str, str]]:
+  """The (name, value) rows of a training summary (train._summary's figures)."""
+  resumed_from, preempted, seconds = (summary["resumed_from"], summary["preempted"],
+                                      summary["seconds"])
+  counters, kept, monitored = summary["data"], summary["checkpoints"], summary["monitor"]
+  fmt = lambda x, spec: "-" if x is None else format(x, spec)
+  rows = [
+      ("parameters", f"{summary['parameters']:,}"),
+      ("steps", f"{summary['step']} of {summary['steps']}"
+       + (f" (resumed from {resumed_from})" if resumed_from is not None else "")
+       + (" (preempted)" if preempted else "")),
+      ("train loss", f"{fmt(summary['first_train_loss'], '.4f')} (first log) -> "
+                     f"{fmt(summary['train_loss'], '.4f')} (last log)"),
+      ("val loss", f"{fmt(summary['val_loss'], '.4f')} (accuracy "
+                   f"{fmt(summary['val_accuracy'], '.3f')})"),
+      ("tokens/s", f"{fmt(summary['tokens_per_s'], ',.0f')} (median over logs, "
+                   f"{config.train.global_batch} x {config.data.seq_len} tokens a step)"),
+      ("step time", f"{fmt(summary['step_time'] and 1e3 * summary['step_time'], '.1f')} ms"),
+      ("wall time", f"{seconds:.1f} s"),
+      ("checkpoints", f"{', '.join(map(str, kept)) or '-'} in {workdir}/checkpoints"),
+      ("non-finite", f"{summary['nonfinite_total']} steps skipped"),
+      ("stunting", f"{config.stunting.mode}"
+                   + (f", {summary['skipped_total']} updates skipped" if summary["skipped_total"]
+                      else "")
+                   + (f", toward tokens {summary['toward']:.1%}" if summary["toward"] is not None
+                      else "")),
+      ("data", ", ".join(f"{k} {v:,}" for k, v in counters.items())),
+  ]
+  if monitored:
+    rows.insert(-1, ("lookahead G", f"stunting {monitored['monitor_G_stunting']:+.4f}, dev "
+                                    f"{monitored['monitor_G_dev']:+.4f} nats/token at step "
+                                    f"{monitored['step']} (held-out batches; G = gain(q_H) - "
+                                    "gain(q_1))"))
+  return rows
+
+
+def summary_table(rows: Sequence[tuple[str, str]], title: str) -> str:
+  """The training summary: name, value."""
+  return table(("", ""), rows, title=title)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def eval_table(report: dict[str, Any]) -> str:
+  """The evaluation report, one line per (lookahead, scheme, mixture), G first."""
+  naive = report["naive"]
+  marked = (f"; marked {naive['test_nll_marked']:.4f}, unmarked {naive['test_nll_unmarked']:.4f}"
+            if report["tokens"]["test_marked"] else "")
+  title = (f"Lookahead evaluation of {report['params']} on {report['dataset']}: naive test NLL "
+           f"{naive['test_nll']:.4f} (perplexity {naive['test_perplexity']:.3f}{marked}), "
+           f"{report['tokens']['test']:.0f} test tokens in {report['tokens']['test_rows']} rows "
+           f"({report['tokens']['test_marked']:.0f} marked as needing lookahead). G = gain(q_H) - "
+           "gain(q_1), the lookahead-specific gain, in nats/token with paired 95% bootstrap "
+           "intervals over test rows; tau, lam chosen on validation for each side.")
+  headers = ("kind", "B", "H", "scheme", "mixture", "G", "G 95%", "G marked", "G marked 95%",
+             "gain q_H", "gain q_1", "tau,lam H", "tau,lam 1", "helps", "val G")
+  rows = []
+  for r in report["rows"]:
+    t = r["test"]
+    rows.append((r["kind"], str(r["width"]), str(r["horizon"]), r["scheme"], r["mixture"],
+                 cell(t["all"]["G"], "+.4f"), cell(t["all"]["G_ci"], "+.4f"),
+                 cell(t["marked"]["G"], "+.4f"), cell(t["marked"]["G_ci"], "+.4f"),
+                 cell(t["all"]["gain"], "+.4f"), cell(t["all"]["control"], "+.4f"),
+                 f"{r['temperature']:g},{r['lam']:g}",
+                 f"{r['control_temperature']:g},{r['control_lam']:g}",
+                 cell(r["test_helps"], ".3f"), cell(r["validation_G"], "+.4f")))
+  b = report["best"]
+  best = (f"Best on validation (by G): {b['kind']} B={b['width']} H={b['horizon']} {b['scheme']} "
+          f"{b['mixture']}: test G {b['test']['all']['G']:+.4f} "
+          f"{cell(b['test']['all']['G_ci'], '+.4f')} nats/token (marked "
+          f"{cell(b['test']['marked']['G'], '+.4f')} {cell(b['test']['marked']['G_ci'], '+.4f')}); "
+          f"gain(q_H) {b['test']['all']['gain']:+.4f}, "
+          f"gain(q_1) {b['test']['all']['control']:+.4f}; "
+          f"looking ahead beats sharpening on {b['test_helps']:.1%} of tokens.")
+  return "\n".join([title, table(headers, rows), best])
+
+
+def tsp_table(tours: dict[str, Any]) -> str:
+  """Tour validity, mean gap of valid tours and optimal fraction per city count and method."""
+  headers = ["cities"] + [f"{m} valid/gap/opt" for m in tours]
+  rows = [[str(n)] + [f"{t[n]['valid']:.2f} {t[n]['gap']:.3f} {t[n]['optimal']:.2f}"
+                      for t in tours.values()] for n in sorted(next(iter(tours.values())))]
+  return table(headers, rows, title="TSP tours on the test split: valid fraction, mean "
+               "optimality gap of valid tours, optimal fraction")
+
+
+def path_star_table(paths: dict[str, Any]) -> str:
+  """First-node and whole-path accuracy of greedy and beam decoding, beside chance."""
+  rows = [[m, f"{paths[m]['first_node']:.3f}", f"{paths[m]['path']:.3f}",
+           str(paths[m]["instances"])] for m in ("greedy", "beam")]
+  return table(["decoding", "first node", "whole path", "graphs"], rows,
+               title=f"Path-star paths on the test split (chance first node: "
+               f"{paths['chance_first_node']:.3f})")
+
+
+def _errorbars(ax, xs, points, style, label):
+  """points: (value, [lo, hi]) per x."""
+  values = np.array([p[0] for p in points])
+  lo = values - np.array([p[1][0] for p in points])
+  hi = np.array([p[1][1] for p in points]) - values
+  ax.errorbar(xs, values, yerr=[lo, hi], fmt=style, capsize=3, label=label)
+
+
+def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
+               out: str | os.PathLike) -> None:
+  """G_vs_horizon.png, G_vs_width.png (with intervals) and token_G_hist.png in `out`."""
+  best = report["best"]
+  chosen = [r for r in report["rows"]
+            if (r["scheme"], r["mixture"]) == (best["scheme"], best["mixture"])]
+  for x_key, line_key, name in (("horizon", "width", "G_vs_horizon"),
+                                ("width", "horizon", "G_vs_width")):
+    fig, ax = figure()
+    for kind, style in (("beam", "-o"), ("smc", "--s")):
+      for value in sorted({r[line_key] for r in chosen if r["kind"] == kind}):
+        pts = sorted((r[x_key], (r["test"]["all"]["G"], r["test"]["all"]["G_ci"]))
+                     for r in chosen if r["kind"] == kind and r[line_key] == value)
+        _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], style,
+                   f"{kind} {line_key[0].upper()}={value}")
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xticks(sorted({r[x_key] for r in chosen}))  # the grid's values, no fractions
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("test G = gain(q_H) - gain(q_1) (nats/token)")
+    ax.set_title(f"{report['dataset']}: {best['scheme']}, {best['mixture']}, 95% CI over rows",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    save_figure(fig, epath.Path(out) / f"{name}.png")
+  fig, ax = figure()
+  bins = np.linspace(np.percentile(token_g, 0.5), np.percentile(token_g, 99.5) + 1e-9, 60)
+  if mark.any():
+    ax.hist(token_g[~mark], bins=bins, alpha=0.6, label="other tokens", density=True)
+    ax.hist(token_g[mark], bins=bins, alpha=0.6, label="needs lookahead", density=True)
+    ax.legend()
+  else:
+    ax.hist(token_g, bins=bins, density=True)
+  ax.axvline(0.0, color="gray", lw=0.8)
+  ax.set_xlabel("per-token g = log p~_H - log p~_1 (nats)")
+  ax.set_ylabel("density")
+  ax.set_title(f"best: {best['kind']} B={best['width']} H={best['horizon']}, test split")
+  save_figure(fig, epath.Path(out) / "token_G_hist.png")
+
+
+def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
+               out: str | os.PathLike) -> None:
+  """report.json and the plots in `out`; prints the tables."""
+  write_json(epath.Path(out) / "report.json", report)
+  eval_plots(report, token_g, mark, out)
+  print(eval_table(report))
+  if "tsp" in report:
+    print(tsp_table(report["tsp"]))
+  if "path_star" in report:
+    print(path_star_table(report["path_star"]))
+  print(f"Report and plots: {out}")
+
+
+# ----------------------------------------------------------------------------- comparison
+
+COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
+    ("mode", "mode", "s"), ("seeds", "seeds", "d"), ("test_nll", "test NLL", ".4f"),
+    ("G_stunting", "G (stunting la.)", "+.4f"), ("G_dev", "G (dev la.)", "+.4f"),
+    ("G_stunting_marked", "G marked (stunting)", "+.4f"),
+    ("G_dev_marked", "G marked (dev)", "+.4f"),
+    ("gain_stunting", "gain q_H (stunting)", "+.4f"),
+    ("control_stunting", "gain q_1 (stunting)", "+.4f"), ("G_vs_baseline", "G vs none", "+.4f"),
+    ("toward", "toward", ".1%"),
+    ("skipped", "skipped", ".0f"), ("tsp_greedy_gap", "tsp greedy gap", ".3f"),
+    ("tsp_beam_gap", "tsp beam gap", ".3f"),
+    ("first_node_greedy", "first node (greedy)", ".3f"),
+    ("first_node_beam", "first node (beam)", ".3f"), ("cost", "step time / baseline", ".2f"))
+
+
+def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "") -> str:
+  """The comparison as a markdown table (columns without any value are left out)."""
+  columns = [c for c in COMPARE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+  body = [[cell(r.get(k), f) + (f" {cell(r[k + '_ci'], f)}" if r.get(k + "_ci") else "")
+           for k, _, f in columns] for r in rows]
+  title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "
+           f"test split, tau and lam chosen on validation; {note}")
+  return table([h for _, h, _ in columns], body, style="markdown", title=title)
+
+
+def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, list]],
+                  dataset: str, out: str | os.PathLike) -> None:
+  """compare.png (NLL, G all and marked with intervals, cost) and G_trajectory.png."""
+  names = [r["mode"] for r in rows]
+  x = np.arange(len(rows))
+  fig, axes = figure(2, 2, size=(11, 7))
+  panels = ((axes[0, 0], ["test_nll"], "naive test NLL (nats/token)"),
+            (axes[0, 1], ["G_stunting", "G_dev"], "G, all tokens"),
+            (axes[1, 0], ["G_stunting_marked", "G_dev_marked"], "G, needs-lookahead tokens"),
+            (axes[1, 1], ["cost"], "step time / baseline"))
+  for ax, keys, title in panels:
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+      values = np.array([r.get(key) if r.get(key) is not None else np.nan for r in rows], float)
+      cis = [r.get(key + "_ci") for r in rows]
+      err = None
+      if all(c is not None for c in cis):
+        err = [values - [c[0] for c in cis], [c[1] for c in cis] - values]
+      ax.bar(x + i * width, values, width, yerr=err, capsize=3, label=key.replace("_", " "))
+    ax.set_xticks(x + 0.4 - width / 2, names, rotation=30, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    if len(keys) > 1:
+      ax.legend(fontsize=8)
+  fig.suptitle(f"Stunting comparison on {dataset} (95% intervals)")
+  save_figure(fig, epath.Path(out) / "compare.png")
+
+  fig, axes = figure(1, 2, size=(11, 4))
+  for ax, key, title in ((axes[0], "G_stunting", "stunting lookahead"),
+                         (axes[1], "G_dev", "dev lookahead")):
+    for mode, series in trajectories.items():
+      if series.get("step"):
+        ax.plot(series["step"], series[key], "-o", ms=3, label=mode)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("G on held-out batches (nats/token)")
+    ax.set_title(f"G over training, {title}", fontsize=10)
+    ax.legend(fontsize=7)
+  save_figure(fig, epath.Path(out) / "G_trajectory.png")

@@ -340,8 +340,8 @@ def path_star_paths(params, config: ConfigDict, settings: Settings, split: str, 
     prompt = [tok.eod_id] + tok.encode_instance([tuple(e) for e in r["edges"]], int(r["source"]),
                                                 int(r["goal"]))
     by_length.setdefault(len(prompt), []).append((prompt, [int(v) for v in r["path"]]))
-  degree = builders.PathStar.make_config(**options).degree
-  longest = builders.PathStar.make_config(**options).path_length + 1  # nodes, end of path
+  graph = builders.PathStar.make_config(**options)
+  degree, longest = graph.degree, graph.path_length + 1  # longest: nodes, end of path
   decoded: dict[str, list] = {"greedy": [], "beam": []}
   truth = []
   for length, group in sorted(by_length.items()):

@@ -114,7 +114,8 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
   """
   log_p_y = lookahead_lib.token_log_prob(log_p, targets)
   mix_y = lookahead_lib.mix_at(amp, log_p, targets, stunting.lam, stunting.mixture)
-  p_dot_q = amp.expect(jnp.exp(_at_tokens(log_p, amp)))
+  log_p_k = _at_tokens(log_p, amp)
+  p_dot_q = amp.expect(jnp.exp(log_p_k))
   if control is None:  # naive: against p
     reference_y = log_p_y
     m = jnp.exp(amp.at(targets)) - jnp.exp(log_p_y) - p_dot_q + jnp.sum(
@@ -123,7 +124,7 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
     reference_y = lookahead_lib.mix_at(control, log_p, targets, stunting.lam, stunting.mixture)
     m = (jnp.exp(amp.at(targets)) - jnp.exp(control.at(targets)) - p_dot_q
          + control.expect(jnp.exp(_at_tokens(log_p, control))))
-  kl = amp.expect(jnp.where(amp.log_q > -jnp.inf, amp.log_q - _at_tokens(log_p, amp), 0.0))
+  kl = amp.expect(jnp.where(amp.log_q > -jnp.inf, amp.log_q - log_p_k, 0.0))
   return dict(toward=amp.valid & (mix_y > reference_y), m=jnp.where(amp.valid, m, 0.0),
               kl=jnp.where(amp.valid, kl, 0.0))
 

@@ -106,6 +106,7 @@ def base_config() -> ConfigDict:
   c.train.checkpoint_every = 200  # 0: only at the end (and on SIGTERM)
   c.train.keep_checkpoints = 3  # the newest ones kept
   c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
+  c.train.profile_steps = (0, 0)  # steps [first, last) traced into workdir/profile; (0, 0): off
 
   c.mesh = ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axis
@@ -266,6 +267,9 @@ def _check_train(t: ConfigDict) -> None:
     _require(0.0 <= t[key] < 1.0, f"train.{key}", t[key], "must be in [0, 1)")
   _require(t.global_batch % t.grad_accum == 0, "train.global_batch", t.global_batch,
            f"must be a multiple of train.grad_accum={t.grad_accum}")
+  window = tuple(t.profile_steps)
+  _require(len(window) == 2 and 0 <= window[0] <= window[1], "train.profile_steps", window,
+           "must be (first, last) steps with 0 <= first <= last; (0, 0) is off")
 
 
 def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:

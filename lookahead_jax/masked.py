@@ -216,6 +216,7 @@ class Editor:
     return (ids < self.vocab) & ~jnp.isin(ids, jnp.asarray(self.banned))
 
 
+@functools.partial(jax.jit, static_argnames="editor")
 def plausibility(params, tokens: Array, editor: Editor) -> Array:
   """[b] mean pseudo-log-likelihood per token of full rows tokens [b, L] (nats)."""
   b, length = tokens.shape

@@ -248,6 +248,7 @@ def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
 
 COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("mode", "mode", "s"), ("seeds", "seeds", "d"), ("test_nll", "test NLL", ".4f"),
+    ("pll_nll", "pseudo-NLL", ".4f"), ("readout_nll", "readout NLL (bidir.)", ".4f"),
     ("G_stunting", "G (stunting la.)", "+.4f"), ("G_dev", "G (dev la.)", "+.4f"),
     ("G_stunting_marked", "G marked (stunting)", "+.4f"),
     ("G_dev_marked", "G marked (dev)", "+.4f"),

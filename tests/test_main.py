@@ -88,6 +88,21 @@ def test_decode_beam_without_checkpoint_warns(tiny_run, tmp_path):
   assert result.stdout.startswith("--- beam, 'Cheddar is':\nCheddar is")
 
 
+def test_decode_by_a_genetic_algorithm_keeps_the_prompt_and_reports_each_round(tiny_run,
+                                                                               tmp_path):
+  masked_model = {**tiny_run, "model.vocab_size": 259}  # bytes and [MASK]
+  result = _run(*command("decode", tmp_path, masked_model, "--prompt=Cheddar is", "--sampler=ga",
+                         "--rounds=2", "--population=4", "--span=2", "--max_new_tokens=6"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert [f"ga round {r}: plausibility" in result.stdout for r in range(3)] == [True] * 3
+  head, text = result.stdout.split("--- ga, 'Cheddar is' (plausibility ")[1].split(":\n", 1)
+  assert text.startswith("Cheddar is") and head.endswith("nats/token)")
+  result = _run(*command("decode", tmp_path, tiny_run, "--sampler=edit"))
+  assert result.returncode == 1
+  assert _only_line(result.stderr).startswith(
+      "error: --sampler=edit needs a model with [MASK] (model.vocab_size > 258")
+
+
 def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch):
   from lookahead_jax import evaluate
 

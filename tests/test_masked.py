@@ -1,6 +1,5 @@
 """The masked objective: the mask spectrum, its loss, PLL, editing and the GA (masked.py)."""
 
-import dataclasses
 import functools
 
 import jax
@@ -9,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from lookahead_jax import masked
+from lookahead_jax import masked, train
 from lookahead_jax import model as model_lib
 from lookahead_jax import stunting as st_lib
-from lookahead_jax import train
 
 MASK = 15  # the tiny model's last id (tokens are drawn from 2..14)
+BERT = masked.Objective(kind="spectrum", rho=0.0, mask_rate=0.4, mask_id=MASK)
 
 
 def _batch(b=4, t=12, seed=0, pad=3):
@@ -27,6 +26,9 @@ def _batch(b=4, t=12, seed=0, pad=3):
           "weights": jnp.asarray(seg, jnp.float32), "segment_ids": jnp.asarray(seg),
           "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
           "needs_lookahead": jnp.zeros((b, t), bool)}
+
+
+_apply = jax.jit(masked.apply, static_argnums=2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +58,7 @@ def test_rho_one_trains_exactly_like_next_token_training(tiny_config):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state.params,
                reference.params)
   # ... while rho = 0 trains on another loss.
-  _, bert_losses = _train(tiny_config, dataclasses.replace(spectrum, rho=0.0), steps=1)
+  _, bert_losses = _train(tiny_config, BERT, steps=1)
   assert abs(bert_losses[0] - losses[0]) > 1e-3
 
 
@@ -82,7 +84,7 @@ def test_the_mask_rate_is_mask_rate_within_binomial_tolerance_and_padding_is_nev
   objective = masked.Objective(kind="spectrum", rho=0.0, mask_rate=0.3, mean_span=mean_span,
                                mask_id=MASK)
   batch = _batch(b=256, t=64, pad=16)
-  out = jax.jit(masked.apply, static_argnums=2)(batch, jax.random.key(3), objective)
+  out = _apply(batch, jax.random.key(3), objective)
   hidden = np.asarray(out["inputs"] == MASK)
   valid = np.asarray(batch["segment_ids"] > 0)
   assert not (hidden & ~valid).any()
@@ -117,16 +119,16 @@ def test_next_token_rows_are_untouched_and_suffix_rows_hide_a_whole_suffix():
   assert counts.min() > 0.5 * counts.mean()
 
 
-def test_the_masked_loss_counts_only_masked_positions(tiny_config):
-  objective = masked.Objective(kind="spectrum", rho=0.0, mask_rate=0.4, mask_id=MASK)
+def test_the_masked_loss_counts_only_masked_positions(tiny_config, forward):
+  objective = BERT
   tx, step = _step(tiny_config, objective)
   state = train.init_state(tiny_config, tx, 0)
   batch = _batch()
   _, metrics = step(state, batch)
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0)
-  out = masked.apply(batch, jax.random.fold_in(key, masked.STREAM), objective)
+  out = _apply(batch, jax.random.fold_in(key, masked.STREAM), objective)
   hidden = np.asarray(out["inputs"] == MASK)
-  logits, _ = model_lib.forward(state.params, out["inputs"], batch["positions"],
+  logits, _ = forward(state.params, out["inputs"], batch["positions"],
                                 config=tiny_config, segment_ids=batch["segment_ids"],
                                 bidirectional=jnp.ones((4,), bool))
   logp = np.asarray(jax.nn.log_softmax(logits))
@@ -160,20 +162,21 @@ EDITOR = masked.Editor(config=model_lib.Config(vocab_size=16, max_len=32, num_la
                        mask_id=MASK, vocab=MASK, banned=(0, 1))
 
 
+PROMPT = np.array([1, 5, 9, 4, 7], np.int32)
+
+
 def test_editing_never_changes_a_prompt_token(tiny_params):
-  prompt = np.array([1, 5, 9, 4, 7], np.int32)
-  for method, kwargs in ((masked.edit, dict(rounds=3, span=2)),
-                         (masked.genetic, dict(rounds=3, population=6, span=3))):
-    text, history = method(tiny_params, prompt, 9, jax.random.key(1), editor=EDITOR, log=None,
-                           **kwargs)
+  for method, kwargs in ((masked.edit, {}), (masked.genetic, dict(population=8))):
+    text, history = method(tiny_params, PROMPT, 9, jax.random.key(1), editor=EDITOR, log=None,
+                           rounds=3, span=2, **kwargs)
     assert text.shape == (14,) and len(history) == 4
-    np.testing.assert_array_equal(text[:5], prompt)
+    np.testing.assert_array_equal(text[:5], PROMPT)
     assert set(text[5:].tolist()) <= set(range(2, MASK))  # no pad, EOD or [MASK] drawn
 
 
 def test_the_ga_best_fitness_never_decreases_between_rounds(tiny_params):
-  text, history = masked.genetic(tiny_params, np.array([1, 3], np.int32), 10, jax.random.key(0),
-                                 editor=EDITOR, rounds=8, population=8, span=2, log=None)
+  text, history = masked.genetic(tiny_params, PROMPT, 9, jax.random.key(0), editor=EDITOR,
+                                 rounds=8, population=8, span=2, log=None)
   assert all(b >= a for a, b in zip(history, history[1:]))
   assert history[-1] > history[0]  # the search found something better than its start
   np.testing.assert_allclose(masked.plausibility(tiny_params, jnp.asarray(text)[None], EDITOR),

@@ -19,7 +19,9 @@ paired 95% bootstrap interval over the test rows (stats.py), and the fraction of
 where looking ahead beats sharpening. The best row is chosen by G on validation and
 gets a per-token histogram of g = log p~_H - log p~_1. On the tsp testbed, the model also
 decodes the tours of test instances greedily and by beam search: tour validity and
-optimality gap, beside the nearest-neighbour heuristic.
+optimality gap, beside the nearest-neighbour heuristic. A model trained with masks
+(objective.kind="spectrum") also gets its test pseudo-NLL and bidirectional next-token
+readout NLL (`masked_nll`); the suite itself reads its causal mode.
 
 Outputs in `workdir/eval/` (report.py): report.json, G_vs_horizon.png, G_vs_width.png,
 token_G_hist.png; the table is printed.

@@ -118,7 +118,7 @@ def edit(params, config, settings: config_lib.Settings, prompts: list[list[int]]
   for r, (text, ids) in enumerate(zip(_PROMPTS.value, prompts)):
     best, history = method(params, np.asarray(ids, np.int32), new_tokens,
                            jax.random.fold_in(jax.random.key(config.seed), r), **kwargs)
-    print(f"--- {_SAMPLER.value}, {text!r} (plausibility {history[-1]:.4f} nats/token):\n"
+    print(f"--- {_SAMPLER.value}, {text!r} (plausibility {max(history):.4f} nats/token):\n"
           f"{text}{tokenizer.decode(best[len(ids):].tolist())}")
 
 

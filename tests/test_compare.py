@@ -79,3 +79,31 @@ def test_bad_assignments_are_one_line_errors(tmp_path):
     compare.run("configs/experiments/nope.py", str(tmp_path))
   with pytest.raises(ConfigError, match="--seeds=0: give at least 1"):
     compare.run(spec, str(tmp_path), seeds=0)
+
+
+MASKED = os.path.join(REPO, "configs", "experiments", "masked_rho.py")
+
+
+def test_the_masked_experiment_config_runs_the_rho_spectrum_without_stunting():
+  runs = compare.load(MASKED)
+  assert [(name, c.objective.rho) for name, c in runs] == [
+      ("rho_1", 1.0), ("rho_0.5", 0.5), ("rho_0.1", 0.1)]
+  assert compare.load(MASKED + ":bert")[0][1].objective.rho == 0.0
+  for _, config in runs:
+    assert config.objective.kind == "spectrum" and config.stunting.mode == "none"
+    assert config.model.vocab_size == 385  # 384 SentencePiece pieces and [MASK]
+  with open(MASKED, encoding="utf-8") as f:
+    assert [line for line in f if line.startswith(("import", "from"))] == [
+        "from lookahead_jax import config as config_lib\n"]
+
+
+def test_compare_of_a_masked_model_adds_its_pseudo_nll_and_readout(rhyme_data_dir, tmp_path,
+                                                                    capsys):
+  sets = [f"data.data_dir='{rhyme_data_dir}'", *SETS, "model.vocab_size=259"]
+  rows = compare.run(f"{MASKED}:rho_0.5", str(tmp_path), sets)
+  for key in ("pll_nll", "readout_nll", "test_nll", "G_stunting"):
+    assert isinstance(rows[0][key], float), key
+  for key in ("pll_nll", "readout_nll"):  # one seed: bootstrap intervals over test rows
+    lo, hi = rows[0][key + "_ci"]
+    assert lo <= rows[0][key] <= hi
+  assert "pseudo-NLL" in capsys.readouterr().out

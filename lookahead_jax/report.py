@@ -308,5 +308,6 @@ def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, 
     ax.set_xlabel("step")
     ax.set_ylabel("G on held-out batches (nats/token)")
     ax.set_title(f"G over training, {title}", fontsize=10)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # runs without monitoring have no trajectory
+      ax.legend(fontsize=7)
   save_figure(fig, epath.Path(out) / "G_trajectory.png")

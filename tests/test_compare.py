@@ -96,14 +96,3 @@ def test_the_masked_experiment_config_runs_the_rho_spectrum_without_stunting():
     assert [line for line in f if line.startswith(("import", "from"))] == [
         "from lookahead_jax import config as config_lib\n"]
 
-
-def test_compare_of_a_masked_model_adds_its_pseudo_nll_and_readout(rhyme_data_dir, tmp_path,
-                                                                    capsys):
-  sets = [f"data.data_dir='{rhyme_data_dir}'", *SETS, "model.vocab_size=259"]
-  rows = compare.run(f"{MASKED}:rho_0.5", str(tmp_path), sets)
-  for key in ("pll_nll", "readout_nll", "test_nll", "G_stunting"):
-    assert isinstance(rows[0][key], float), key
-  for key in ("pll_nll", "readout_nll"):  # one seed: bootstrap intervals over test rows
-    lo, hi = rows[0][key + "_ci"]
-    assert lo <= rows[0][key] <= hi
-  assert "pseudo-NLL" in capsys.readouterr().out

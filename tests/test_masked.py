@@ -1,5 +1,6 @@
 """The masked objective: the mask spectrum, its loss, PLL, editing and the GA (masked.py)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -7,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import masked, train
+from lookahead_jax import masked, sharding, train
 from lookahead_jax import model as model_lib
 from lookahead_jax import stunting as st_lib
 
@@ -32,11 +35,13 @@ _apply = jax.jit(masked.apply, static_argnums=2)
 
 
 @functools.lru_cache(maxsize=None)
-def _step(config, objective):
-  tx = optax.adam(1e-2)
+def _step(config, objective, grad_accum=1, sgd=False):
+  tx = optax.sgd(1e-2) if sgd else optax.adam(1e-2)  # sgd: updates are the gradient
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
   step = functools.partial(train.train_step, tx=tx, schedule=optax.constant_schedule(1e-2),
-                           model_cfg=config, stunt=st_lib.Stunting(), grad_accum=1,
-                           micro_sharding=None, objective=objective)
+                           model_cfg=config, stunt=st_lib.Stunting(), grad_accum=grad_accum,
+                           micro_sharding=NamedSharding(mesh, P(None, sharding.BATCH_AXES)),
+                           objective=objective)
   return tx, jax.jit(step)
 
 
@@ -135,6 +140,19 @@ def test_the_masked_loss_counts_only_masked_positions(tiny_config, forward):
   picked = np.take_along_axis(logp, np.asarray(batch["inputs"])[..., None], -1)[..., 0]
   assert 0 < hidden.sum() < hidden.size
   np.testing.assert_allclose(float(metrics["loss"]), -picked[hidden].mean(), rtol=1e-5)
+
+
+def test_masks_and_their_normalisation_make_accumulation_exact(tiny_config):
+  """Masks are drawn for the global batch, so two micro-batches give its update."""
+  objective = dataclasses.replace(BERT, rho=0.5)
+  results = []
+  for accum in (1, 2):
+    tx, step = _step(tiny_config, objective, accum, sgd=True)
+    state, metrics = step(train.init_state(tiny_config, tx, 0), _batch(b=8))
+    results.append((state.params, float(metrics["loss"])))
+  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), results[0][0],
+               results[1][0])
 
 
 def test_pll_and_readout_equal_one_row_at_a_time_references(tiny_config, tiny_params, forward):

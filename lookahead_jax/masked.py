@@ -115,13 +115,16 @@ def span_masks(rng: Array, shape: tuple[int, int], objective: Objective) -> Arra
 
 
 def apply(batch: Mapping[str, Array], rng: Array, objective: Objective) -> dict[str, Array]:
-  """The batch of one step under the spectrum: masks sampled from `rng` (deterministic).
+  """The batch of one step under the objective: masks sampled from `rng` (deterministic).
 
   batch: inputs, targets, segment_ids [b, T] int32, weights [b, T] float32 (and the rest,
-  passed through). Returns the batch with masked rows' inputs [MASK] where masked,
-  targets their own tokens, weights 1 on masked positions only, and `bidirectional` [b]
-  bool: the rows that are not next-token examples.
+  passed through). Next-token training returns the batch as it is; the spectrum returns
+  it with masked rows' inputs [MASK] where masked, targets their own tokens, weights 1 on
+  masked positions only, and `bidirectional` [b] bool: the rows that are not next-token
+  examples (rho = 1: every row a next-token row, the batch's values unchanged).
   """
+  if objective.kind == "next_token":
+    return dict(batch)
   inputs, seg = batch["inputs"], batch["segment_ids"]
   b, t = inputs.shape
   kind_key, cut_key, span_key = jax.random.split(rng, 3)

@@ -256,8 +256,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *,
   non-finite counters go up.
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  if objective.kind == "spectrum":  # the step's masks (masked.py); rho = 1: the batch itself
-    batch = masked_lib.apply(batch, jax.random.fold_in(rng, masked_lib.STREAM), objective)
+  batch = masked_lib.apply(batch, jax.random.fold_in(rng, masked_lib.STREAM), objective)
   norm = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
   target = -state.balance_debt / grad_accum  # v3_balance: pay back earlier imbalance
   lookahead = stunt.lookahead is not None

@@ -13,13 +13,15 @@ test). One table and two plots compare the modes:
   the testbed marks as needing lookahead; gain(q_H) and gain(q_1) of the stunting
   lookahead; the share of toward tokens during training and the updates v1_update
   skipped; on tsp, the validity and the optimality gap of greedy and beam decoding; on
-  path_star, the first-node accuracy of greedy and beam decoding; the training cost
-  (median step time over the baseline's, the run with mode "none"); G over training (the
-  monitor).
+  path_star, the first-node and whole-path accuracy of greedy and beam decoding; the
+  training cost (median step time over the baseline's, the run with mode "none"); G over
+  training (the monitor).
 
 With one seed, intervals are the evaluation's bootstrap over test rows; with several,
-mean and 95% t-interval over seeds, and `vs none` is G minus the baseline's G paired by
-seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png, DIR/G_trajectory.png.
+mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
+lookahead, G of the dev lookahead on marked tokens, test NLL) are differences to the
+baseline paired by seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
+DIR/G_trajectory.png.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import math
 import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import evaluate, report, stats, train
+from lookahead_jax import evaluate, monitor, report, stats, train
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, validate
 
@@ -45,7 +47,8 @@ BASELINE = "none"
 METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunting_marked",
            "G_dev_marked",
            "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
-           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "cost", "G_vs_baseline")
+           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "path_greedy", "path_beam",
+           "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "nll_vs_baseline")
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -84,14 +87,6 @@ def _step_time(workdir: str) -> float | None:
   return statistics.median(times[1:] or times) if times else None
 
 
-def _trajectory(workdir: str) -> dict[str, list[float]]:
-  """The monitor's G over training: {"step", "G_stunting", "G_dev"} lists."""
-  records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r]
-  return {"step": [r["step"] for r in records],
-          "G_stunting": [r["monitor_G_stunting"] for r in records],
-          "G_dev": [r["monitor_G_dev"] for r in records]}
-
-
 def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str, Any]:
   """The row of a lookahead setting with the best validation G."""
   rows = [r for r in rep["rows"] if (r["kind"], r["width"], r["horizon"]) ==
@@ -116,12 +111,15 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   stunt, dev = settings.monitor, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
+  paths = rep.get("path_star", {})
   out = {"test_nll": rep["naive"]["test_nll"], "toward": summary["toward"],
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(workdir),
          "tsp_greedy_gap": _tsp(rep, "greedy"), "tsp_beam_gap": _tsp(rep, "beam"),
-         "first_node_greedy": rep.get("path_star", {}).get("greedy", {}).get("first_node"),
-         "first_node_beam": rep.get("path_star", {}).get("beam", {}).get("first_node"),
-         "trajectory": _trajectory(workdir)}
+         "first_node_greedy": paths.get("greedy", {}).get("first_node"),
+         "first_node_beam": paths.get("beam", {}).get("first_node"),
+         "path_greedy": paths.get("greedy", {}).get("path"),
+         "path_beam": paths.get("beam", {}).get("path"),
+         "trajectory": monitor.trajectory(workdir)}
   for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
     if key in rep.get("masked", {}):
       out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
@@ -155,14 +153,24 @@ def _aggregate(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
   return row
 
 
-def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
-  """The seeds' G trajectories averaged step by step (steps every seed logged)."""
+def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
+  """The seeds' G trajectories step by step (steps every seed logged): the mean, and the
+  95% t-interval over seeds in key + "_ci" ([lo, hi] per step; None with one seed)."""
   steps = sorted(set.intersection(*(set(r["trajectory"]["step"]) for r in runs)))
-  out: dict[str, list[float]] = {"step": steps}
-  for key in ("G_stunting", "G_dev"):
+  out: dict[str, list] = {"step": steps}
+  for key in monitor.TRAJECTORY_KEYS:
     per = [dict(zip(r["trajectory"]["step"], r["trajectory"][key])) for r in runs]
-    out[key] = [float(np.nanmean([p[s] if p[s] is not None else np.nan for p in per]))
-                for s in steps]
+    means, cis = [], []
+    for s in steps:
+      values = [p[s] for p in per if p[s] is not None and not math.isnan(p[s])]
+      if len(values) >= 2:
+        mean, lo, hi = stats.t_interval(values)
+        means.append(mean)
+        cis.append([lo, hi])
+      else:
+        means.append(values[0] if values else None)
+        cis.append(None)
+    out[key], out[key + "_ci"] = means, cis
   return out
 
 
@@ -190,7 +198,10 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
   for per_seed in results.values():
     for r, b in zip(per_seed, base):
       r["cost"] = r["step_time"] / b["step_time"] if r["step_time"] and b["step_time"] else None
-      r["G_vs_baseline"] = r["G_stunting"] - b["G_stunting"] if BASELINE in results else None
+      paired = BASELINE in results
+      for key, of in (("G_vs_baseline", "G_stunting"), ("nll_vs_baseline", "test_nll"),
+                      ("G_dev_marked_vs_baseline", "G_dev_marked")):
+        r[key] = r[of] - b[of] if paired and r[of] is not None and b[of] is not None else None
   rows = [_aggregate(name, per_seed) for name, per_seed in results.items()]
   trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
   if jax.process_index() == 0:

@@ -29,7 +29,7 @@ from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import stunting as stunting_lib
-from lookahead_jax.data import builders
+from lookahead_jax.data import builders, pipeline
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
 
 ConfigDict = ml_collections.ConfigDict
@@ -65,6 +65,7 @@ def base_config() -> ConfigDict:
   c.data.seq_len = 128  # T: tokens per row
   c.data.tokenizer = ""  # "": the dataset's own; "sentencepiece:N"; "byte"; a .model; an HF dir
   c.data.text_key = "text"  # the text feature of a TFDS text dataset
+  c.data.answer_only = False  # tsp, path_star: no loss (or score) on the prompt's tokens
   c.data.train_split = "train"
   c.data.val_split = "validation"  # the validation loss during training (train.val_every)
   c.data.packing_bins = 128  # rows packed together at once (first-fit over this many)
@@ -107,6 +108,7 @@ def base_config() -> ConfigDict:
   c.train.checkpoint_every = 200  # 0: only at the end (and on SIGTERM)
   c.train.keep_checkpoints = 3  # the newest ones kept
   c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
+  c.train.profile_steps = (0, 0)  # steps [first, last) traced into workdir/profile; (0, 0): off
 
   # The training objective (masked.py, DESIGN.md section 8).
   c.objective = ConfigDict()
@@ -277,6 +279,9 @@ def _check_train(t: ConfigDict) -> None:
     _require(0.0 <= t[key] < 1.0, f"train.{key}", t[key], "must be in [0, 1)")
   _require(t.global_batch % t.grad_accum == 0, "train.global_batch", t.global_batch,
            f"must be a multiple of train.grad_accum={t.grad_accum}")
+  window = tuple(t.profile_steps)
+  _require(len(window) == 2 and 0 <= window[0] <= window[1], "train.profile_steps", window,
+           "must be (first, last) steps with 0 <= first <= last; (0, 0) is off")
 
 
 def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
@@ -383,6 +388,10 @@ def validate(config: ConfigDict) -> Settings:
   _require(1 <= d.seq_len <= m.max_len, "data.seq_len", d.seq_len,
            f"must be in [1, model.max_len={m.max_len}]")
   _require(d.packing_bins >= 1, "data.packing_bins", d.packing_bins, "must be >= 1")
+  _require(not d.answer_only or pipeline.base_name(d.name) in pipeline.OWN_VOCABULARY,
+           "data.answer_only", d.answer_only,
+           f"needs a testbed with a prompt and an answer ({', '.join(pipeline.OWN_VOCABULARY)}); "
+           "set it to False")
   for key in ("read_threads", "prefetch"):
     _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
   _check_lookahead(config, mc)
@@ -413,7 +422,8 @@ def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
       dev_lookahead=_dev_lookahead(config, lookahead),
       data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,
                 tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
-                text_key=d.text_key, packing_bins=d.packing_bins, read_threads=d.read_threads),
+                text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
+                read_threads=d.read_threads),
       devices=devices)
 
 

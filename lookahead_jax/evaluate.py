@@ -43,7 +43,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lookahead_jax import decoding, report, sharding, stats
+from lookahead_jax import decoding, monitor, report, sharding, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
@@ -273,7 +273,8 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     out["path_star"] = path_star_paths(params, config, settings, ev.test_split,
                                        ev.tsp_instances, max(ev.widths))
   if jax.process_index() == 0:
-    report.write_eval(out, hist[best_row], test["mark"], epath.Path(workdir) / "eval")
+    report.write_eval(out, hist[best_row], test["mark"], epath.Path(workdir) / "eval",
+                      monitor.trajectory(workdir))
   return out
 
 

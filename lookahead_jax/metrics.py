@@ -133,3 +133,30 @@ def sum_over_processes(counters: dict[str, int]) -> dict[str, int]:
   gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.int64)
   totals = (gathered[..., 0] << 31) + gathered[..., 1]
   return dict(zip(counters, map(int, totals.sum(0))))
+
+
+class Profile:
+  """A jax.profiler trace of the training steps that start at step first .. last-1.
+
+  `step(n, state)` before the step that starts at step n: the trace starts at n == first
+  and stops (after the traced steps finished) at n == last, written to `workdir/profile`
+  for TensorBoard's profile plugin or Perfetto. first == last: off.
+  """
+
+  def __init__(self, workdir: str, first: int, last: int):
+    self.dir, self.first, self.last = os.path.join(workdir, "profile"), first, last
+    self.active = False
+
+  def step(self, n: int, state) -> None:
+    if n == self.first < self.last:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+    elif n == self.last:
+      self.stop(state)
+
+  def stop(self, state=None) -> None:
+    """Ends the trace once `state` (the newest step's output) is computed."""
+    if self.active:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False

@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import sharding
 from lookahead_jax import stunting as stunting_lib
@@ -27,6 +29,7 @@ from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
 
 Array = jax.Array
+TRAJECTORY_KEYS = ("G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked")
 
 
 def held_out_gains(params, batch, rng, *, config: model_lib.Config,
@@ -104,3 +107,17 @@ class Monitor:
                       gains["monitor_G_dev"])
     self.last = dict(gains, step=step)
     return gains
+
+
+def trajectory(workdir: str) -> dict[str, list[float | None]]:
+  """The monitor's G over a run's training, from its metrics log.
+
+  {"step": [...]} and one list per TRAJECTORY_KEYS entry (None where a monitoring batch
+  had no marked token); empty lists when the run was not monitored (or not trained here).
+  """
+  logged = (epath.Path(workdir) / metrics_lib.JSONL).exists()
+  records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r] if logged else []
+  out: dict[str, list] = {"step": [r["step"] for r in records]}
+  for key in TRAJECTORY_KEYS:
+    out[key] = [r.get(f"monitor_{key}") for r in records]
+  return out

@@ -232,10 +232,13 @@ def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
 
 
 def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
-               out: str | os.PathLike) -> None:
-  """report.json and the plots in `out`; prints the tables."""
+               out: str | os.PathLike, trajectory: dict[str, list] | None = None) -> None:
+  """report.json and the plots in `out` (G_trajectory.png for a monitored run's
+  `trajectory`); prints the tables."""
   write_json(epath.Path(out) / "report.json", report)
   eval_plots(report, token_g, mark, out)
+  if trajectory and trajectory["step"]:
+    trajectory_plot({"this run": trajectory}, epath.Path(out) / "G_trajectory.png")
   print(eval_table(report))
   if "tsp" in report:
     print(tsp_table(report["tsp"]))
@@ -254,11 +257,14 @@ COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("G_dev_marked", "G marked (dev)", "+.4f"),
     ("gain_stunting", "gain q_H (stunting)", "+.4f"),
     ("control_stunting", "gain q_1 (stunting)", "+.4f"), ("G_vs_baseline", "G vs none", "+.4f"),
+    ("G_dev_marked_vs_baseline", "G marked (dev) vs none", "+.4f"),
+    ("nll_vs_baseline", "NLL vs none", "+.4f"),
     ("toward", "toward", ".1%"),
     ("skipped", "skipped", ".0f"), ("tsp_greedy_gap", "tsp greedy gap", ".3f"),
     ("tsp_beam_gap", "tsp beam gap", ".3f"),
     ("first_node_greedy", "first node (greedy)", ".3f"),
-    ("first_node_beam", "first node (beam)", ".3f"), ("cost", "step time / baseline", ".2f"))
+    ("first_node_beam", "first node (beam)", ".3f"), ("path_greedy", "path (greedy)", ".3f"),
+    ("path_beam", "path (beam)", ".3f"), ("cost", "step time / baseline", ".2f"))
 
 
 def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "") -> str:
@@ -298,16 +304,29 @@ def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, 
   fig.suptitle(f"Stunting comparison on {dataset} (95% intervals)")
   save_figure(fig, epath.Path(out) / "compare.png")
 
+  trajectory_plot(trajectories, epath.Path(out) / "G_trajectory.png")
+
+
+def trajectory_plot(trajectories: dict[str, dict[str, list]], path: str | os.PathLike) -> None:
+  """G of the dev lookahead over training (marked tokens, all tokens), one line per run
+  name, with its 95% band where the series has one (key + "_ci", [lo, hi] per step)."""
   fig, axes = figure(1, 2, size=(11, 4))
-  for ax, key, title in ((axes[0], "G_stunting", "stunting lookahead"),
-                         (axes[1], "G_dev", "dev lookahead")):
-    for mode, series in trajectories.items():
-      if series.get("step"):
-        ax.plot(series["step"], series[key], "-o", ms=3, label=mode)
+  for ax, key, title in ((axes[0], "G_dev_marked", "needs-lookahead tokens"),
+                         (axes[1], "G_dev", "all tokens")):
+    for name, series in trajectories.items():
+      if not series.get("step"):
+        continue
+      steps = np.asarray(series["step"])
+      values = np.array([np.nan if v is None else v for v in series[key]], float)
+      (line,) = ax.plot(steps, values, "-o", ms=3, label=name)
+      cis = series.get(key + "_ci") or []
+      if any(c is not None for c in cis):
+        lo, hi = (np.array([np.nan if c is None else c[i] for c in cis], float) for i in (0, 1))
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("G on held-out batches (nats/token)")
-    ax.set_title(f"G over training, {title}", fontsize=10)
+    ax.set_title(f"G of the dev lookahead over training, {title}", fontsize=10)
     if ax.get_legend_handles_labels()[0]:  # runs without monitoring have no trajectory
       ax.legend(fontsize=7)
-  save_figure(fig, epath.Path(out) / "G_trajectory.png")
+  save_figure(fig, path)

@@ -522,9 +522,13 @@ def train_and_evaluate(config: ConfigDict, settings: Settings, workdir: str) -> 
             f"{t.max_nonfinite_in_a_row}); the last good state is saved at step {step} in "
             f"{manager.directory}. Lower train.learning_rate or check the data")
 
+    profile = metrics_lib.Profile(workdir, *t.profile_steps)
+    stack.callback(lambda: profile.stop(state))
     while step < t.steps and not preempted:
-      batch = pipeline.global_batch(next(train_iter), batch_sharding)
-      state, metrics = step_fn(state, batch)
+      profile.step(step, state)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = pipeline.global_batch(next(train_iter), batch_sharding)
+        state, metrics = step_fn(state, batch)
       step += 1
       bar.update()
       if pending is not None:

@@ -7,6 +7,7 @@ import pytest
 from etils import epath
 
 from lookahead_jax import compare, stunting
+from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError
 
 from conftest import REPO, RHYME_TEST_OPTIONS
@@ -63,12 +64,24 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   # The files go through etils.epath (local or gs://); read them back the same way.
   saved = json.loads((epath.Path(tmp_path) / "compare.json").read_text())
   assert saved["rows"] == rows and saved["seeds"] == 2
-  assert saved["trajectories"]["v1_token"]["step"]  # G over training, from the monitor
+  trajectory = saved["trajectories"]["v1_token"]  # G over training, from the monitor
+  assert trajectory["step"] and len(trajectory["G_dev_marked_ci"]) == len(trajectory["step"])
   for name in ("compare.png", "G_trajectory.png"):
     assert (epath.Path(tmp_path) / name).read_bytes()[:4] == b"\x89PNG"
   table = (epath.Path(tmp_path) / "compare.md").read_text()
   assert "| v1_token | 2 |" in table and "G (stunting la.)" in table
   assert table.strip() in capsys.readouterr().out
+
+  # Extended to a third seed, the comparison trains only the new run.
+  def trained_steps(seed):
+    return [r["step"] for r in metrics_lib.read(str(tmp_path / "none" / f"seed_{seed}"))
+            if "loss" in r]
+
+  before = [trained_steps(s) for s in (0, 1)]
+  rows = compare.run(f"{spec}:none", str(tmp_path), sets, seeds=3)
+  assert rows[0]["seeds"] == 3 and sorted(os.listdir(tmp_path / "none")) == [
+      "seed_0", "seed_1", "seed_2"]
+  assert [trained_steps(s) for s in (0, 1)] == before and trained_steps(2)
 
 
 def test_bad_assignments_are_one_line_errors(tmp_path):

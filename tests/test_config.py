@@ -66,6 +66,10 @@ def test_the_tiny_config_is_valid(config):
     ({"stunting.contrast": "p"}, "stunting.contrast='p': use one of control, naive"),
     ({"stunting.distill": -1.0}, "stunting.distill=-1.0: must be >= 0"),
     ({"eval.bootstrap": 0}, "eval.bootstrap=0: must be >= 1"),
+    ({"train.profile_steps": (5, 2)}, "train.profile_steps=(5, 2): must be (first, last) steps "
+                                      "with 0 <= first <= last; (0, 0) is off"),
+    ({"data.answer_only": True}, "data.answer_only=True: needs a testbed with a prompt and an "
+                                 "answer (tsp, path_star); set it to False"),
     ({"objective.kind": "bert"}, "objective.kind='bert': use one of next_token, spectrum"),
     ({"objective.rho": 0.8, "objective.suffix": 0.5},
      "objective.suffix=0.5: must be in [0, 1 - objective.rho=0.2]"),

@@ -70,6 +70,19 @@ def test_vary_lengths_gives_several_arm_lengths_and_any_goal_arm():
   assert lengths == goal_lengths == {2, 3, 4, 5}
 
 
+def test_goal_anywhere_ends_paths_inside_arms_as_well_as_at_leaves():
+  rng = np.random.default_rng(2)
+  depths, leaf = set(), set()
+  for _ in range(300):
+    x = path_star.sample_graph(rng, 2, 5, 50, False, goal_anywhere=True)
+    assert path_star.is_valid_path(x.path, x)
+    arm = next(a for a in _arms(x) if a[0] == x.path[1])
+    assert x.path[1:] == arm[:len(x.path) - 1]  # a prefix of its arm, never the first node
+    depths.add(len(x.path) - 1)
+    leaf.add(x.goal == arm[-1])
+  assert depths == {2, 3, 4} and leaf == {True, False}
+
+
 def test_edges_are_shuffled_and_sampling_is_reproducible():
   a = path_star.sample_graph(np.random.default_rng(7), 4, 5, 50, False)
   assert a == path_star.sample_graph(np.random.default_rng(7), 4, 5, 50, False)
@@ -115,6 +128,23 @@ def test_tokenizer_layout_and_round_trip():
     tok.encode("10 3 ?")
   with pytest.raises(ValueError, match="not a path-star text"):
     tok.encode("1 > 2")
+
+
+def test_a_uniformly_guessed_arm_scores_one_over_the_degree():
+  # The evaluation's first-node accuracy of a "model" that walks a uniformly drawn arm of
+  # the source (it knows the edges, not the goal): 1/d within a binomial tolerance.
+  rng = np.random.default_rng(4)
+  for degree in (2, 3):
+    graphs = [path_star.sample_graph(rng, degree, 5, 50, True) for _ in range(2000)]
+    guessed = []
+    for x in graphs:
+      arm = _arms(x)[int(rng.integers(degree))]
+      guessed.append([x.source] + arm)
+    accuracy = path_star.first_node_accuracy(guessed, [x.path for x in graphs])
+    chance = path_star.chance_first_node(degree)
+    assert abs(accuracy - chance) < 4 * np.sqrt(chance * (1 - chance) / len(graphs))
+    whole = path_star.path_accuracy(guessed, [x.path for x in graphs])
+    assert whole == accuracy  # a right arm walked to its leaf is the whole path
 
 
 def test_decode_path():
@@ -197,3 +227,28 @@ def test_pipeline_marks_the_first_node_target(tmp_path):
   with pytest.raises(ValueError, match="path_star is stored as tokens of its own vocabulary"):
     pipeline.make_iterator("path_star", "test", seq_len=64, global_batch_size=2,
                            data_dir=tmp_path, options=TINY, tokenizer="byte")
+
+
+def test_answer_only_weights_the_path_and_not_the_prompt(tmp_path):
+  from lookahead_jax.data import pipeline  # imports jax and grain
+
+  tok = builders.default_tokenizer("path_star", **TINY)
+  kwargs = dict(seq_len=64, global_batch_size=2, data_dir=tmp_path, options=TINY,
+                process_index=0, process_count=1)
+  everything = list(pipeline.make_ordered_iterator("path_star", "test", **kwargs))
+  answers = list(pipeline.make_ordered_iterator("path_star", "test", answer_only=True, **kwargs))
+  found = 0
+  for b, a in zip(everything, answers, strict=True):
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    np.testing.assert_array_equal(b["weights"], b["segment_ids"] > 0)
+    for row in range(len(b["inputs"])):
+      for s in set(b["segment_ids"][row].tolist()) - {0}:
+        at = b["segment_ids"][row] == s
+        inputs, targets, weights = (x[row][at] for x in (a["inputs"], a["targets"], a["weights"]))
+        path = int(np.flatnonzero(inputs == tok.PATH)[0])  # its target: the source
+        assert weights.tolist() == [0.0] * path + [1.0] * (len(inputs) - path)
+        assert tok.decode_path(targets[weights > 0]) is not None and targets[-1] == tok.eod_id
+        found += 1
+  assert found == TINY["test_size"]
+  with pytest.raises(ValueError, match="answer_only needs a testbed with a prompt and an answer"):
+    pipeline.document_fn("rhyme", tok, answer_only=True)

@@ -41,7 +41,8 @@ def _host(tree):
 
 def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 200, "train.log_every": 20,
-                                        "train.warmup_steps": 20, "train.checkpoint_every": 0})
+                                        "train.warmup_steps": 20, "train.checkpoint_every": 0,
+                                        "train.profile_steps": (3, 5)})
   summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
 
   records = [r for r in metrics.read(str(tmp_path)) if "loss" in r]
@@ -53,6 +54,8 @@ def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   assert summary["data"]["tokens_out"] > 0
   assert all(r["tokens_per_s"] > 0 and r["step_time"] > 0 for r in records)
   assert os.listdir(tmp_path / "tb")
+  traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files]
+  assert any(f.endswith(".xplane.pb") for f in traces)  # train.profile_steps' trace
   printed = capsys.readouterr().out
   assert "summary: rhyme" in printed and "val loss" in printed and "tokens/s" in printed
   saved = json.loads((tmp_path / "config.json").read_text())

@@ -24,6 +24,7 @@ def get_config(mode: str = "none"):
   config = config_lib.base_config()
   config.data.name = "path_star"
   config.data.options.update(degree=2, path_length=5, num_nodes=50, vary_lengths=True,
+                             goal_anywhere=False,
                              train_size=50_000, validation_size=500, test_size=500)
   config.data.seq_len = 48  # an example is at most 35 tokens (+ its EOD)
 

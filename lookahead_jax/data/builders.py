@@ -238,6 +238,7 @@ class PathStarConfig(tfds.core.BuilderConfig):
   path_length: int = 5  # L, nodes of the longest path (source included)
   num_nodes: int = 50  # N, node labels
   vary_lengths: bool = True  # arms of 2 .. L-1 nodes, else all L-1
+  goal_anywhere: bool = False  # the goal is any node of its arm from the 2nd, else its leaf
   train_size: int = 100_000
   validation_size: int = 1_000
   test_size: int = 1_000
@@ -245,7 +246,7 @@ class PathStarConfig(tfds.core.BuilderConfig):
 
 
 class PathStar(_LocalBuilder):
-  """Star graphs, a source and a goal leaf, and the path between them (path_star.py)."""
+  """Star graphs, a source and a goal, and the path between them (path_star.py)."""
 
   BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
 
@@ -281,7 +282,8 @@ class PathStar(_LocalBuilder):
     for split in reversed(_SPLITS):  # test first: it never loses graphs to train
       rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
       kept = path_star.generate_instances(rng, _size(split, cfg), cfg.degree, cfg.path_length,
-                                          cfg.num_nodes, cfg.vary_lengths, exclude=seen)
+                                          cfg.num_nodes, cfg.vary_lengths, cfg.goal_anywhere,
+                                          exclude=seen)
       seen.update(path_star.graph_key(x) for x in kept)
       instances[split] = kept
     tok = path_star_tokenizer(cfg)

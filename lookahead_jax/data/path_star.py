@@ -5,8 +5,9 @@ Pure numpy; no TFDS, so the evaluation can import the accuracy helpers.
 A graph has a source with `d` arms (simple paths leaving the source); node labels are
 distinct random draws out of `0 .. N-1`. With fixed lengths every arm has `L-1` nodes
 after the source; with `vary_lengths` each arm's length is drawn independently and
-uniformly from `2 .. L-1` nodes. The goal is the last node (a leaf) of one arm drawn
-uniformly, independently of the lengths, so neither "the longest arm" nor any other
+uniformly from `2 .. L-1` nodes. The goal is the last node (a leaf; but see
+`goal_anywhere` below) of one arm drawn uniformly, independently of the lengths, so
+neither "the longest arm" nor any other
 rule on lengths beats chance; no arm is shorter than 2 nodes, so the first node after
 the source is never the goal itself (which the query would give away). The edges point
 away from the source and are listed in random order; the target is the path from the
@@ -43,6 +44,11 @@ the leaf, then the end-of-path token); `L-1` reaches the last node of a full-len
 but not the token that tells its leaf from the goal. Caveat: the goal is always a leaf,
 so "end where no edge leaves the node" predicts the end-of-path token as well as "end
 after the goal" in training; only the second gives the lookahead something to score.
+`goal_anywhere` removes that shortcut: the goal is any node of its arm from the second
+on (uniform), so the path often stops before a leaf and only "end after the goal" fits
+the training paths. A wrong arm's continuation then reaches its leaf without meeting
+the goal, a state no training path shows, and the lookahead needs the horizon that gets
+past that leaf: the longest arm plus one (`L`) again.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def check_graph_options(degree: int, path_length: int, num_nodes: int,
 
 
 def sample_graph(rng: np.random.Generator, degree: int, path_length: int, num_nodes: int,
-                 vary_lengths: bool) -> PathStarInstance:
+                 vary_lengths: bool, goal_anywhere: bool = False) -> PathStarInstance:
   """A random star graph (rules in the module docstring) and the path to its goal.
 
   Args:
@@ -87,6 +93,8 @@ def sample_graph(rng: np.random.Generator, degree: int, path_length: int, num_no
     path_length: L, the nodes of the longest possible path, the source included.
     num_nodes: N, labels are drawn from 0 .. N-1; needs N >= 1 + d * (L-1).
     vary_lengths: arm lengths uniform in 2 .. L-1 nodes, else all L-1.
+    goal_anywhere: the goal is the arm's k-th node, k uniform in 2 .. its length; else
+      its leaf.
 
   Returns:
     PathStarInstance: edges (sum of arm lengths pairs), source, goal and the path
@@ -106,6 +114,8 @@ def sample_graph(rng: np.random.Generator, degree: int, path_length: int, num_no
   edges = [(u, v) for arm in arms for u, v in zip([source] + arm[:-1], arm)]
   edges = [edges[i] for i in rng.permutation(len(edges))]
   chosen = arms[int(rng.integers(degree))]
+  if goal_anywhere:
+    chosen = chosen[:int(rng.integers(2, len(chosen) + 1))]
   return PathStarInstance(edges, source, chosen[-1], [source] + chosen)
 
 
@@ -116,7 +126,7 @@ def graph_key(instance: PathStarInstance) -> tuple[int, ...]:
 
 
 def generate_instances(rng: np.random.Generator, count: int, degree: int, path_length: int,
-                       num_nodes: int, vary_lengths: bool,
+                       num_nodes: int, vary_lengths: bool, goal_anywhere: bool = False,
                        exclude: Iterable[tuple[int, ...]] = ()) -> list[PathStarInstance]:
   """`count` instances whose `graph_key` is neither in `exclude` nor repeated."""
   seen = set(exclude)
@@ -126,7 +136,7 @@ def generate_instances(rng: np.random.Generator, count: int, degree: int, path_l
     if sampled > 100 * count + 1000:
       raise RuntimeError(f"found only {len(kept)} of {count} distinct path_star graphs with "
                          f"degree={degree}, path_length={path_length}, num_nodes={num_nodes}")
-    x = sample_graph(rng, degree, path_length, num_nodes, vary_lengths)
+    x = sample_graph(rng, degree, path_length, num_nodes, vary_lengths, goal_anywhere)
     sampled += 1
     key = graph_key(x)
     if key not in seen:
@@ -224,6 +234,10 @@ class PathStarTokenizer:
     for i, (u, v) in enumerate(edges):
       ids += ([self.EDGE_SEP] if i else []) + [self.node_id(u), self.node_id(v)]
     return ids + [self.QUERY, self.node_id(source), self.node_id(goal), self.PATH]
+
+  def prompt_length(self, ids: Sequence[int]) -> int:
+    """Tokens of an example's prompt: up to and including its path marker."""
+    return list(map(int, ids)).index(self.PATH) + 1
 
   def encode_path(self, path: Sequence[int]) -> list[int]:
     """Path tokens [source ... goal] followed by the end-of-path token."""

@@ -12,7 +12,8 @@ A batch, local to this process (b = global_batch_size / process_count rows):
 
     inputs           int32   [b, T]  token ids
     targets          int32   [b, T]  the next token of the same document
-    weights          float32 [b, T]  1.0 where the target is real, 0.0 for padding
+    weights          float32 [b, T]  1.0 where the target is scored, 0.0 for padding (and,
+                                     with answer_only, for a testbed's prompt tokens)
     segment_ids      int32   [b, T]  1, 2, 3, ... per piece within the row, 0 padding
     positions        int32   [b, T]  position of the input within its piece
     needs_lookahead  bool    [b, T]  testbed mark of the TARGET token (False for text)
@@ -23,13 +24,18 @@ packing window), repeated `num_epochs` times (None: forever); a last partial bat
 padded with weight-0 rows. Evaluation (`make_ordered_iterator`): every process packs the
 whole split in order, without shuffling, once; global batches are padded to full size
 and process p takes rows [p*b, (p+1)*b), so all processes run the same number of steps
-and every target token is in exactly one batch with weight 1.
+and every scored target token is in exactly one batch with weight 1.
 
 `iterator.counters()` counts, since the start (restored with the iterator state):
 documents, empty_documents (no content token), short_documents (fewer than T pairs),
 split_documents (cut into pieces), pieces, tokens_in (pairs of the documents started),
-tokens_out (weight-1 targets emitted) and padding (weight-0 targets emitted). After a
-full pass tokens_in == tokens_out.
+tokens_out (real targets emitted) and padding (padding targets emitted). After a full
+pass tokens_in == tokens_out.
+
+`answer_only` (testbeds with their own vocabulary only): the targets inside an example's
+prompt (path_star's edge list and query, tsp's cities) get weight 0, so the loss, the
+validation loss and every evaluation score only the answer (the path, the tour) and the
+EOD after it. The prompt is random: scoring it spends the model on predicting noise.
 """
 
 from __future__ import annotations
@@ -49,33 +55,48 @@ from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions", "needs_lookahead")
 COUNTERS = ("documents", "empty_documents", "short_documents", "split_documents", "pieces",
             "tokens_in", "tokens_out", "padding")
-_PACKED = ("inputs", "targets", "needs_lookahead")
+_PACKED = ("inputs", "targets", "needs_lookahead", "scored")
 _READ_CHUNK = 64  # documents read, tokenized and cut together
-_OWN_VOCABULARY = ("tsp", "path_star")  # stored as tokens and marks of their own vocabulary
+OWN_VOCABULARY = ("tsp", "path_star")  # stored as tokens and marks of their own vocabulary
 
 
-def _base_name(dataset: str) -> str:
+def base_name(dataset: str) -> str:
   """"c4/en:3.1.0" -> "c4"."""
   return dataset.split("/")[0].split(":")[0]
 
 
-_ToTokens = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray]]
+_ToTokens = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def document_fn(dataset: str, tokenizer: Tokenizer, text_key: str = "text") -> _ToTokens:
-  """Record -> (content ids int32 [n], needs-lookahead marks bool [n]) for a dataset."""
-  base = _base_name(dataset)
-  if base in _OWN_VOCABULARY:
-    return lambda r: (np.asarray(r["tokens"], np.int32), np.asarray(r["needs_lookahead"], bool))
+def document_fn(dataset: str, tokenizer: Tokenizer, text_key: str = "text",
+                answer_only: bool = False) -> _ToTokens:
+  """Record -> (content ids int32 [n], needs-lookahead marks bool [n], scored bool [n]).
+
+  scored[i]: content token i is a target of the loss (all, except a testbed's prompt
+  under `answer_only`).
+  """
+  base = base_name(dataset)
+  if answer_only and base not in OWN_VOCABULARY:
+    raise ValueError(f"answer_only needs a testbed with a prompt and an answer "
+                     f"({', '.join(OWN_VOCABULARY)}), not {base!r}")
+  if base in OWN_VOCABULARY:
+    def own(record):
+      ids = np.asarray(record["tokens"], np.int32)
+      start = tokenizer.prompt_length(ids) if answer_only else 0
+      return ids, np.asarray(record["needs_lookahead"], bool), np.arange(len(ids)) >= start
+
+    return own
   marker = {"rhyme": testbeds.rhyme_marks, "article": testbeds.article_marks}.get(base)
-  if marker is not None:
-    return lambda r: marker(tokenizer, _text(r["text"]), r["spans"])
 
-  def plain(record):
-    ids = np.asarray(tokenizer.encode(_text(record[text_key])), np.int32)
-    return ids, np.zeros(len(ids), bool)
+  def text(record):
+    if marker is not None:
+      ids, marks = marker(tokenizer, _text(record["text"]), record["spans"])
+    else:
+      ids = np.asarray(tokenizer.encode(_text(record[text_key])), np.int32)
+      marks = np.zeros(len(ids), bool)
+    return ids, marks, np.ones(len(ids), bool)
 
-  return plain
+  return text
 
 
 def _text(value: bytes | str) -> str:
@@ -87,7 +108,7 @@ class _Pieces(grain.transforms.Map):
   """Document indices int64 [k] -> pieces of at most T (input, target) pairs, in order.
 
   The k records are read in one call. Each document is framed as [EOD] + tokens + [EOD];
-  a piece is {"inputs", "targets", "needs_lookahead": [L <= T], "doc": int64 [4] =
+  a piece is {"inputs", "targets", "needs_lookahead", "scored": [L <= T], "doc": int64 [4] =
   (content tokens, pairs of the document, piece index, pieces of the document)}.
   """
 
@@ -100,9 +121,10 @@ class _Pieces(grain.transforms.Map):
     eod = np.array([self.eod_id], np.int32)
     pieces = []
     for record in self.records.__getitems__(np.asarray(indices).tolist()):
-      content, marks = self.to_tokens(record)
+      content, marks, scored = self.to_tokens(record)
       ids = np.concatenate([eod, content, eod])
       marks = np.concatenate([[False], marks, [False]])
+      scored = np.concatenate([[False], scored, [True]])
       pairs = len(ids) - 1
       count = -(-pairs // self.seq_len)
       for k, start in enumerate(range(0, pairs, self.seq_len)):
@@ -111,6 +133,7 @@ class _Pieces(grain.transforms.Map):
             "inputs": ids[start:stop],
             "targets": ids[start + 1:stop + 1],
             "needs_lookahead": marks[start + 1:stop + 1],
+            "scored": scored[start + 1:stop + 1],
             "doc": np.array([len(content), pairs, k, count], np.int64),
         })
     return pieces
@@ -145,7 +168,7 @@ class _Row(grain.transforms.Map):
     return {
         "inputs": row["inputs"].astype(np.int32),
         "targets": row["targets"].astype(np.int32),
-        "weights": (seg > 0).astype(np.float32),
+        "weights": ((seg > 0) & row["scored"].astype(bool)).astype(np.float32),
         "segment_ids": seg,
         "positions": row["inputs_positions"].astype(np.int32),
         "needs_lookahead": row["needs_lookahead"].astype(bool),
@@ -232,14 +255,14 @@ def _layout(process_index: int | None, process_count: int | None, global_batch_s
   return index, count, global_batch_size // count
 
 
-def _source(dataset: str, split: str, data_dir, options, tokenizer, text_key):
+def _source(dataset: str, split: str, data_dir, options, tokenizer, text_key, answer_only):
   """(records, tokenizer, record -> (ids, marks)) after checking that they go together."""
   options = dict(options or {})
   records = builders.data_source(dataset, split, data_dir, **options)
-  base = _base_name(dataset)
+  base = base_name(dataset)
   expected = builders.default_tokenizer(base, **options)
   tokenizer = expected if tokenizer is None else get_tokenizer(tokenizer)
-  if base in _OWN_VOCABULARY:
+  if base in OWN_VOCABULARY:
     if not (isinstance(tokenizer, type(expected)) and tokenizer.vocab_size == expected.vocab_size):
       raise ValueError(f"{base} is stored as tokens of its own vocabulary: pass tokenizer=None "
                        f"(or builders.default_tokenizer({base!r}, **options))")
@@ -248,7 +271,7 @@ def _source(dataset: str, split: str, data_dir, options, tokenizer, text_key):
     if text_key not in features:
       raise ValueError(f"dataset {dataset!r} has no feature {text_key!r} (features: "
                        f"{', '.join(features)}); pass text_key=")
-  return records, tokenizer, document_fn(dataset, tokenizer, text_key)
+  return records, tokenizer, document_fn(dataset, tokenizer, text_key, answer_only)
 
 
 def _packed_rows(docs: grain.MapDataset, records, tokenizer: Tokenizer, to_tokens,
@@ -266,7 +289,7 @@ def _packed_rows(docs: grain.MapDataset, records, tokenizer: Tokenizer, to_token
       ds, length_struct={k: seq_len for k in _PACKED}, num_packing_bins=packing_bins,
       seed=seed, shuffle_bins=shuffle, meta_features=("doc",),
       padding_struct={"inputs": tokenizer.pad_id, "targets": tokenizer.pad_id,
-                      "needs_lookahead": False})
+                      "needs_lookahead": False, "scored": False})
   return ds.map(_Row(seq_len))
 
 
@@ -275,8 +298,8 @@ def make_dataset(dataset: str, split: str, *, seq_len: int, global_batch_size: i
                  data_dir: str | os.PathLike | None = None, seed: int = 0, shuffle: bool = True,
                  num_epochs: int | None = None, process_index: int | None = None,
                  process_count: int | None = None, options: Mapping[str, Any] | None = None,
-                 text_key: str = "text", packing_bins: int = 128, read_threads: int = 0,
-                 prefetch: int = 2) -> grain.IterDataset:
+                 text_key: str = "text", answer_only: bool = False, packing_bins: int = 128,
+                 read_threads: int = 0, prefetch: int = 2) -> grain.IterDataset:
   """The training pipeline as a grain IterDataset; `iter()` of it is a `BatchIterator`.
 
   Args:
@@ -294,13 +317,15 @@ def make_dataset(dataset: str, split: str, *, seq_len: int, global_batch_size: i
     process_index, process_count: this process's shard; default jax's.
     options: builder options (e.g. {"paths": [...]} for text_files).
     text_key: the text feature of a TFDS text dataset.
+    answer_only: weight 0 on a testbed's prompt targets (module docstring).
     packing_bins: rows packed together (more: less padding, more memory).
     read_threads: threads reading and tokenizing documents (0: in the iterating
       thread; reading is mostly Python, so threads only pay off with spare cores).
     prefetch: batches prepared ahead in a background thread (0: none).
   """
   index, count, rows = _layout(process_index, process_count, global_batch_size, seq_len)
-  records, tokenizer, to_tokens = _source(dataset, split, data_dir, options, tokenizer, text_key)
+  records, tokenizer, to_tokens = _source(dataset, split, data_dir, options, tokenizer, text_key,
+                                      answer_only)
   docs = grain.MapDataset.range(len(records))[index::count]
   if shuffle:
     docs = docs.shuffle(seed)
@@ -324,14 +349,16 @@ def make_ordered_iterator(dataset: str, split: str, *, seq_len: int, global_batc
                        data_dir: str | os.PathLike | None = None,
                        process_index: int | None = None, process_count: int | None = None,
                        options: Mapping[str, Any] | None = None, text_key: str = "text",
-                       packing_bins: int = 128, read_threads: int = 0) -> BatchIterator:
+                       answer_only: bool = False, packing_bins: int = 128,
+                       read_threads: int = 0) -> BatchIterator:
   """One ordered pass over a split; every target token is in exactly one batch.
 
   Same arguments as `make_dataset` (no shuffling, no repetition). All processes read the
   whole split and yield the same number of batches.
   """
   index, count, rows = _layout(process_index, process_count, global_batch_size, seq_len)
-  records, tokenizer, to_tokens = _source(dataset, split, data_dir, options, tokenizer, text_key)
+  records, tokenizer, to_tokens = _source(dataset, split, data_dir, options, tokenizer, text_key,
+                                      answer_only)
   docs = grain.MapDataset.range(len(records))
   ds = _packed_rows(docs, records, tokenizer, to_tokens, seq_len, packing_bins, 0, False,
                     read_threads)

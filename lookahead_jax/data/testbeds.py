@@ -14,6 +14,11 @@ food's own colour when it has rhymes, else a random rhymable one: so "Cheddar is
 in a poem is never "orange"), and the second line ends with a rhyme of it.
 Mark: the characters of the colour word that ends each first line (`spans`); every token
 that overlaps them needs lookahead (choosing it means knowing that a rhyme follows).
+What it measures: the heuristic case. Any rhymable colour is right, so the rule "in a
+poem, end a first line in a rhymable colour" predicts the marked tokens as well as a
+search for a rhyme would; a model learns the rule under teacher forcing and explicit
+lookahead has nothing left to add (measured: G at or just below 0 after training, README
+"Stunting comparison"). A testbed where lookahead beats every fixed rule is path_star.
 
 **article**: riddles "This animal has big ears and long tusks. It is an elephant." The
 clue determines the noun, and the article ("a" or "an") must anticipate the noun's first

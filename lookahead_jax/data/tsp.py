@@ -276,6 +276,10 @@ class TspTokenizer:
     ids = [self.coord_id(v) for xy in np.asarray(coords).tolist() for v in xy]
     return ids + [self.SEP]
 
+  def prompt_length(self, ids: Sequence[int]) -> int:
+    """Tokens of an example's prompt: the coordinates and the separator."""
+    return list(map(int, ids)).index(self.SEP) + 1
+
   def encode_tour(self, tour: Sequence[int]) -> list[int]:
     return [self.city_id(c) for c in tour]
 

@@ -7,13 +7,15 @@ lookahead and with its dev lookahead (the evaluation suite restricted to those t
 tau and lam chosen on validation for the lookahead and its horizon-1 control, gains on
 test). One table and two plots compare the modes:
 
-  naive test NLL; the lookahead-specific gain G = gain(q_H) - gain(q_1) of the stunting
-  and of the dev lookahead, over all tokens and on the tokens the testbed marks as
-  needing lookahead; gain(q_H) and gain(q_1) of the stunting lookahead; the share of
-  toward tokens during training and the updates v1_update skipped; on tsp, the validity
-  and the optimality gap of greedy and beam decoding; on path_star, the first-node and
-  whole-path accuracy of greedy and beam decoding; the training cost (median step time
-  over the baseline's, the run with mode "none"); G over training (the monitor).
+  naive test NLL; for masked models (objective.kind="spectrum") the pseudo-NLL and the
+  bidirectional next-token readout NLL; the lookahead-specific gain G = gain(q_H) -
+  gain(q_1) of the stunting and of the dev lookahead, over all tokens and on the tokens
+  the testbed marks as needing lookahead; gain(q_H) and gain(q_1) of the stunting
+  lookahead; the share of toward tokens during training and the updates v1_update
+  skipped; on tsp, the validity and the optimality gap of greedy and beam decoding; on
+  path_star, the first-node and whole-path accuracy of greedy and beam decoding; the
+  training cost (median step time over the baseline's, the run with mode "none"); G over
+  training (the monitor).
 
 With one seed, intervals are the evaluation's bootstrap over test rows; with several,
 mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
@@ -42,7 +44,8 @@ from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, validate
 
 BASELINE = "none"
-METRICS = ("test_nll", "G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked",
+METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunting_marked",
+           "G_dev_marked",
            "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
            "tsp_beam_gap", "first_node_greedy", "first_node_beam", "path_greedy", "path_beam",
            "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "nll_vs_baseline")
@@ -117,6 +120,9 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
          "path_greedy": paths.get("greedy", {}).get("path"),
          "path_beam": paths.get("beam", {}).get("path"),
          "trajectory": monitor.trajectory(workdir)}
+  for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
+    if key in rep.get("masked", {}):
+      out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
   for label, setup in (("stunting", setups[0]), ("dev", setups[1])):
     test = _best(rep, *setup)["test"]
     for suffix, part in (("", "all"), ("_marked", "marked")):

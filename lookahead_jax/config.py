@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from lookahead_jax import gpt2, sharding
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.data import builders, pipeline
@@ -48,9 +49,10 @@ def base_config() -> ConfigDict:
   """The schema: every key a command reads, with its default. configs/*.py start here.
 
   Sections: seed; data; lookahead (the lookahead that amplifies predictions; evaluation
-  and stunting read it); model (model.Config's fields); pretrained; train; mesh;
-  stunting; eval (the lookahead evaluation suite). The result is locked: new keys
-  cannot be added, except inside data.options (the builder's own options).
+  and stunting read it); model (model.Config's fields); pretrained; train; objective
+  (next-token or the mask spectrum, masked.py); mesh; stunting; eval (the lookahead
+  evaluation suite). The result is locked: new keys cannot be added, except inside
+  data.options (the builder's own options).
   """
   c = ConfigDict()
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
@@ -107,6 +109,14 @@ def base_config() -> ConfigDict:
   c.train.keep_checkpoints = 3  # the newest ones kept
   c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
   c.train.profile_steps = (0, 0)  # steps [first, last) traced into workdir/profile; (0, 0): off
+
+  # The training objective (masked.py, DESIGN.md section 8).
+  c.objective = ConfigDict()
+  c.objective.kind = "next_token"  # next_token | spectrum (next-token and masked examples)
+  c.objective.rho = 1.0  # spectrum: share of next-token examples (1: GPT, 0: BERT-like)
+  c.objective.suffix = 0.0  # spectrum: share of examples whose suffix from a cut is masked
+  c.objective.mask_rate = 0.15  # spectrum: share r of each span example's tokens masked
+  c.objective.mean_span = 0.0  # spectrum: mean span length s (>= 1); 0: tokens independent
 
   c.mesh = ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axis
@@ -180,6 +190,7 @@ class Settings:
   tokenizer:     the tokenizer the data is read with.
   lookahead:     the config's lookahead section (paths end at the tokenizer's EOD).
   stunting:      the stunted step's settings (v4 resolved to its base with SMC).
+  objective:     the training objective, with the tokenizer's [MASK] id.
   monitor:       the stunting lookahead the monitor reads (lookahead for modes without one).
   dev_lookahead: the monitoring lookahead that stunting never uses.
   data:          keyword arguments of the input pipeline (pipeline.make_iterator).
@@ -190,6 +201,7 @@ class Settings:
   tokenizer: Tokenizer
   lookahead: lookahead_lib.Lookahead
   stunting: stunting_lib.Stunting
+  objective: masked_lib.Objective
   monitor: lookahead_lib.Lookahead
   dev_lookahead: lookahead_lib.Lookahead
   data: dict[str, Any]
@@ -313,6 +325,20 @@ def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
     raise ConfigError(f"stunting: {e}") from None
 
 
+def _objective(config: ConfigDict, mask_id: int) -> masked_lib.Objective:
+  return masked_lib.Objective(**config.objective.to_dict(), mask_id=mask_id)
+
+
+def _check_objective(config: ConfigDict) -> None:
+  try:
+    _objective(config, 0).check()
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _require(config.objective.kind == "next_token" or config.stunting.mode == "none",
+           "stunting.mode", config.stunting.mode, "the masked objective (objective.kind="
+           "'spectrum') trains without stunting; set stunting.mode='none'")
+
+
 def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
   for key in ("batch_size", "tsp_instances", "bootstrap"):
     _require(ev[key] >= 1, f"eval.{key}", ev[key], "must be >= 1")
@@ -369,6 +395,7 @@ def validate(config: ConfigDict) -> Settings:
   for key in ("read_threads", "prefetch"):
     _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
   _check_lookahead(config, mc)
+  _check_objective(config)
   _check_eval(config.eval, mc, devices)
   if config.pretrained:
     _check_pretrained(config.pretrained, mc)
@@ -376,7 +403,9 @@ def validate(config: ConfigDict) -> Settings:
   _require(m.vocab_size >= tokenizer.vocab_size, "model.vocab_size", m.vocab_size,
            f"the {d.name} tokenizer has {tokenizer.vocab_size} tokens; set model.vocab_size="
            f"{tokenizer.vocab_size} (or more)")
-
+  _require(config.objective.kind == "next_token" or m.vocab_size > tokenizer.mask_id,
+           "model.vocab_size", m.vocab_size, f"the masked objective needs [MASK] (id "
+           f"{tokenizer.mask_id}); set model.vocab_size={tokenizer.mask_id + 1} (or more)")
   return derive(config, tokenizer, devices)
 
 
@@ -388,7 +417,8 @@ def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
   stunt = _stunting(config, lookahead)
   return Settings(
       model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
-      lookahead=lookahead, stunting=stunt, monitor=stunt.lookahead or lookahead,
+      lookahead=lookahead, stunting=stunt, objective=_objective(config, tokenizer.mask_id),
+      monitor=stunt.lookahead or lookahead,
       dev_lookahead=_dev_lookahead(config, lookahead),
       data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,
                 tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),

@@ -10,7 +10,9 @@ parameter pytree, and everything else calls the one pure function
     forward(params, tokens[b, n], positions[b, n], cache, config=...)
         -> (logits[b, n, V] float32, cache)
 
-used for training (`cache=None`: causal attention within each segment; the returned cache
+used for training (`cache=None`: causal attention within each segment, or bidirectional
+for the rows the per-example flag `bidirectional` marks (the masked objective, masked.py),
+with one parameter set; the returned cache
 holds every layer's keys/values of the teacher-forced pass), for prefill and for
 one-token-at-a-time decoding (a preallocated `Cache`, written at `cache.index`).
 
@@ -258,7 +260,7 @@ class GPT(nnx.Module):
                               param_dtype=pdtype, rngs=rngs)
 
   def __call__(self, tokens, positions, cache=None, segment_ids=None, dropout_rng=None,
-               myopic=False):
+               myopic=False, bidirectional=None):
     cfg = self.config
     b, n = tokens.shape
     if segment_ids is None:
@@ -271,8 +273,12 @@ class GPT(nnx.Module):
       key_slots = jnp.arange(cache.segment_ids.shape[1])
       key_segments = jax.lax.dynamic_update_slice_in_dim(
           cache.segment_ids, segment_ids.astype(jnp.int32), cache.index, axis=1)
-    # mask [b, n, S]: earlier-or-same slot of the same (non-padding) segment.
-    mask = ((key_slots[None, None, :] <= query_slots[None, :, None])
+    # mask [b, n, S]: earlier-or-same slot (any slot in a bidirectional row) of the same
+    # (non-padding) segment.
+    order = key_slots[None, None, :] <= query_slots[None, :, None]
+    if bidirectional is not None:
+      order = order | bidirectional[:, None, None]
+    mask = (order
             & (key_segments[:, None, :] == segment_ids[:, :, None])
             & (key_segments[:, None, :] > 0))
     if dropout_rng is None or cfg.dropout == 0.0:
@@ -325,6 +331,7 @@ def forward(
     segment_ids: Array | None = None,
     dropout_rng: Array | None = None,
     myopic: bool = False,
+    bidirectional: Array | None = None,
 ) -> tuple[Array, Cache]:
   """The model as a pure function of its parameters.
 
@@ -333,11 +340,13 @@ def forward(
   segment_ids: [b, n] int32; tokens attend only within their segment (0 = padding).
   dropout_rng: enables dropout (training) when the config has any.
   myopic:      attention to earlier positions reads stop-gradient keys/values (training).
+  bidirectional: None (every row causal), or [b] bool: rows that attend to every slot of
+               their segment, later ones included (the masked objective).
   Returns logits [b, n, V] float32 and the cache with these tokens' keys/values added
   (for `cache=None`, a new cache holding exactly the n tokens).
   """
   model = nnx.merge(graphdef(config), params)
-  return model(tokens, positions, cache, segment_ids, dropout_rng, myopic)
+  return model(tokens, positions, cache, segment_ids, dropout_rng, myopic, bidirectional)
 
 
 def num_params(params: Params) -> int:

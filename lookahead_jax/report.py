@@ -251,6 +251,7 @@ def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
 
 COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("mode", "mode", "s"), ("seeds", "seeds", "d"), ("test_nll", "test NLL", ".4f"),
+    ("pll_nll", "pseudo-NLL", ".4f"), ("readout_nll", "readout NLL (bidir.)", ".4f"),
     ("G_stunting", "G (stunting la.)", "+.4f"), ("G_dev", "G (dev la.)", "+.4f"),
     ("G_stunting_marked", "G marked (stunting)", "+.4f"),
     ("G_dev_marked", "G marked (dev)", "+.4f"),
@@ -326,5 +327,6 @@ def trajectory_plot(trajectories: dict[str, dict[str, list]], path: str | os.Pat
     ax.set_xlabel("step")
     ax.set_ylabel("G on held-out batches (nats/token)")
     ax.set_title(f"G of the dev lookahead over training, {title}", fontsize=10)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # runs without monitoring have no trajectory
+      ax.legend(fontsize=7)
   save_figure(fig, path)

@@ -43,6 +43,7 @@ from jax.sharding import PartitionSpec as P
 
 from lookahead_jax import checkpoint, gpt2, report, sharding
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import monitor as monitor_lib
@@ -188,7 +189,8 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=model_cfg,
                                     segment_ids=batch["segment_ids"],
                                     dropout_rng=dropout_key if dropout else None,
-                                    myopic=stunt.mode == "myopic")
+                                    myopic=stunt.mode == "myopic",
+                                    bidirectional=batch.get("bidirectional"))
   targets, weights = batch["targets"], batch["weights"]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [b, T]
   aux = {"ce_sum": jnp.sum(ce * weights), "tokens": jnp.sum(weights),
@@ -240,7 +242,9 @@ def _micro_batches(batch: Mapping[str, Array], k: int, micro_sharding) -> dict[s
 def train_step(state: TrainState, batch: Mapping[str, Array], *,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                model_cfg: model_lib.Config, stunt: stunting_lib.Stunting, grad_accum: int,
-               micro_sharding: NamedSharding) -> tuple[TrainState, dict[str, Array]]:
+               micro_sharding: NamedSharding,
+               objective: masked_lib.Objective = masked_lib.NEXT_TOKEN
+               ) -> tuple[TrainState, dict[str, Array]]:
   """One optimizer step on a global batch [B, T]; a non-finite step changes only counters.
 
   One forward pass per micro-batch gives the loss and the alignment A; the gradient of the
@@ -252,6 +256,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *,
   non-finite counters go up.
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  batch = masked_lib.apply(batch, jax.random.fold_in(rng, masked_lib.STREAM), objective)
   norm = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
   target = -state.balance_debt / grad_accum  # v3_balance: pay back earlier imbalance
   lookahead = stunt.lookahead is not None
@@ -339,7 +344,7 @@ def jit_train_step(config: ConfigDict, settings: Settings, mesh: jax.sharding.Me
   """`train_step` jitted over the mesh: state in its shardings (donated), batch split."""
   step = functools.partial(
       train_step, tx=tx, schedule=schedule, model_cfg=settings.model, stunt=settings.stunting,
-      grad_accum=config.train.grad_accum,
+      grad_accum=config.train.grad_accum, objective=settings.objective,
       micro_sharding=NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
   return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
@@ -349,8 +354,6 @@ def jit_val_step(settings: Settings, mesh: jax.sharding.Mesh, shardings: TrainSt
   step = functools.partial(val_step, model_cfg=settings.model)
   return jax.jit(step, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
-
-
 
 
 # ----------------------------------------------------------------------------- parameters

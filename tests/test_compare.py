@@ -92,3 +92,20 @@ def test_bad_assignments_are_one_line_errors(tmp_path):
     compare.run("configs/experiments/nope.py", str(tmp_path))
   with pytest.raises(ConfigError, match="--seeds=0: give at least 1"):
     compare.run(spec, str(tmp_path), seeds=0)
+
+
+MASKED = os.path.join(REPO, "configs", "experiments", "masked_rho.py")
+
+
+def test_the_masked_experiment_config_runs_the_rho_spectrum_without_stunting():
+  runs = compare.load(MASKED)
+  assert [(name, c.objective.rho) for name, c in runs] == [
+      ("rho_1", 1.0), ("rho_0.5", 0.5), ("rho_0.1", 0.1)]
+  assert compare.load(MASKED + ":bert")[0][1].objective.rho == 0.0
+  for _, config in runs:
+    assert config.objective.kind == "spectrum" and config.stunting.mode == "none"
+    assert config.model.vocab_size == 385  # 384 SentencePiece pieces and [MASK]
+  with open(MASKED, encoding="utf-8") as f:
+    assert [line for line in f if line.startswith(("import", "from"))] == [
+        "from lookahead_jax import config as config_lib\n"]
+

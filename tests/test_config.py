@@ -70,6 +70,17 @@ def test_the_tiny_config_is_valid(config):
                                       "with 0 <= first <= last; (0, 0) is off"),
     ({"data.answer_only": True}, "data.answer_only=True: needs a testbed with a prompt and an "
                                  "answer (tsp, path_star); set it to False"),
+    ({"objective.kind": "bert"}, "objective.kind='bert': use one of next_token, spectrum"),
+    ({"objective.rho": 0.8, "objective.suffix": 0.5},
+     "objective.suffix=0.5: must be in [0, 1 - objective.rho=0.2]"),
+    ({"objective.mask_rate": 0.6, "objective.mean_span": 1.0},
+     "objective.mean_span=1.0: spans this short cannot cover objective.mask_rate=0.6; use "
+     "mean_span >= 1.5 (or 0)"),
+    ({"objective.kind": "spectrum"}, "model.vocab_size=258: the masked objective needs [MASK] "
+                                     "(id 258); set model.vocab_size=259"),
+    ({"objective.kind": "spectrum", "model.vocab_size": 259, "stunting.mode": "v1_token"},
+     "stunting.mode='v1_token': the masked objective (objective.kind='spectrum') trains "
+     "without stunting"),
 ])
 def test_bad_value_is_one_line_naming_the_key(config, overrides, expected):
   config.update_from_flattened_dict(overrides)

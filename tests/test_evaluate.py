@@ -1,5 +1,6 @@
 """The evaluation suite: grid sums, tau/lam chosen on validation, the report, TSP tours."""
 
+import itertools
 import json
 
 import jax
@@ -100,6 +101,27 @@ def report(tiny_run, tmp_path_factory):
   settings = config_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   return evaluate.run(config, settings, workdir, params=params), workdir
+
+
+def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_intervals(tiny_run):
+  from lookahead_jax import masked, sharding
+  from lookahead_jax.data import pipeline
+
+  config = load_config(DEFAULT_CONFIG, {**tiny_run, **GRID, "objective.kind": "spectrum",
+                                        "model.vocab_size": 259, "eval.max_batches": 2})
+  settings = config_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  batches = list(itertools.islice(pipeline.make_ordered_iterator(
+      config.data.name, "test", **dict(settings.data, global_batch_size=8)), 2))
+  out = evaluate.masked_nll(params, settings, batches, sharding.make_mesh(), 200, 0)
+  sums = [masked.held_out_sums(params, b, config=settings.model, mask_id=258) for b in batches]
+  for key in ("pll", "readout"):
+    nll = sum(float(s[f"{key}_nll"].sum()) for s in sums)
+    tokens = sum(float(s[f"{key}_tokens"].sum()) for s in sums)
+    np.testing.assert_allclose(out[f"{key}_nll"], nll / tokens, rtol=1e-5)
+    lo, hi = out[f"{key}_nll_ci"]
+    assert lo < out[f"{key}_nll"] < hi
+  assert out["pll_nll"] > np.log(258) - 1  # fresh parameters: near uniform
 
 
 def test_report_table_json_and_plots(report, capsys):

@@ -88,6 +88,20 @@ def test_decode_beam_without_checkpoint_warns(tiny_run, tmp_path):
   assert result.stdout.startswith("--- beam, 'Cheddar is':\nCheddar is")
 
 
+def test_decode_by_editing_keeps_the_prompt_and_reports_each_round(tiny_run, tmp_path):
+  masked_model = {**tiny_run, "model.vocab_size": 259}  # bytes and [MASK]
+  result = _run(*command("decode", tmp_path, masked_model, "--prompt=Cheddar is",
+                         "--sampler=edit", "--rounds=1", "--max_new_tokens=4"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "edit round 0: plausibility" in result.stdout
+  head, text = result.stdout.split("--- edit, 'Cheddar is' (plausibility ")[1].split(":\n", 1)
+  assert text.startswith("Cheddar is") and head.endswith("nats/token)")
+  result = _run(*command("decode", tmp_path, tiny_run, "--sampler=ga"))
+  assert result.returncode == 1
+  assert _only_line(result.stderr).startswith(
+      "error: --sampler=ga needs a model with [MASK] (model.vocab_size > 258")
+
+
 def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch):
   from lookahead_jax import evaluate
 

@@ -45,7 +45,7 @@ def test_byte_decode_of_invalid_utf8_uses_replacement_character():
   tok = ByteTokenizer()
   assert tok.decode([0xFF + 2, ord("a") + 2]) == "\ufffda"
   with pytest.raises(ValueError, match="outside the byte vocabulary"):
-    tok.decode([258])
+    tok.decode([259])  # 258 is [MASK], dropped like padding
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,20 @@ def test_get_tokenizer_by_name_path_and_config(gpt2_style_dir, spm_path):
   assert get_tokenizer(byte) is byte
   for tok in (byte, tsp, get_tokenizer(gpt2_style_dir), get_tokenizer(str(spm_path))):
     assert isinstance(tok, Tokenizer)
+
+
+def test_every_tokenizer_reserves_mask_past_its_vocabulary(gpt2_style_dir, spm_path):
+  from lookahead_jax.data.path_star import PathStarTokenizer
+
+  text = {TspTokenizer: "1,2 3,4 : 0 1", PathStarTokenizer: "4 9 | 4 7 ? 4 7 : 4 7 ."}
+  for tok in (ByteTokenizer(), get_tokenizer(str(spm_path)), get_tokenizer(gpt2_style_dir),
+              TspTokenizer(grid_size=10, max_cities=8), PathStarTokenizer(num_nodes=10)):
+    sample = text.get(type(tok), TEXT)
+    ids = tok.encode(sample)
+    assert tok.mask_id == tok.vocab_size and tok.mask_id not in ids
+    assert tok.mask_id not in (tok.pad_id, tok.eod_id)
+    masked = ids[:2] + [tok.mask_id] + ids[2:]
+    assert tok.decode(masked) == tok.decode(ids)  # decode drops it like padding
 
 
 def test_get_tokenizer_errors():

@@ -212,6 +212,11 @@ class PathStarTokenizer:
   def eod_id(self) -> int:
     return self.EOD
 
+  @property
+  def mask_id(self) -> int:
+    """[MASK] of the masked objective: the first id past the vocabulary (tokenizers.py)."""
+    return self.vocab_size
+
   def node_id(self, node: int) -> int:
     if not 0 <= node < self.num_nodes:
       raise ValueError(f"node {node} is outside 0..{self.num_nodes - 1}")
@@ -280,11 +285,11 @@ class PathStarTokenizer:
     return np.asarray(ids, np.int32), np.asarray(offsets, np.int32).reshape(-1, 2)
 
   def decode(self, ids: Sequence[int]) -> str:
-    """Text form of token ids; pad and EOD are dropped, other ids print as <id>."""
+    """Text form of token ids; pad, EOD and [MASK] are dropped, other ids print as <id>."""
     symbols = {v: k for k, v in self._SYMBOLS.items()}
     words = []
     for t in (int(t) for t in ids):
-      if t in (self.PAD, self.EOD):
+      if t in (self.PAD, self.EOD, self.mask_id):
         continue
       node = self.node_of(t)
       words.append(str(node) if node is not None else symbols.get(t, f"<{t}>"))

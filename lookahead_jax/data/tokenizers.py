@@ -6,6 +6,12 @@ Every tokenizer has
     decode(ids: Sequence[int]) -> str          # pad and EOD ids are dropped
     encode_with_offsets(text) -> (ids int32 [n], offsets int32 [n, 2])
     vocab_size: int, pad_id: int, eod_id: int  # EOD = end of document
+    mask_id: int                               # [MASK] of the masked objective
+
+`mask_id` is `vocab_size`, the first id past the text vocabulary, in every tokenizer
+(these and the testbeds' own): reserved like padding, `encode` never gives it and
+`decode` drops it, and no layout, vocabulary size or checkpoint of a next-token model
+changes; a model trained with masks has `model.vocab_size > mask_id` (config.py checks).
 
 `offsets[i] = [start, end)` is the range of characters of `text` that token i covers; the
 pipeline uses it to carry character-level "needs lookahead" marks onto tokens.
@@ -47,6 +53,9 @@ class Tokenizer(Protocol):
   @property
   def eod_id(self) -> int: ...
 
+  @property
+  def mask_id(self) -> int: ...
+
   def encode(self, text: str) -> list[int]: ...
 
   def decode(self, ids: Sequence[int]) -> str: ...
@@ -78,6 +87,10 @@ class ByteTokenizer:
   def eod_id(self) -> int:
     return self.EOD
 
+  @property
+  def mask_id(self) -> int:
+    return self.vocab_size
+
   def encode(self, text: str) -> list[int]:
     return self._encode_bytes(text.encode("utf-8")).tolist()
 
@@ -86,7 +99,7 @@ class ByteTokenizer:
 
   def decode(self, ids: Sequence[int]) -> str:
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    ids = ids[ids >= self.OFFSET] - self.OFFSET
+    ids = ids[(ids >= self.OFFSET) & (ids != self.mask_id)] - self.OFFSET
     if ids.size and ids.max() > 255:
       raise ValueError(f"id {ids.max() + self.OFFSET} is outside the byte vocabulary")
     return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
@@ -150,11 +163,16 @@ class SentencePieceTokenizer:
   def eod_id(self) -> int:
     return self._sp.eos_id()
 
+  @property
+  def mask_id(self) -> int:
+    return self.vocab_size
+
   def encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
 
   def decode(self, ids: Sequence[int]) -> str:
-    return self._sp.decode([int(i) for i in ids if int(i) not in (self.pad_id, self.eod_id)])
+    drop = (self.pad_id, self.eod_id, self.mask_id)
+    return self._sp.decode([int(i) for i in ids if int(i) not in drop])
 
   def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
     pieces = self._sp.encode(text, out_type="proto").pieces
@@ -224,11 +242,15 @@ class HFTokenizer:
   def eod_id(self) -> int:
     return self._eod
 
+  @property
+  def mask_id(self) -> int:
+    return self.vocab_size
+
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids
 
   def decode(self, ids: Sequence[int]) -> str:
-    keep = [int(i) for i in ids if int(i) not in (self._pad, self._eod)]
+    keep = [int(i) for i in ids if int(i) not in (self._pad, self._eod, self.mask_id)]
     return self._tok.decode(keep, skip_special_tokens=False)
 
   def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:

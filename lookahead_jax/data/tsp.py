@@ -246,6 +246,11 @@ class TspTokenizer:
     return self.EOD
 
   @property
+  def mask_id(self) -> int:
+    """[MASK] of the masked objective: the first id past the vocabulary (tokenizers.py)."""
+    return self.vocab_size
+
+  @property
   def sep_id(self) -> int:
     return self.SEP
 
@@ -313,10 +318,10 @@ class TspTokenizer:
     return np.asarray(ids, np.int32), np.asarray(offsets, np.int32).reshape(-1, 2)
 
   def decode(self, ids: Sequence[int]) -> str:
-    """Text form of token ids; pad and EOD are dropped, other ids print as <id>."""
+    """Text form of token ids; pad, EOD and [MASK] are dropped, other ids print as <id>."""
     words, coords = [], []
     for t in (int(t) for t in ids):
-      if t in (self.PAD, self.EOD):
+      if t in (self.PAD, self.EOD, self.mask_id):
         continue
       if self._FIRST_COORD <= t < self._first_city:
         coords.append(str(t - self._FIRST_COORD))

@@ -13,11 +13,14 @@ test). One table and two plots compare the modes:
   toward tokens during training and the updates v1_update skipped; on tsp, the validity
   and the optimality gap of greedy and beam decoding; on path_star, the first-node accuracy
   of greedy and beam decoding; the training cost (median step
-  time over the baseline's, the run with mode "none"); G over training (the monitor).
+  time over the baseline's, the run with mode "none"); G over training (the monitor); with
+  probes, the future-token probe gain, the ICL score and the best induction score of the
+  evaluation, and the probe gain over training.
 
 With one seed, intervals are the evaluation's bootstrap over test rows; with several,
 mean and 95% t-interval over seeds, and `vs none` is G minus the baseline's G paired by
-seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png, DIR/G_trajectory.png.
+seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png, DIR/G_trajectory.png
+(and DIR/probe_trajectory.png).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from lookahead_jax.config import ConfigError, Settings, validate
 BASELINE = "none"
 METRICS = ("test_nll", "G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked",
            "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
-           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "cost", "G_vs_baseline")
+           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "future_gain", "icl_score",
+           "induction_max", "cost", "G_vs_baseline")
+PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -82,11 +87,15 @@ def _step_time(workdir: str) -> float | None:
 
 
 def _trajectory(workdir: str) -> dict[str, list[float]]:
-  """The monitor's G over training: {"step", "G_stunting", "G_dev"} lists."""
+  """The monitor's G over training: {"step", "G_stunting", "G_dev"} lists, and
+  "future_gain" (the probe's) when the probes ran."""
   records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r]
-  return {"step": [r["step"] for r in records],
-          "G_stunting": [r["monitor_G_stunting"] for r in records],
-          "G_dev": [r["monitor_G_dev"] for r in records]}
+  out = {"step": [r["step"] for r in records],
+         "G_stunting": [r["monitor_G_stunting"] for r in records],
+         "G_dev": [r["monitor_G_dev"] for r in records]}
+  if records and all("monitor_future_gain" in r for r in records):
+    out["future_gain"] = [r["monitor_future_gain"] for r in records]
+  return out
 
 
 def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str, Any]:
@@ -119,6 +128,7 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
          "first_node_greedy": rep.get("path_star", {}).get("greedy", {}).get("first_node"),
          "first_node_beam": rep.get("path_star", {}).get("beam", {}).get("first_node"),
          "trajectory": _trajectory(workdir)}
+  out.update({k: rep["probes"]["figures"][k] for k in PROBE_METRICS if "probes" in rep})
   for label, setup in (("stunting", setups[0]), ("dev", setups[1])):
     test = _best(rep, *setup)["test"]
     for suffix, part in (("", "all"), ("_marked", "marked")):
@@ -153,7 +163,9 @@ def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
   """The seeds' G trajectories averaged step by step (steps every seed logged)."""
   steps = sorted(set.intersection(*(set(r["trajectory"]["step"]) for r in runs)))
   out: dict[str, list[float]] = {"step": steps}
-  for key in ("G_stunting", "G_dev"):
+  keys = ["G_stunting", "G_dev"] + (["future_gain"] if all("future_gain" in r["trajectory"]
+                                                           for r in runs) else [])
+  for key in keys:
     per = [dict(zip(r["trajectory"]["step"], r["trajectory"][key])) for r in runs]
     out[key] = [float(np.nanmean([p[s] if p[s] is not None else np.nan for p in per]))
                 for s in steps]
@@ -199,5 +211,7 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
     report.write_text(out / "compare.md", text + "\n")
     report.compare_plots(rows, trajectories, dataset, out)
     print(text)
-    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png")
+    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png"
+          + (", probe_trajectory.png" if any("future_gain" in t for t in trajectories.values())
+             else ""))
   return rows

@@ -284,7 +284,7 @@ def probe_report(params, config: ConfigDict, settings: Settings,
 
   Each split gives its first probes.eval_batches * eval.batch_size rows. Returns the
   arrays as lists (future_nll, future_accuracy [1 + layers, K-1], lens_nll [L+1],
-  induction [L, h], ...), `figures` (probes.named), the offsets, layers and splits.
+  induction [L, h], ...), `figures` (probes.named), the offsets, layers, splits and rows.
   """
   ev, pr = config.eval, settings.probes
   kwargs = dict(settings.data, global_batch_size=ev.batch_size * config.probes.eval_batches)
@@ -296,7 +296,7 @@ def probe_report(params, config: ConfigDict, settings: Settings,
   return dict({k: np.asarray(v).tolist() for k, v in out.items()},
               figures=probes_lib.named(out, pr), offsets=list(pr.offsets),
               layers=list(pr.layers), splits=[ev.validation_split, ev.test_split],
-              rows=int(fit["inputs"].shape[0]), score_tokens=float(score["weights"].sum()))
+              rows=int(fit["inputs"].shape[0]))
 
 
 # ----------------------------------------------------------------------------- tsp tours

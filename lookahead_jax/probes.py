@@ -227,7 +227,7 @@ def probe_metrics(params, fit_batch: Mapping[str, Array], score_batch: Mapping[s
   future_nll, future_accuracy [1 + len(layers), K-1] (row 0: the token-embedding floor,
   then probes.layers; columns k = 2..K); marked_nll, marked_accuracy [1 + len(layers)]
   (probes.marked only); lens_nll [L+1] (embeddings, then each block); icl_score,
-  icl_early, icl_late; induction [L, h].
+  icl_early, icl_late; induction [L, h]; score_tokens (the score batch's real tokens).
   """
   model = nnx.merge(model_lib.graphdef(config), params)
 
@@ -259,7 +259,8 @@ def probe_metrics(params, fit_batch: Mapping[str, Array], score_batch: Mapping[s
   out["lens_nll"] = logit_lens(params, hidden, targets, w, config=config)
   log_p = jax.nn.log_softmax(logits)
   token_nll = -jnp.take_along_axis(log_p, targets[..., None], -1)[..., 0]
-  out.update(icl_score(token_nll, score_batch["positions"], w, targets.shape[1]))
+  out.update(icl_score(token_nll, score_batch["positions"], w, targets.shape[1]),
+             score_tokens=w.sum())
   out["induction"] = induction_scores(params, rng, config=config, rows=probes.induction_rows,
                                       length=probes.induction_length)
   return out

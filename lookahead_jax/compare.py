@@ -15,13 +15,15 @@ test). One table and two plots compare the modes:
   skipped; on tsp, the validity and the optimality gap of greedy and beam decoding; on
   path_star, the first-node and whole-path accuracy of greedy and beam decoding; the
   training cost (median step time over the baseline's, the run with mode "none"); G over
-  training (the monitor).
+  training (the monitor); with probes, the future-token probe gain, the ICL score and
+  the best induction score of the evaluation, and the probe gain over training.
 
 With one seed, intervals are the evaluation's bootstrap over test rows; with several,
 mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
 lookahead, G of the dev lookahead on marked tokens, test NLL) are differences to the
 baseline paired by seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
-DIR/G_trajectory.png.
+DIR/G_trajectory.png (and
+DIR/probe_trajectory.png).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunt
            "G_dev_marked",
            "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
            "tsp_beam_gap", "first_node_greedy", "first_node_beam", "path_greedy", "path_beam",
+           "future_gain", "icl_score", "induction_max",
            "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "nll_vs_baseline")
+PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -123,6 +127,7 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
     if key in rep.get("masked", {}):
       out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
+  out.update({k: rep["probes"]["figures"][k] for k in PROBE_METRICS if "probes" in rep})
   for label, setup in (("stunting", setups[0]), ("dev", setups[1])):
     test = _best(rep, *setup)["test"]
     for suffix, part in (("", "all"), ("_marked", "marked")):
@@ -216,5 +221,7 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
     report.write_text(out / "compare.md", text + "\n")
     report.compare_plots(rows, trajectories, dataset, out)
     print(text)
-    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png")
+    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png"
+          + (", probe_trajectory.png" if report.has_series(trajectories, "future_gain")
+             else ""))
   return rows

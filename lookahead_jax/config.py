@@ -28,6 +28,7 @@ from lookahead_jax import gpt2, sharding
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import probes as probes_lib
 from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.data import builders, pipeline
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
@@ -51,8 +52,8 @@ def base_config() -> ConfigDict:
   Sections: seed; data; lookahead (the lookahead that amplifies predictions; evaluation
   and stunting read it); model (model.Config's fields); pretrained; train; objective
   (next-token or the mask spectrum, masked.py); mesh; stunting; eval (the lookahead
-  evaluation suite). The result is locked: new keys cannot be added, except inside
-  data.options (the builder's own options).
+  evaluation suite); probes (internal-lookahead probes). The result is locked: new keys
+  cannot be added, except inside data.options (the builder's own options).
   """
   c = ConfigDict()
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
@@ -162,6 +163,20 @@ def base_config() -> ConfigDict:
   c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
   c.eval.tsp_instances = 300  # tsp, path_star: test instances the model decodes
   c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
+
+  # Internal-lookahead probes (probes.py): with the monitor (every stunting.monitor_every
+  # steps: fit on the first half of its batches, scored on the second) and in the
+  # evaluation report (fit on eval.validation_split, scored on eval.test_split).
+  c.probes = ConfigDict()
+  c.probes.enabled = True  # False: neither the monitor nor the evaluation runs them
+  c.probes.max_offset = 3  # K: future-token probes of x_{t+k}, k = 2..K
+  c.probes.layers = ()  # layers (1..model.num_layers) whose residual stream is probed; (): all
+  c.probes.steps = 50  # full-batch Adam steps of every linear probe
+  c.probes.learning_rate = 0.1  # Adam, on standardised features
+  c.probes.l2 = 0.03  # L2 penalty on the probe's weights (the fit sets are small)
+  c.probes.eval_batches = 2  # evaluation: eval.batch_size batches of each split
+  c.probes.induction_rows = 8  # random sequences of the induction score
+  c.probes.induction_length = 0  # tokens before the repeat; 0: half of data.seq_len
   c.lock()
   c.data.options.unlock()
   return c
@@ -195,6 +210,7 @@ class Settings:
   dev_lookahead: the monitoring lookahead that stunting never uses.
   data:          keyword arguments of the input pipeline (pipeline.make_iterator).
   devices:       devices of the mesh.
+  probes:        the probes' static settings (None: probes.enabled is False).
   """
 
   model: model_lib.Config
@@ -206,6 +222,7 @@ class Settings:
   dev_lookahead: lookahead_lib.Lookahead
   data: dict[str, Any]
   devices: int
+  probes: probes_lib.Probes | None
 
 
 def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahead:
@@ -363,6 +380,39 @@ def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
            tuple(ev.lams), "must be a non-empty list in [0, 1) (1 only for a loglinear mixture)")
 
 
+def _check_probes(config: ConfigDict, mc: model_lib.Config) -> None:
+  p, st = config.probes, config.stunting
+  if not p.enabled:
+    return
+  _require(2 <= p.max_offset < config.data.seq_len, "probes.max_offset", p.max_offset,
+           f"must be in [2, data.seq_len={config.data.seq_len})")
+  bad = [x for x in p.layers if not 1 <= x <= mc.num_layers]
+  _require(not bad, "probes.layers", tuple(p.layers),
+           f"layers are 1..model.num_layers={mc.num_layers}; () probes all")
+  for key in ("steps", "eval_batches", "induction_rows"):
+    _require(p[key] >= 1, f"probes.{key}", p[key], "must be >= 1")
+  _require(p.learning_rate > 0, "probes.learning_rate", p.learning_rate, "must be > 0")
+  _require(p.l2 >= 0, "probes.l2", p.l2, "must be >= 0")
+  _require(p.induction_length >= 0 and 2 * p.induction_length <= mc.max_len,
+           "probes.induction_length", p.induction_length,
+           f"must be in [0, model.max_len/2={mc.max_len // 2}] (0: half of data.seq_len)")
+  _require(not st.monitor_every or st.monitor_batches >= 2, "stunting.monitor_batches",
+           st.monitor_batches, "the probes fit on half the monitor's batches and score on the "
+           "other half: use >= 2 (or probes.enabled=False)")
+
+
+def _probes(config: ConfigDict) -> probes_lib.Probes | None:
+  p = config.probes
+  if not p.enabled:
+    return None
+  every_layer = tuple(range(1, config.model.num_layers + 1))
+  return probes_lib.Probes(
+      max_offset=p.max_offset, layers=tuple(p.layers) or every_layer,
+      steps=p.steps, learning_rate=p.learning_rate, l2=p.l2, induction_rows=p.induction_rows,
+      induction_length=p.induction_length or config.data.seq_len // 2,
+      marked=config.data.name == "path_star")
+
+
 def validate(config: ConfigDict) -> Settings:
   """Checks the whole config before anything compiles; returns its `Settings`.
 
@@ -397,6 +447,7 @@ def validate(config: ConfigDict) -> Settings:
   _check_lookahead(config, mc)
   _check_objective(config)
   _check_eval(config.eval, mc, devices)
+  _check_probes(config, mc)
   if config.pretrained:
     _check_pretrained(config.pretrained, mc)
   tokenizer = _checked_data(config)
@@ -424,7 +475,7 @@ def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
                 tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
                 text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
                 read_threads=d.read_threads),
-      devices=devices)
+      devices=devices, probes=_probes(config))
 
 
 def pretrained_model(path: str) -> model_lib.Config:

@@ -22,9 +22,11 @@ decodes the tours of test instances greedily and by beam search: tour validity a
 optimality gap, beside the nearest-neighbour heuristic. A model trained with masks
 (objective.kind="spectrum") also gets its test pseudo-NLL and bidirectional next-token
 readout NLL (`masked_nll`); the suite itself reads its causal mode.
+With probes.enabled, the
+internal-lookahead probes (probes.py) fit on validation and scored on test.
 
 Outputs in `workdir/eval/` (report.py): report.json, G_vs_horizon.png, G_vs_width.png,
-token_G_hist.png; the table is printed.
+token_G_hist.png (and probes.png); the tables are printed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from lookahead_jax import decoding, monitor, report, sharding, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import probes as probes_lib
 from lookahead_jax import train as train_lib
 from lookahead_jax.config import Settings
 from lookahead_jax.data import builders, path_star, pipeline, tsp
@@ -272,6 +275,8 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   if config.data.name == "path_star":
     out["path_star"] = path_star_paths(params, config, settings, ev.test_split,
                                        ev.tsp_instances, max(ev.widths))
+  if settings.probes is not None:
+    out["probes"] = probe_report(params, config, settings, mesh)
   if jax.process_index() == 0:
     report.write_eval(out, hist[best_row], test["mark"], epath.Path(workdir) / "eval",
                       monitor.trajectory(workdir))
@@ -302,6 +307,30 @@ def masked_nll(params, settings: Settings, batches, mesh, bootstrap: int, seed: 
     lo, hi = stats.bootstrap_ratio(sums[key], counts, weights)
     out[key], out[key + "_ci"] = float(sums[key].sum() / counts.sum()), [float(lo), float(hi)]
   return out
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def probe_report(params, config: ConfigDict, settings: Settings,
+                 mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """The probes (probes.probe_metrics) fit on validation and scored on test.
+
+  Each split gives its first probes.eval_batches * eval.batch_size rows. Returns the
+  arrays as lists (future_nll, future_accuracy [1 + layers, K-1], lens_nll [L+1],
+  induction [L, h], ...), `figures` (probes.named), the offsets, layers, splits and rows.
+  """
+  ev, pr = config.eval, settings.probes
+  kwargs = dict(settings.data, global_batch_size=ev.batch_size * config.probes.eval_batches)
+  fit, score = (pipeline.global_batch(
+      next(pipeline.make_ordered_iterator(config.data.name, split, **kwargs)),
+      sharding.batch_sharding(mesh)) for split in (ev.validation_split, ev.test_split))
+  fn = jax.jit(functools.partial(probes_lib.probe_metrics, config=settings.model, probes=pr))
+  out = jax.device_get(fn(params, fit, score, jax.random.key(ev.seed)))
+  return dict({k: np.asarray(v).tolist() for k, v in out.items()},
+              figures=probes_lib.named(out, pr), offsets=list(pr.offsets),
+              layers=list(pr.layers), splits=[ev.validation_split, ev.test_split],
+              rows=int(fit["inputs"].shape[0]))
 
 
 # ----------------------------------------------------------------------------- tsp tours

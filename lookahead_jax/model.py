@@ -135,7 +135,7 @@ class Cache:
 
 
 def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
-               shared_matvec=False):
+               shared_matvec=False, weights=False):
   """Softmax attention of q over several blocks of keys/values, in float32.
 
   q:      [b, n, h, dh]
@@ -144,7 +144,8 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
   myopic: the single block holds the queries' own keys/values (training): a query reads
           stop-gradient keys/values of every earlier position and live ones of its own.
   shared_matvec: single-token queries read shared blocks by multiply-and-sum too.
-  Returns [b, n, h, dh].
+  weights: also return the first block's normalised attention weights [b, h, n, s].
+  Returns [b, n, h, dh] (and the weights).
   """
   scale = q.shape[-1] ** -0.5
   # One query token against its own row's keys (a decode step) is a [1, dh] x [dh, s]
@@ -189,6 +190,8 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
       out = out + jnp.einsum(spec, e.astype(v.dtype), v, preferred_element_type=jnp.float32)
   if not dropout:  # normalise the [b, n, h, dh] output, not the [b, h, n, s] weights
     out = out / denom.transpose(0, 2, 1, 3)
+  if weights:
+    return out.astype(q.dtype), exps[0] / denom
   return out.astype(q.dtype)
 
 
@@ -219,8 +222,11 @@ class Block(nnx.Module):
     self.c_fc = dense(d, config.mlp_ratio * d, kernel_init=init)
     self.mlp_proj = dense(config.mlp_ratio * d, d, kernel_init=proj_init)
 
-  def __call__(self, x, layer, cache: Cache | None, mask, rngs, myopic: bool):
+  def __call__(self, x, layer, cache: Cache | None, mask, rngs, myopic: bool,
+               internals: bool = False):
     """x [b*n, d] -> (x [b*n, d], k [b, s, h, dh], v [b, s, h, dh]) for layer `layer`.
+
+    internals: also the attention weights [b, h, n, s] (a fourth output).
 
     Tokens stay flattened to [b*n, d] around the dense layers: XLA:CPU computes the
     weight gradients of 2-D matmuls markedly faster than of [b, n, d] ones.
@@ -238,11 +244,13 @@ class Block(nnx.Module):
     if cache is not None and cache.prefix_k is not None:
       blocks.append((cache.prefix_k[layer], cache.prefix_v[layer], cache.prefix_mask[None, None]))
     h = _attention(q, blocks, dropout_rate=cfg.dropout, dropout_rng=rngs[0], myopic=myopic,
-                   shared_matvec=cache is not None and cache.prefix_matvec)
+                   shared_matvec=cache is not None and cache.prefix_matvec, weights=internals)
+    if internals:
+      h, attention = h
     x = x + _dropout(self.c_proj(h.reshape(b * n, cfg.d_model)), cfg.dropout, rngs[1])
     h = self.mlp_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
     x = x + _dropout(h, cfg.dropout, rngs[2])
-    return x, k, v
+    return (x, k, v, attention) if internals else (x, k, v)
 
 
 class GPT(nnx.Module):
@@ -260,7 +268,7 @@ class GPT(nnx.Module):
                               param_dtype=pdtype, rngs=rngs)
 
   def __call__(self, tokens, positions, cache=None, segment_ids=None, dropout_rng=None,
-               myopic=False, bidirectional=None):
+               myopic=False, bidirectional=None, internals=False):
     cfg = self.config
     b, n = tokens.shape
     if segment_ids is None:
@@ -289,12 +297,14 @@ class GPT(nnx.Module):
       rngs = [tuple(keys[3 * i + 1:3 * i + 4]) for i in range(cfg.num_layers)]
       x = _dropout(self.wte(tokens) + self.wpe(positions), cfg.dropout, keys[0])
     x = x.reshape(b * n, cfg.d_model)
-    new_k, new_v = [], []
+    new_k, new_v, hidden, attention = [], [], [x], []
     for layer, block in enumerate(self.blocks):
-      call = nnx.remat(Block.__call__, static_argnums=(2, 6)) if cfg.remat else Block.__call__
-      x, k, v = call(block, x, layer, cache, mask, rngs[layer], myopic)
+      call = nnx.remat(Block.__call__, static_argnums=(2, 6, 7)) if cfg.remat else Block.__call__
+      x, k, v, *weights = call(block, x, layer, cache, mask, rngs[layer], myopic, internals)
       new_k.append(k)
       new_v.append(v)
+      hidden.append(x)
+      attention += weights
     logits = self.wte.attend(self.ln_f(x)).astype(jnp.float32).reshape(b, n, cfg.vocab_size)
     if cache is None:
       new_cache = Cache(k=tuple(new_k), v=tuple(new_v), segment_ids=segment_ids.astype(jnp.int32),
@@ -302,6 +312,9 @@ class GPT(nnx.Module):
     else:
       new_cache = cache.replace(k=tuple(new_k), v=tuple(new_v), segment_ids=key_segments,
                                 index=cache.index + n)
+    if internals:
+      return logits, new_cache, {"hidden": jnp.stack(hidden).reshape(-1, b, n, cfg.d_model),
+                                 "attention": jnp.stack(attention)}
     return logits, new_cache
 
 
@@ -332,7 +345,8 @@ def forward(
     dropout_rng: Array | None = None,
     myopic: bool = False,
     bidirectional: Array | None = None,
-) -> tuple[Array, Cache]:
+    internals: bool = False,
+) -> tuple[Array, Cache] | tuple[Array, Cache, dict[str, Array]]:
   """The model as a pure function of its parameters.
 
   tokens, positions: [b, n] int32 (positions index the learned position embedding).
@@ -342,11 +356,16 @@ def forward(
   myopic:      attention to earlier positions reads stop-gradient keys/values (training).
   bidirectional: None (every row causal), or [b] bool: rows that attend to every slot of
                their segment, later ones included (the masked objective).
+  internals:   (static) also return, from the same pass, {"hidden": [L+1, b, n, d] the
+               residual stream after the embeddings and after each block, "attention":
+               [L, b, h, n, S] every layer's attention weights over its own keys}; off, the
+               pass is the one without them (the probes read them, probes.py).
   Returns logits [b, n, V] float32 and the cache with these tokens' keys/values added
-  (for `cache=None`, a new cache holding exactly the n tokens).
+  (for `cache=None`, a new cache holding exactly the n tokens), then the internals.
   """
   model = nnx.merge(graphdef(config), params)
-  return model(tokens, positions, cache, segment_ids, dropout_rng, myopic, bidirectional)
+  return model(tokens, positions, cache, segment_ids, dropout_rng, myopic, bidirectional,
+               internals)
 
 
 def num_params(params: Params) -> int:

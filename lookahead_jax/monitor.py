@@ -4,6 +4,8 @@ Every `stunting.monitor_every` steps, on fixed held-out batches, the lookahead-s
 gain G = gain(q_H) - gain(q_1) of the stunting lookahead and of a dev lookahead that
 stunting never uses (DESIGN.md section 3). If the dev lookahead's G stops being
 positive, the model may have learned to do the lookahead itself: a warning says so.
+With probes.enabled, the same batches feed the internal-lookahead probes (probes.py):
+fit on the first half of the batches, scored on the second.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from etils import epath
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import probes as probes_lib
 from lookahead_jax import sharding
 from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
 
 Array = jax.Array
-TRAJECTORY_KEYS = ("G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked")
+TRAJECTORY_KEYS = ("G_stunting", "G_dev", "G_stunting_marked", "G_dev_marked", "future_gain")
 
 
 def held_out_gains(params, batch, rng, *, config: model_lib.Config,
@@ -72,7 +75,8 @@ class Monitor:
 
   Every `stunting.monitor_every` steps; warns once the dev lookahead's G has not been
   positive for `stunting.monitor_patience` evaluations in a row (the model may have
-  internalized the lookahead that stunting is meant to keep it from learning).
+  internalized the lookahead that stunting is meant to keep it from learning). With
+  probes, also the probes' figures (probes.named) as monitor_<name>.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, settings: Settings,
@@ -83,12 +87,21 @@ class Monitor:
       return
     lookaheads = {"stunting": settings.monitor, "dev": settings.dev_lookahead}
     batch_sharding = sharding.batch_sharding(mesh)
-    self.batches = [pipeline.global_batch(b, batch_sharding) for b in itertools.islice(
+    host = list(itertools.islice(
         pipeline.make_ordered_iterator(config.data.name, config.data.val_split, **settings.data),
-        st.monitor_batches)]
+        st.monitor_batches))
+    self.batches = [pipeline.global_batch(b, batch_sharding) for b in host]
     self.fn = jax.jit(functools.partial(held_out_gains, config=settings.model,
                                         lookaheads=lookaheads, stunting=settings.stunting))
     self.rng = jax.random.key(config.seed + 1)
+    self.probes = settings.probes
+    if self.probes is not None:
+      half = len(host) // 2
+      join = lambda part: {k: np.concatenate([b[k] for b in part]) for k in part[0]}
+      self.probe_batches = [pipeline.global_batch(join(part), batch_sharding)
+                            for part in (host[:half], host[half:])]
+      self.probe_fn = jax.jit(functools.partial(probes_lib.probe_metrics, config=settings.model,
+                                                probes=self.probes))
 
   def __call__(self, step: int, params) -> dict[str, float]:
     """G and the gains at this step, means over the batches ({} when not a monitoring step)."""
@@ -99,6 +112,10 @@ class Monitor:
     values = {f"monitor_{k}": [float(o[k]) for o in outs] for k in outs[0]}
     gains = {k: float(np.nanmean(v)) if not np.isnan(v).all() else math.nan
              for k, v in values.items()}
+    if self.probes is not None:
+      out = self.probe_fn(params, *self.probe_batches, self.rng)
+      gains.update({f"monitor_{k}": v for k, v in probes_lib.named(jax.device_get(out),
+                                                                    self.probes).items()})
     self.streak = 0 if gains["monitor_G_dev"] > 0 else self.streak + 1
     if self.streak == self.patience:
       logging.warning("step %d: the dev lookahead's lookahead-specific gain G has not been "
@@ -113,7 +130,8 @@ def trajectory(workdir: str) -> dict[str, list[float | None]]:
   """The monitor's G over a run's training, from its metrics log.
 
   {"step": [...]} and one list per TRAJECTORY_KEYS entry (None where a monitoring batch
-  had no marked token); empty lists when the run was not monitored (or not trained here).
+  had no marked token, and for the probe's future_gain when the probes were off); empty
+  lists when the run was not monitored (or not trained here).
   """
   logged = (epath.Path(workdir) / metrics_lib.JSONL).exists()
   records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r] if logged else []

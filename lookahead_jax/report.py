@@ -122,6 +122,12 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
                                     f"{monitored['monitor_G_dev']:+.4f} nats/token at step "
                                     f"{monitored['step']} (held-out batches; G = gain(q_H) - "
                                     "gain(q_1))"))
+  if monitored and "monitor_future_gain" in monitored:
+    icl = cell(monitored["monitor_icl_score"], "+.4f")
+    rows.insert(-1, ("probes", f"future-token gain {monitored['monitor_future_gain']:+.4f} "
+                               f"nats/token, ICL score {icl}, induction max "
+                               f"{monitored['monitor_induction_max']:.3f} at step "
+                               f"{monitored['step']} (held-out batches)"))
   return rows
 
 
@@ -231,19 +237,84 @@ def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
   save_figure(fig, epath.Path(out) / "token_G_hist.png")
 
 
+def probes_table(probes: dict[str, Any]) -> str:
+  """The probes of the evaluation: future-token probes per features and offset, the
+  marked-token probe (path_star), the logit lens, the ICL and induction scores."""
+  f = probes["figures"]
+  names = ["emb"] + [f"L{layer}" for layer in probes["layers"]]
+  headers = ["features"] + [f"k={k} NLL / acc" for k in probes["offsets"]]
+  if "marked_nll" in probes:
+    headers.append("at the marks NLL / acc")
+  rows = []
+  for i, name in enumerate(names):
+    row = [("token embedding (floor)" if i == 0 else f"layer {name[1:]}")]
+    row += [f"{probes['future_nll'][i][j]:.3f} / {probes['future_accuracy'][i][j]:.3f}"
+            for j in range(len(probes["offsets"]))]
+    if "marked_nll" in probes:
+      row.append(f"{probes['marked_nll'][i]:.3f} / {probes['marked_accuracy'][i]:.3f}")
+    rows.append(row)
+  gains = ", ".join(f"k={k} {f[f'future_gain_k{k}']:+.4f}" for k in probes["offsets"])
+  lens = ", ".join(f"{'emb' if i == 0 else f'L{i}'} {x:.3f}"
+                   for i, x in enumerate(probes["lens_nll"]))
+  title = (f"Probes: linear probes of x_(t+k) fit on {probes['splits'][0]}, scored on "
+           f"{probes['splits'][1]} ({probes['rows']} rows each, {probes['score_tokens']:.0f} "
+           "scored tokens)" + ("; at the marks: the probe at the marked tokens' inputs "
+                               "(path_star: at the source, for the goal arm's first node)"
+                               if "marked_nll" in probes else ""))
+  lines = [title, table(headers, rows),
+           f"future-token gain over the floor (best layer, nats/token): {gains}; mean "
+           f"{f['future_gain']:+.4f}",
+           f"logit lens NLL by layer: {lens}",
+           f"ICL score (late - early loss): {cell(f['icl_score'], '+.4f')} "
+           f"(early {cell(f['icl_early'], '.3f')}, late {cell(f['icl_late'], '.3f')})",
+           f"induction (prefix-matching) score, best head: {f['induction_max']:.3f}"]
+  return "\n".join(lines)
+
+
+def probe_plots(probes: dict[str, Any], dataset: str, out: str | os.PathLike) -> None:
+  """probes.png: future-token probe NLL by offset, logit lens by layer, induction map."""
+  fig, axes = figure(1, 3, size=(13, 4))
+  names = ["token embedding"] + [f"layer {layer}" for layer in probes["layers"]]
+  for name, nll in zip(names, probes["future_nll"]):
+    axes[0].plot(probes["offsets"], nll, "--s" if name == names[0] else "-o", label=name)
+  axes[0].set_xticks(probes["offsets"])
+  axes[0].set_xlabel("offset k (probe of x_(t+k))")
+  axes[0].set_ylabel("probe NLL on the score split (nats)")
+  axes[0].set_title("future-token probes", fontsize=10)
+  axes[0].legend(fontsize=8)
+  layers = np.arange(len(probes["lens_nll"]))
+  axes[1].plot(layers, probes["lens_nll"], "-o")
+  axes[1].set_xticks(layers, ["emb"] + [str(i) for i in layers[1:]])
+  axes[1].set_xlabel("layer")
+  axes[1].set_ylabel("next-token NLL (nats)")
+  axes[1].set_title("logit lens", fontsize=10)
+  scores = np.asarray(probes["induction"])
+  image = axes[2].imshow(scores, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  axes[2].set_yticks(np.arange(scores.shape[0]), [str(i + 1) for i in range(scores.shape[0])])
+  axes[2].set_xlabel("head")
+  axes[2].set_ylabel("layer")
+  axes[2].set_title("induction (prefix-matching) score", fontsize=10)
+  fig.colorbar(image, ax=axes[2])
+  fig.suptitle(f"Probes on {dataset}")
+  save_figure(fig, epath.Path(out) / "probes.png")
+
+
 def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
                out: str | os.PathLike, trajectory: dict[str, list] | None = None) -> None:
-  """report.json and the plots in `out` (G_trajectory.png for a monitored run's
+  """report.json and the plots in `out` (the trajectory plots for a monitored run's
   `trajectory`); prints the tables."""
   write_json(epath.Path(out) / "report.json", report)
   eval_plots(report, token_g, mark, out)
   if trajectory and trajectory["step"]:
-    trajectory_plot({"this run": trajectory}, epath.Path(out) / "G_trajectory.png")
+    trajectory_plot({"this run": trajectory}, out)
   print(eval_table(report))
   if "tsp" in report:
     print(tsp_table(report["tsp"]))
   if "path_star" in report:
     print(path_star_table(report["path_star"]))
+  if "probes" in report:
+    probe_plots(report["probes"], report["dataset"], out)
+    print(probes_table(report["probes"]))
   print(f"Report and plots: {out}")
 
 
@@ -264,7 +335,10 @@ COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("tsp_beam_gap", "tsp beam gap", ".3f"),
     ("first_node_greedy", "first node (greedy)", ".3f"),
     ("first_node_beam", "first node (beam)", ".3f"), ("path_greedy", "path (greedy)", ".3f"),
-    ("path_beam", "path (beam)", ".3f"), ("cost", "step time / baseline", ".2f"))
+    ("path_beam", "path (beam)", ".3f"),
+    ("future_gain", "future-token probe gain", "+.4f"), ("icl_score", "ICL score", "+.4f"),
+    ("induction_max", "induction (best head)", ".3f"),
+    ("cost", "step time / baseline", ".2f"))
 
 
 def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "") -> str:
@@ -304,29 +378,49 @@ def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, 
   fig.suptitle(f"Stunting comparison on {dataset} (95% intervals)")
   save_figure(fig, epath.Path(out) / "compare.png")
 
-  trajectory_plot(trajectories, epath.Path(out) / "G_trajectory.png")
+  trajectory_plot(trajectories, out)
 
 
-def trajectory_plot(trajectories: dict[str, dict[str, list]], path: str | os.PathLike) -> None:
-  """G of the dev lookahead over training (marked tokens, all tokens), one line per run
-  name, with its 95% band where the series has one (key + "_ci", [lo, hi] per step)."""
+def has_series(trajectories: dict[str, dict[str, list]], key: str) -> bool:
+  """Whether any run's trajectory has a value for `key`."""
+  return any(v is not None for series in trajectories.values() for v in series.get(key, []))
+
+
+def _plot_series(ax, trajectories: dict[str, dict[str, list]], key: str, ylabel: str,
+                 title: str) -> None:
+  """One line per run name of trajectories[name][key] over "step", with its 95% band
+  where the series has one (key + "_ci", [lo, hi] per step)."""
+  for name, series in trajectories.items():
+    if not series.get("step"):
+      continue
+    steps = np.asarray(series["step"])
+    values = np.array([np.nan if v is None else v for v in series[key]], float)
+    (line,) = ax.plot(steps, values, "-o", ms=3, label=name)
+    cis = series.get(key + "_ci") or []
+    if any(c is not None for c in cis):
+      lo, hi = (np.array([np.nan if c is None else c[i] for c in cis], float) for i in (0, 1))
+      ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+  ax.axhline(0.0, color="gray", lw=0.8)
+  ax.set_xlabel("step")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  if ax.get_legend_handles_labels()[0]:  # runs without monitoring have no trajectory
+    ax.legend(fontsize=7)
+
+
+def trajectory_plot(trajectories: dict[str, dict[str, list]], out: str | os.PathLike) -> None:
+  """G_trajectory.png in `out`: G of the dev lookahead over training (marked tokens, all
+  tokens), one line per run name with its band over seeds; and probe_trajectory.png, the
+  future-token probe gain over training, when the probes ran."""
   fig, axes = figure(1, 2, size=(11, 4))
   for ax, key, title in ((axes[0], "G_dev_marked", "needs-lookahead tokens"),
                          (axes[1], "G_dev", "all tokens")):
-    for name, series in trajectories.items():
-      if not series.get("step"):
-        continue
-      steps = np.asarray(series["step"])
-      values = np.array([np.nan if v is None else v for v in series[key]], float)
-      (line,) = ax.plot(steps, values, "-o", ms=3, label=name)
-      cis = series.get(key + "_ci") or []
-      if any(c is not None for c in cis):
-        lo, hi = (np.array([np.nan if c is None else c[i] for c in cis], float) for i in (0, 1))
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    ax.axhline(0.0, color="gray", lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("G on held-out batches (nats/token)")
-    ax.set_title(f"G of the dev lookahead over training, {title}", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:  # runs without monitoring have no trajectory
-      ax.legend(fontsize=7)
-  save_figure(fig, path)
+    _plot_series(ax, trajectories, key, "G on held-out batches (nats/token)",
+                 f"G of the dev lookahead over training, {title}")
+  save_figure(fig, epath.Path(out) / "G_trajectory.png")
+  if has_series(trajectories, "future_gain"):
+    fig, ax = figure()
+    _plot_series(ax, trajectories, "future_gain",
+                 "future-token probe gain over the embedding (nats/token)",
+                 "internal lookahead over training (held-out batches)")
+    save_figure(fig, epath.Path(out) / "probe_trajectory.png")

@@ -45,7 +45,7 @@ def sharp_params(sharp_config):
 @pytest.fixture(scope="session")
 def forward():
   """`model.forward`, jitted once for the whole session."""
-  return jax.jit(model_lib.forward, static_argnames=("config", "myopic"))
+  return jax.jit(model_lib.forward, static_argnames=("config", "myopic", "internals"))
 
 
 @pytest.fixture(scope="session")

@@ -66,10 +66,17 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   assert saved["rows"] == rows and saved["seeds"] == 2
   trajectory = saved["trajectories"]["v1_token"]  # G over training, from the monitor
   assert trajectory["step"] and len(trajectory["G_dev_marked_ci"]) == len(trajectory["step"])
-  for name in ("compare.png", "G_trajectory.png"):
+  # The probes beside G: the evaluation's figures over seeds, the monitor's over training.
+  for key in ("future_gain", "icl_score", "induction_max"):
+    for r in rows:
+      assert len(r[key + "_per_seed"]) == 2 and r[key + "_ci"][0] <= r[key] <= r[key + "_ci"][1]
+  assert len(saved["trajectories"]["none"]["future_gain"]) == len(
+      saved["trajectories"]["none"]["step"])
+  for name in ("compare.png", "G_trajectory.png", "probe_trajectory.png"):
     assert (epath.Path(tmp_path) / name).read_bytes()[:4] == b"\x89PNG"
   table = (epath.Path(tmp_path) / "compare.md").read_text()
   assert "| v1_token | 2 |" in table and "G (stunting la.)" in table
+  assert "future-token probe gain" in table
   assert table.strip() in capsys.readouterr().out
 
   # Extended to a third seed, the comparison trains only the new run.

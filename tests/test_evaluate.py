@@ -130,7 +130,7 @@ def test_report_table_json_and_plots(report, capsys):
   saved = json.loads((out / "report.json").read_text())
   assert saved["rows"] == result["rows"]
   assert len(result["rows"]) == 4 * 2 * 2  # (kind, horizon) x scheme x mixture
-  for name in ("G_vs_horizon", "G_vs_width", "token_G_hist"):
+  for name in ("G_vs_horizon", "G_vs_width", "token_G_hist", "probes"):
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # The testbed's "needs lookahead" tokens are reported apart from the rest.
   assert result["tokens"]["test_marked"] > 0
@@ -148,6 +148,9 @@ def test_report_table_json_and_plots(report, capsys):
   text = report_lib.eval_table(result)
   assert "G marked" in text and "Best on validation (by G)" in text
   assert text.splitlines()[1].split()[5] == "G"  # the table leads with G
+  # The probes, fit on validation and scored on test, beside G (test_probes pins them).
+  assert saved["probes"]["splits"] == ["validation", "test"]
+  assert "future-token gain over the floor" in report_lib.probes_table(result["probes"])
 
 
 def test_tau_and_lam_are_chosen_on_validation_for_each_side(report):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from lookahead_jax import model as model_lib
 
@@ -115,3 +116,22 @@ def test_remat_gives_the_same_gradients(forward, tiny_config, tiny_params, dropo
 def test_bad_head_count_is_a_one_line_error():
   with pytest.raises(ValueError, match="num_heads"):
     model_lib.Config(d_model=30, num_heads=4)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_internals_come_from_the_same_pass_the_residual_stream_and_attention_weights(
+    forward, tiny_config, tiny_params, remat):
+  config = dataclasses.replace(tiny_config, remat=remat)
+  tokens, positions = _tokens(config, 2, 9, seed=8)
+  plain, _ = forward(tiny_params, tokens, positions, config=config)
+  logits, _, internals = forward(tiny_params, tokens, positions, config=config, internals=True)
+  np.testing.assert_array_equal(logits, plain)
+  hidden, attention = internals["hidden"], internals["attention"]
+  assert hidden.shape == (config.num_layers + 1, 2, 9, config.d_model)
+  embed = tiny_params["wte"]["embedding"][tokens] + tiny_params["wpe"]["embedding"][positions]
+  np.testing.assert_allclose(hidden[0], embed, atol=1e-6)
+  model = nnx.merge(model_lib.graphdef(config), tiny_params)
+  np.testing.assert_allclose(model.wte.attend(model.ln_f(hidden[-1])), plain, atol=1e-5)
+  assert attention.shape == (config.num_layers, 2, config.num_heads, 9, 9)
+  np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(np.triu(attention, 1), 0.0)  # causal

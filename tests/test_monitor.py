@@ -18,7 +18,8 @@ def test_trajectory_reads_the_monitor_records_and_the_plot_is_saved(tmp_path):
   writer.close()
   found = monitor.trajectory(str(tmp_path))
   assert found == {"step": [10, 20], "G_dev": [0.02, 0.05], "G_stunting": [0.01, 0.025],
-                   "G_dev_marked": [0.2, 0.5], "G_stunting_marked": [None, None]}
-  path = epath.Path(tmp_path) / "G_trajectory.png"
-  report.trajectory_plot({"this run": found}, path)
-  assert path.read_bytes()[:4] == b"\x89PNG"
+                   "G_dev_marked": [0.2, 0.5], "G_stunting_marked": [None, None],
+                   "future_gain": [None, None]}  # the probes were off
+  report.trajectory_plot({"this run": found}, tmp_path)
+  assert (epath.Path(tmp_path) / "G_trajectory.png").read_bytes()[:4] == b"\x89PNG"
+  assert not (epath.Path(tmp_path) / "probe_trajectory.png").exists()

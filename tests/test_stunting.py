@@ -383,7 +383,8 @@ def test_monitoring_logs_g_and_warns_when_the_dev_g_stays_non_positive(
       "lookahead.width": 2, "lookahead.horizon": 2, "stunting.monitor_every": 1,
       "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2,
       # a dev lookahead of horizon 1 is its own control: G = 0, never positive
-      "stunting.dev_kind": "beam", "stunting.dev_horizon": 1})
+      "stunting.dev_kind": "beam", "stunting.dev_horizon": 1,
+      "probes.enabled": False})  # one monitor batch: no split for the probes (test_probes)
   with caplog.at_level("WARNING"):
     summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
   records = [r for r in metrics.read(str(tmp_path)) if "monitor_G_dev" in r]

@@ -209,8 +209,7 @@ def logit_lens(params, hidden: Array, targets: Array, weights: Array, *,
 
   def nll(h):
     logits = model.wte.attend(model.ln_f(h.reshape(b * n, d))).astype(jnp.float32)
-    log_p = jax.nn.log_softmax(logits.reshape(b, n, -1))
-    token = -jnp.take_along_axis(log_p, targets[..., None], -1)[..., 0]
+    token = optax.softmax_cross_entropy_with_integer_labels(logits.reshape(b, n, -1), targets)
     return (weights * token).sum() / weights.sum()
 
   return jax.lax.map(nll, hidden)
@@ -257,8 +256,7 @@ def probe_metrics(params, fit_batch: Mapping[str, Array], score_batch: Mapping[s
     out.update(marked_nll=marked["nll"], marked_accuracy=marked["accuracy"])
   targets, w = score_batch["targets"], score_batch["weights"]
   out["lens_nll"] = logit_lens(params, hidden, targets, w, config=config)
-  log_p = jax.nn.log_softmax(logits)
-  token_nll = -jnp.take_along_axis(log_p, targets[..., None], -1)[..., 0]
+  token_nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   out.update(icl_score(token_nll, score_batch["positions"], w, targets.shape[1]),
              score_tokens=w.sum())
   out["induction"] = induction_scores(params, rng, config=config, rows=probes.induction_rows,

@@ -153,6 +153,9 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
   # multiply-and-sum instead. Shared keys (and several queries) are real matmuls.
   matvec = q.shape[1] == 1
   dropout = dropout_rate > 0.0 and dropout_rng is not None
+  if len(blocks) == 1 and blocks[0][0].ndim == 4 and not matvec and not myopic:
+    return _one_block(q, *blocks[0], scale, dropout_rate if dropout else 0.0, dropout_rng,
+                      weights)
   scores = []
   for k, _, mask in blocks:
     kk = jax.lax.stop_gradient(k) if myopic else k
@@ -193,6 +196,23 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
   if weights:
     return out.astype(q.dtype), exps[0] / denom
   return out.astype(q.dtype)
+
+
+def _one_block(q, k, v, mask, scale, dropout_rate, dropout_rng, weights):
+  """`_attention` of several queries over one block of per-row keys/values (training,
+  prefill): heads moved ahead of the tokens once, then one softmax. XLA:CPU runs the
+  batched matmuls and their gradients markedly faster on [b, h, n, dh] operands, and the
+  softmax's own derivative is cheaper than that of a normalisation after the values."""
+  qt, kt, vt = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [b, h, n | s, dh]
+  s = jnp.einsum("bhnd,bhsd->bhns", qt, kt, preferred_element_type=jnp.float32) * scale
+  probs = jax.nn.softmax(jnp.where(mask[:, None], s, _MASKED), axis=-1)
+  read = probs
+  if dropout_rate > 0.0:  # dropout acts on the normalised weights
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    read = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhns,bhsd->bnhd", read.astype(v.dtype), vt,
+                   preferred_element_type=jnp.float32).astype(q.dtype)
+  return (out, probs) if weights else out
 
 
 def _dropout(x, rate, rng):

@@ -1,0 +1,32 @@
+"""bench/runs.py: repeated benchmark runs, resumed, summarised as min / median / max."""
+
+import json
+import os
+import subprocess
+import sys
+
+RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                    "runs.py")
+
+# A stand-in benchmark: each call writes the next figure of a fixed series to --json.
+FAKE = """
+import json, os, sys
+count = os.path.join(os.path.dirname(sys.argv[-1]), "calls")
+calls = int(open(count).read()) if os.path.exists(count) else 0
+open(count, "w").write(str(calls + 1))
+json.dump({"ratio": [3.0, 1.0, 2.0, 5.0][calls], "name": "fake", "ok": True},
+          open(sys.argv[-1], "w"))
+"""
+
+
+def test_runs_summarise_every_numeric_figure_and_a_finished_run_is_not_repeated(tmp_path):
+  script = tmp_path / "fake_bench.py"
+  script.write_text(FAKE)
+  out = tmp_path / "series"
+  run = lambda n: subprocess.run([sys.executable, RUNS, f"--runs={n}", f"--out={out}", "--",
+                                  str(script)], capture_output=True, text=True, check=True)
+  run(2)  # a series stopped after two runs ...
+  run(3)  # ... resumed: only the third run is new
+  assert (out / "calls").read_text() == "3"
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary == {"ratio": {"min": 1.0, "median": 2.0, "max": 3.0, "runs": 3}}

@@ -188,6 +188,20 @@ def _test_parts(test, si, mi, weights) -> dict[str, dict[str, Any]]:
   return out
 
 
+TIE = 1e-6  # nats/token: validation gains closer than this to the best tie
+
+
+def first_best(values: np.ndarray) -> np.ndarray:
+  """Index along the last axis of the first value within TIE of the largest (NaN never).
+
+  Gains that differ by float noise alone (the "sum" and "max" schemes when every path's
+  first token is distinct; the same run sharded over other devices) tie, and the first
+  setting in the grid's order wins, so the choice does not depend on the device layout.
+  """
+  top = np.nanmax(values, axis=-1, keepdims=True)
+  return np.argmax(values >= top - TIE, axis=-1)
+
+
 def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
         lookaheads: list[tuple[str, int, int]] | None = None) -> dict[str, Any]:
   """Evaluates the command's parameters (train.load_params, or `params`) over the grid.
@@ -228,7 +242,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
                 mesh, progress)
     val_gain = _mean(val, "gain")[..., 0]  # [2, S, M, taus, lams]
     flat = val_gain.reshape(val_gain.shape[:3] + (-1,))
-    best = np.stack(np.unravel_index(np.nanargmax(flat, axis=-1), val_gain.shape[3:]), -1)
+    best = np.stack(np.unravel_index(first_best(flat), val_gain.shape[3:]), -1)
     test = _pass(step, params, batches(ev.test_split), rng, config.lookahead.beta,
                  jnp.asarray(best, jnp.int32), mesh, progress)
     if weights is None:  # the same resamples of the test rows for every setting: paired
@@ -254,7 +268,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     grids.append(dict(kind=kind, width=width, horizon=horizon,
                       validation_gain=np.round(val_gain, 6).tolist()))
   progress.close()
-  best_row = max(range(len(rows)), key=lambda i: rows[i]["validation_G"])
+  best_row = int(first_best(np.array([r["validation_G"] for r in rows])))
   out = dict(
       params=source, dataset=config.data.name, splits=[ev.validation_split, ev.test_split],
       batches=counts, tokens=dict(test=float(test["tokens"][0]),

@@ -153,6 +153,13 @@ def test_report_table_json_and_plots(report, capsys):
   assert "future-token gain over the floor" in report_lib.probes_table(result["probes"])
 
 
+def test_settings_within_float_noise_of_the_best_tie_and_the_first_in_the_grid_wins():
+  gains = np.array([[0.1, 0.3, 0.3 + 0.5 * evaluate.TIE, 0.2],  # a tie: the first
+                    [0.1, 0.3, 0.3 + 2.0 * evaluate.TIE, np.nan],  # clearly better: it
+                    [np.nan, -0.2, -0.1, -0.1]])  # NaN never wins; exact ties: the first
+  np.testing.assert_array_equal(evaluate.first_best(gains), [1, 2, 2])
+
+
 def test_tau_and_lam_are_chosen_on_validation_for_each_side(report):
   result, _ = report
   grid = result["grid"]

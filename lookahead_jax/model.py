@@ -154,8 +154,7 @@ def _attention(q, blocks, *, dropout_rate=0.0, dropout_rng=None, myopic=False,
   matvec = q.shape[1] == 1
   dropout = dropout_rate > 0.0 and dropout_rng is not None
   if len(blocks) == 1 and blocks[0][0].ndim == 4 and not matvec and not myopic:
-    return _one_block(q, *blocks[0], scale, dropout_rate if dropout else 0.0, dropout_rng,
-                      weights)
+    return _one_block(q, *blocks[0], scale, dropout_rate, dropout_rng, weights)
   scores = []
   for k, _, mask in blocks:
     kk = jax.lax.stop_gradient(k) if myopic else k
@@ -206,10 +205,7 @@ def _one_block(q, k, v, mask, scale, dropout_rate, dropout_rng, weights):
   qt, kt, vt = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [b, h, n | s, dh]
   s = jnp.einsum("bhnd,bhsd->bhns", qt, kt, preferred_element_type=jnp.float32) * scale
   probs = jax.nn.softmax(jnp.where(mask[:, None], s, _MASKED), axis=-1)
-  read = probs
-  if dropout_rate > 0.0:  # dropout acts on the normalised weights
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    read = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  read = _dropout(probs, dropout_rate, dropout_rng)  # dropout acts on the normalised weights
   out = jnp.einsum("bhns,bhsd->bnhd", read.astype(v.dtype), vt,
                    preferred_element_type=jnp.float32).astype(q.dtype)
   return (out, probs) if weights else out

@@ -23,7 +23,9 @@ mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
 lookahead, G of the dev lookahead on marked tokens, test NLL) are differences to the
 baseline paired by seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
 DIR/G_trajectory.png (and
-DIR/probe_trajectory.png).
+DIR/probe_trajectory.png). Each run's figures are also kept in DIR/<mode>/seed_<s>/
+compare_run.json with its config: a run finished under the same config is neither trained
+nor evaluated again, so extending a comparison with seeds or modes costs only the new runs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import json
 import math
 import os
 import statistics
@@ -38,10 +41,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import evaluate, monitor, report, stats, train
+from lookahead_jax import checkpoint, evaluate, monitor, report, stats, train
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, validate
 
@@ -53,6 +57,7 @@ METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunt
            "future_gain", "icl_score", "induction_max",
            "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "nll_vs_baseline")
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
+RUN_FILE = "compare_run.json"  # a run's figures and the config they were measured with
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -109,8 +114,30 @@ def _tsp(rep: dict[str, Any], method: str) -> float | None:
   return sum(g * w for g, w in gaps) / weight if weight else float("nan")
 
 
+def _config_key(config: ConfigDict) -> Any:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _saved_figures(config: ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The figures of `workdir/RUN_FILE` when they were measured with this config on its
+  final checkpoint; else None (the run is trained, or resumed, and evaluated)."""
+  path = epath.Path(workdir) / RUN_FILE
+  if not path.exists() or checkpoint.kept_steps(workdir)[-1:] != [config.train.steps]:
+    return None
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError:  # a write cut short
+    return None
+  return saved["figures"] if saved.get("config") == _config_key(config) else None
+
+
 def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates one run (one mode, one seed); returns its figures."""
+  """Trains and evaluates one run (one mode, one seed); returns its figures, which it
+  keeps in workdir/RUN_FILE (`_saved_figures` reads them back instead of redoing both)."""
+  saved = _saved_figures(config, workdir)
+  if saved is not None:
+    logging.info("%s: figures of the finished run read from %s", workdir, RUN_FILE)
+    return saved
   summary = train.train_and_evaluate(config, settings, workdir)
   stunt, dev = settings.monitor, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
@@ -137,7 +164,10 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
       out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
       out["control_stunting"] = test["all"]["control"]
       out["control_stunting_ci"] = test["all"]["control_ci"]
-  return out
+  if jax.process_index() == 0:
+    report.write_json(epath.Path(workdir) / RUN_FILE, {"config": _config_key(config),
+                                                       "figures": out})
+  return json.loads(json.dumps(out))  # the same types as when read back
 
 
 def _aggregate(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

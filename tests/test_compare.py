@@ -45,7 +45,8 @@ SETS = ["data.tokenizer=''", "model.vocab_size=258", "data.seq_len=32", "model.n
         "eval.bootstrap=200"] + [f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
 
 
-def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path, capsys):
+def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path, capsys,
+                                                        monkeypatch):
   spec = os.path.join(REPO, "configs", "experiments", "rhyme.py")
   sets = [f"data.data_dir='{rhyme_data_dir}'", *SETS]
   rows = compare.run(f"{spec}:none,{spec}:v1_token", str(tmp_path), sets, seeds=2)
@@ -85,10 +86,24 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
             if "loss" in r]
 
   before = [trained_steps(s) for s in (0, 1)]
+  evaluated, evaluate_run = [], compare.evaluate.run
+
+  def counted(config, settings, workdir, **kwargs):
+    evaluated.append(os.path.basename(workdir))
+    return evaluate_run(config, settings, workdir, **kwargs)
+
+  monkeypatch.setattr(compare.evaluate, "run", counted)
+  first = rows[0]
   rows = compare.run(f"{spec}:none", str(tmp_path), sets, seeds=3)
   assert rows[0]["seeds"] == 3 and sorted(os.listdir(tmp_path / "none")) == [
       "seed_0", "seed_1", "seed_2"]
   assert [trained_steps(s) for s in (0, 1)] == before and trained_steps(2)
+  # ... and evaluates only the new run: the others' figures are read back, unchanged.
+  assert evaluated == ["seed_2"]
+  assert rows[0]["test_nll_per_seed"][:2] == first["test_nll_per_seed"]
+  # A run whose config changed is evaluated again (here: a different bootstrap).
+  compare.run(f"{spec}:none", str(tmp_path), [*sets, "eval.bootstrap=100"], seeds=1)
+  assert evaluated == ["seed_2", "seed_0"]
 
 
 def test_bad_assignments_are_one_line_errors(tmp_path):

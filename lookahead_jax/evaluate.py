@@ -406,7 +406,8 @@ def path_star_paths(params, config: ConfigDict, settings: Settings, split: str, 
   writes the path and its end-of-path token. Returns {method: {first_node, path,
   instances}} for greedy and beam (width `beam_size`): the fraction of paths whose first
   node after the source is right (the choice that needs lookahead), and of whole paths
-  right; and chance_first_node, the 1/d of a model that picks an arm at random.
+  right; chance_first_node, the 1/d of a model that picks an arm at random; and
+  teacher_forced (`_teacher_forced_steps`): where along the path the model is right.
   """
   options, tok, model_cfg = config.data.options.to_dict(), settings.tokenizer, settings.model
   records = builders.data_source("path_star", split, config.data.data_dir, **options)
@@ -434,4 +435,35 @@ def path_star_paths(params, config: ConfigDict, settings: Settings, split: str, 
                                  path=path_star.path_accuracy(d, truth), instances=len(truth))
                          for m, d in decoded.items()}
   out["chance_first_node"] = path_star.chance_first_node(degree)
+  out["teacher_forced"] = _teacher_forced_steps(params, model_cfg, tok, by_length)
   return out
+
+
+def _teacher_forced_steps(params, model_cfg, tok, by_length) -> dict[str, dict[str, float]]:
+  """Teacher-forced greedy accuracy at each step of the true path.
+
+  by_length: {prompt length: [(prompt ids, path nodes)]}. The model reads the prompt and
+  the true path; at each path token it is right when its argmax is that token. Returns
+  {"n_1": {accuracy, count}, "n_2": ..., "end": ...}: n_k is the k-th node after the
+  source (n_1 is the choice that needs lookahead, every later node one edge look-up) and
+  "end" the end-of-path token, wherever the path stops.
+  """
+  right: dict[str, list[bool]] = {}
+  by_total: dict[int, list[tuple[int, list[int]]]] = {}
+  for length, group in by_length.items():
+    for prompt, path in group:
+      ids = prompt + tok.encode_path(path)
+      by_total.setdefault(len(ids), []).append((length, ids))
+  for total, group in sorted(by_total.items()):
+    tokens = jnp.asarray([ids for _, ids in group], jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), tokens.shape)
+    logits, _ = model_lib.forward(params, tokens, positions, config=model_cfg)
+    guess = np.asarray(jnp.argmax(logits, axis=-1))
+    for row, (length, ids) in zip(guess, group):
+      nodes = total - length - 1  # the source, n_1 .., the goal
+      for j in range(1, nodes + 1):  # path token j, predicted at position length - 1 + j
+        key = f"n_{j}" if j < nodes else "end"
+        right.setdefault(key, []).append(bool(row[length - 1 + j] == ids[length + j]))
+  order = sorted((k for k in right if k != "end"), key=lambda k: int(k[2:])) + ["end"]
+  return {k: {"accuracy": float(np.mean(right[k])), "count": len(right[k])} for k in order
+          if k in right}

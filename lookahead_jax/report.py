@@ -186,9 +186,14 @@ def path_star_table(paths: dict[str, Any]) -> str:
   """First-node and whole-path accuracy of greedy and beam decoding, beside chance."""
   rows = [[m, f"{paths[m]['first_node']:.3f}", f"{paths[m]['path']:.3f}",
            str(paths[m]["instances"])] for m in ("greedy", "beam")]
-  return table(["decoding", "first node", "whole path", "graphs"], rows,
+  text = table(["decoding", "first node", "whole path", "graphs"], rows,
                title=f"Path-star paths on the test split (chance first node: "
                f"{paths['chance_first_node']:.3f})")
+  steps = paths.get("teacher_forced", {})
+  return text + ("\nteacher-forced accuracy along the true path (n_1 needs the search, "
+                 "later nodes one edge look-up each): " + ", ".join(
+                     f"{k} {v['accuracy']:.3f} ({v['count']})" for k, v in steps.items())
+                 if steps else "")
 
 
 def _errorbars(ax, xs, points, style, label):

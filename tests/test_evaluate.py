@@ -221,3 +221,22 @@ def test_path_star_paths_report_first_node_and_path_accuracy(tmp_path):
     assert paths[method]["instances"] == 6
     assert 0.0 <= paths[method]["path"] <= paths[method]["first_node"] <= 1.0
   assert "first node" in report_lib.path_star_table(paths)
+  # Teacher-forced accuracy along the path equals a one-graph-at-a-time computation.
+  tok = settings.tokenizer
+  right: dict[str, list[bool]] = {}
+  for r in builders.data_source("path_star", "test", str(tmp_path), **options):
+    prompt = [tok.eod_id] + tok.encode_instance([tuple(e) for e in r["edges"]],
+                                                int(r["source"]), int(r["goal"]))
+    ids = prompt + tok.encode_path([int(v) for v in r["path"]])
+    logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
+                                  config=settings.model)
+    guess = np.asarray(logits[0].argmax(-1))
+    for j in range(1, len(r["path"]) + 1):
+      right.setdefault(f"n_{j}" if j < len(r["path"]) else "end", []).append(
+          guess[len(prompt) - 1 + j] == ids[len(prompt) + j])
+  steps = paths["teacher_forced"]
+  assert list(steps)[0] == "n_1" and list(steps)[-1] == "end"
+  assert sorted(steps) == sorted(right)
+  for key, hits in right.items():
+    assert steps[key] == {"accuracy": float(np.mean(hits)), "count": len(hits)}
+  assert "teacher-forced accuracy" in report_lib.path_star_table(paths)

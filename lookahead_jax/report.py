@@ -162,15 +162,23 @@ def eval_table(report: dict[str, Any]) -> str:
                  f"{r['temperature']:g},{r['lam']:g}",
                  f"{r['control_temperature']:g},{r['control_lam']:g}",
                  cell(r["test_helps"], ".3f"), cell(r["validation_G"], "+.4f")))
-  b = report["best"]
-  best = (f"Best on validation (by G): {b['kind']} B={b['width']} H={b['horizon']} {b['scheme']} "
-          f"{b['mixture']}: test G {b['test']['all']['G']:+.4f} "
-          f"{cell(b['test']['all']['G_ci'], '+.4f')} nats/token (marked "
-          f"{cell(b['test']['marked']['G'], '+.4f')} {cell(b['test']['marked']['G_ci'], '+.4f')}); "
-          f"gain(q_H) {b['test']['all']['gain']:+.4f}, "
-          f"gain(q_1) {b['test']['all']['control']:+.4f}; "
+  return "\n".join([headline(report), title, table(headers, rows)])
+
+
+def headline(report: dict[str, Any]) -> str:
+  """The evaluation in one sentence: G of the validation's best setting on the tokens
+  that need lookahead (all tokens where the testbed marks none), beside sharpening."""
+  b, test = report["best"], report["best"]["test"]
+  part, where = (("marked", "on the tokens marked as needing lookahead")
+                 if report["tokens"]["test_marked"] else ("all", "on all tokens"))
+  other = (f" (all tokens {test['all']['G']:+.4f} {cell(test['all']['G_ci'], '+.4f')})"
+           if part == "marked" else "")
+  return (f"Lookahead-specific gain G {where}: {test[part]['G']:+.4f} "
+          f"{cell(test[part]['G_ci'], '+.4f')} nats/token{other}, for the validation's best "
+          f"setting by G, {b['kind']} B={b['width']} H={b['horizon']} {b['scheme']} "
+          f"{b['mixture']}. Beside it, sharpening alone gains gain(q_1) "
+          f"{test[part]['control']:+.4f} and the lookahead gain(q_H) {test[part]['gain']:+.4f}; "
           f"looking ahead beats sharpening on {b['test_helps']:.1%} of tokens.")
-  return "\n".join([title, table(headers, rows), best])
 
 
 def tsp_table(tours: dict[str, Any]) -> str:

@@ -146,8 +146,14 @@ def test_report_table_json_and_plots(report, capsys):
     assert row["test_nll_amplified"] == pytest.approx(
         result["naive"]["test_nll"] - row["test"]["all"]["gain"])
   text = report_lib.eval_table(result)
-  assert "G marked" in text and "Best on validation (by G)" in text
-  assert text.splitlines()[1].split()[5] == "G"  # the table leads with G
+  # The report leads with G on the marked tokens, its interval and sharpening's gain.
+  best = result["best"]["test"]["marked"]
+  assert text.splitlines()[0] == report_lib.headline(result)
+  assert text.startswith(f"Lookahead-specific gain G on the tokens marked as needing "
+                         f"lookahead: {best['G']:+.4f} [{best['G_ci'][0]:+.4f}, ")
+  assert f"gain(q_1) {best['control']:+.4f}" in text.splitlines()[0]
+  assert "G marked" in text
+  assert text.splitlines()[2].split()[5] == "G"  # the table leads with G
   # The probes, fit on validation and scored on test, beside G (test_probes pins them).
   assert saved["probes"]["splits"] == ["validation", "test"]
   assert "future-token gain over the floor" in report_lib.probes_table(result["probes"])

@@ -93,7 +93,7 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
     return evaluate_run(config, settings, workdir, **kwargs)
 
   monkeypatch.setattr(compare.evaluate, "run", counted)
-  first = rows[0]
+  first, first_toward = rows[0], rows[1]["toward_per_seed"][0]
   rows = compare.run(f"{spec}:none", str(tmp_path), sets, seeds=3)
   assert rows[0]["seeds"] == 3 and sorted(os.listdir(tmp_path / "none")) == [
       "seed_0", "seed_1", "seed_2"]
@@ -104,6 +104,10 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   # A run whose config changed is evaluated again (here: a different bootstrap).
   compare.run(f"{spec}:none", str(tmp_path), [*sets, "eval.bootstrap=100"], seeds=1)
   assert evaluated == ["seed_2", "seed_0"]
+  # A finished run evaluated again, not trained, keeps its training figures (from its log).
+  (tmp_path / "v1_token" / "seed_0" / compare.RUN_FILE).unlink()
+  again = compare.run(f"{spec}:v1_token", str(tmp_path), sets, seeds=1)
+  assert evaluated[-1] == "seed_0" and again[0]["toward"] == first_toward
 
 
 def test_bad_assignments_are_one_line_errors(tmp_path):

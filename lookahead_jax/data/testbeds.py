@@ -18,7 +18,7 @@ What it measures: the heuristic case. Any rhymable colour is right, so the rule 
 poem, end a first line in a rhymable colour" predicts the marked tokens as well as a
 search for a rhyme would; a model learns the rule under teacher forcing and explicit
 lookahead has nothing left to add (measured: G at or just below 0 after training, README
-"Stunting comparison"). A testbed where lookahead beats every fixed rule is path_star.
+"Results", rhyme). A testbed where lookahead beats every fixed rule is path_star.
 
 **article**: riddles "This animal has big ears and long tusks. It is an elephant." The
 clue determines the noun, and the article ("a" or "an") must anticipate the noun's first

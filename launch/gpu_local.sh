@@ -53,7 +53,7 @@ Install first: pip install -e . "jax[cuda12]" (in the environment of --python).
 Examples:
   launch/gpu_local.sh train --config=configs/gpt2_small_8gpu.py --workdir=/data/runs/gpt2
   launch/gpu_local.sh --processes=8 train --config=configs/gpt2_small_8gpu.py --workdir=/data/runs/gpt2
-  launch/gpu_local.sh --cpu=2 --processes=2 train --config=configs/default.py --workdir=/tmp/rhyme2
+  launch/gpu_local.sh --cpu=2 --processes=2 train --config=configs/rhyme.py --workdir=/tmp/rhyme2
 EOF
 }
 

@@ -13,7 +13,9 @@ test). One table and two plots compare the modes:
   the testbed marks as needing lookahead; gain(q_H) and gain(q_1) of the stunting
   lookahead; the share of toward tokens during training and the updates v1_update
   skipped; on tsp, the validity and the optimality gap of greedy and beam decoding; on
-  path_star, the first-node and whole-path accuracy of greedy and beam decoding; the
+  path_star, G per goal depth, the teacher-forced first-step accuracy per goal depth,
+  beam decoding's first step and the share of plain and amplified samples that reach a
+  depth-2 goal, walk and end-of-path accuracy and the verifier strength; the
   training cost (median step time over the baseline's, the run with mode "none"); G over
   training (the monitor); with probes, the future-token probe gain, the ICL score and
   the best induction score of the evaluation, and the probe gain over training.
@@ -21,11 +23,12 @@ test). One table and two plots compare the modes:
 With one seed, intervals are the evaluation's bootstrap over test rows; with several,
 mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
 lookahead, G of the dev lookahead on marked tokens, test NLL) are differences to the
-baseline paired by seed. Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
-DIR/G_trajectory.png (and
-DIR/probe_trajectory.png). Each run's figures are also kept in DIR/<mode>/seed_<s>/
-compare_run.json with its config: a run finished under the same config is neither trained
-nor evaluated again, so extending a comparison with seeds or modes costs only the new runs.
+baseline paired by seed (on path_star also G of the dev lookahead and the first-step
+accuracy at depth 2). Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
+DIR/G_trajectory.png (and DIR/accuracy_trajectory.png, DIR/probe_trajectory.png). Each
+run's figures are also kept in DIR/<mode>/seed_<s>/compare_run.json with its config: a
+run finished under the same config is neither trained nor evaluated again, so extending a
+comparison with seeds or modes costs only the new runs.
 """
 
 from __future__ import annotations
@@ -50,12 +53,18 @@ from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, validate
 
 BASELINE = "none"
+DEPTHS = (1, 2, 3, 4, 5)  # path_star goal depths with columns of their own
+VERIFIER = ("walk", "end_max", "leaf_max", "after_max")  # evals/path_star.py
 METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunting_marked",
            "G_dev_marked",
+           *(f"G_{who}_d{d}" for who in ("stunting", "dev") for d in DEPTHS[1:]),
            "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
-           "tsp_beam_gap", "first_node_greedy", "first_node_beam", "path_greedy", "path_beam",
+           "tsp_beam_gap", *(f"first_d{d}" for d in DEPTHS), "first_d2_beam",
+           "goal_d2_amplified", "goal_d2_sample", "walk", "end",
+           *(f"verifier_{k}" for k in VERIFIER),
            "future_gain", "icl_score", "induction_max",
-           "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "nll_vs_baseline")
+           "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "G_dev_d2_vs_baseline",
+           "first_d2_vs_baseline", "nll_vs_baseline")
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 RUN_FILE = "compare_run.json"  # a run's figures and the config they were measured with
 
@@ -121,6 +130,22 @@ def _tsp(rep: dict[str, Any], method: str) -> float | None:
   return sum(g * w for g, w in gaps) / weight if weight else float("nan")
 
 
+def _path_star(figures: dict[str, Any] | None) -> dict[str, Any]:
+  """A run's path-star figures (evals/path_star.py) as compare metrics: teacher-forced
+  first-step accuracy per goal depth, the first step of beam decoding and the share of
+  sampled (plain, amplified) paths that reach a depth-2 goal, walk and end-of-path
+  accuracy, and the verifier strength."""
+  if not figures:
+    return {}
+  out = {f"first_d{d}": a for d, a in figures["first_step"]["teacher_forced"].items()}
+  out["first_d2_beam"] = figures["first_step"]["beam"].get("2")
+  for method in ("amplified", "sample"):
+    out[f"goal_d2_{method}"] = figures["goal"].get(method, {}).get("2")
+  out.update(walk=figures["walk"], end=figures["end"])
+  out.update({f"verifier_{k}": v for k, v in figures["verifier"].items()})
+  return out
+
+
 def _config_key(config: ConfigDict) -> Any:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
@@ -149,15 +174,10 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   stunt, dev = settings.monitor, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
-  paths = rep.get("path_star", {})
   out = {"test_nll": rep["naive"]["test_nll"], "toward": _toward(workdir),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(workdir),
          "tsp_greedy_gap": _tsp(rep, "greedy"), "tsp_beam_gap": _tsp(rep, "beam"),
-         "first_node_greedy": paths.get("greedy", {}).get("first_node"),
-         "first_node_beam": paths.get("beam", {}).get("first_node"),
-         "path_greedy": paths.get("greedy", {}).get("path"),
-         "path_beam": paths.get("beam", {}).get("path"),
-         "trajectory": monitor.trajectory(workdir)}
+         **_path_star(rep.get("path_star")), "trajectory": monitor.trajectory(workdir)}
   for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
     if key in rep.get("masked", {}):
       out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
@@ -167,6 +187,9 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
     for suffix, part in (("", "all"), ("_marked", "marked")):
       out[f"G_{label}{suffix}"] = test[part]["G"]
       out[f"G_{label}{suffix}_ci"] = test[part]["G_ci"]
+    if rep.get("path_star"):  # G on the first steps per goal depth
+      for depth, g in _best(rep, *setup)["test_groups"].items():
+        out[f"G_{label}_d{depth}"], out[f"G_{label}_d{depth}_ci"] = g["G"], g["G_ci"]
     if label == "stunting":
       out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
       out["control_stunting"] = test["all"]["control"]
@@ -200,11 +223,12 @@ def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
   95% t-interval over seeds in key + "_ci" ([lo, hi] per step; None with one seed)."""
   steps = sorted(set.intersection(*(set(r["trajectory"]["step"]) for r in runs)))
   out: dict[str, list] = {"step": steps}
-  for key in monitor.TRAJECTORY_KEYS:
-    per = [dict(zip(r["trajectory"]["step"], r["trajectory"][key])) for r in runs]
+  for key in sorted({k for r in runs for k in r["trajectory"]} - {"step"}):
+    per = [dict(zip(r["trajectory"]["step"], r["trajectory"].get(key, [])))
+           for r in runs]
     means, cis = [], []
     for s in steps:
-      values = [p[s] for p in per if p[s] is not None and not math.isnan(p[s])]
+      values = [p[s] for p in per if p.get(s) is not None and not math.isnan(p[s])]
       if len(values) >= 2:
         mean, lo, hi = stats.t_interval(values)
         means.append(mean)
@@ -242,8 +266,11 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
       r["cost"] = r["step_time"] / b["step_time"] if r["step_time"] and b["step_time"] else None
       paired = BASELINE in results
       for key, of in (("G_vs_baseline", "G_stunting"), ("nll_vs_baseline", "test_nll"),
-                      ("G_dev_marked_vs_baseline", "G_dev_marked")):
-        r[key] = r[of] - b[of] if paired and r[of] is not None and b[of] is not None else None
+                      ("G_dev_marked_vs_baseline", "G_dev_marked"),
+                      ("G_dev_d2_vs_baseline", "G_dev_d2"),
+                      ("first_d2_vs_baseline", "first_d2")):
+        mine, theirs = r.get(of), b.get(of)
+        r[key] = mine - theirs if paired and mine is not None and theirs is not None else None
   rows = [_aggregate(name, per_seed) for name, per_seed in results.items()]
   trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
   if jax.process_index() == 0:

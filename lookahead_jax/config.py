@@ -159,7 +159,7 @@ def base_config() -> ConfigDict:
   c.eval.schemes = ("sum", "max")
   c.eval.mixtures = ("linear", "loglinear")
   c.eval.temperatures = (0.25, 0.5, 1.0, 2.0, 4.0)
-  c.eval.lams = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+  c.eval.lams = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99)
   c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
   c.eval.tsp_instances = 300  # tsp, path_star: test instances the model decodes
   c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
@@ -451,6 +451,10 @@ def validate(config: ConfigDict) -> Settings:
   if config.pretrained:
     _check_pretrained(config.pretrained, mc)
   tokenizer = _checked_data(config)
+  longest = builders.longest_document(pipeline.base_name(d.name), **d.options.to_dict())
+  _require(longest is None or d.seq_len >= longest + 1, "data.seq_len", d.seq_len,
+           f"the longest {d.name} example with these options has {longest} tokens (+1 for its "
+           f"EOD): set data.seq_len >= {(longest or 0) + 1} so no example is cut")
   _require(m.vocab_size >= tokenizer.vocab_size, "model.vocab_size", m.vocab_size,
            f"the {d.name} tokenizer has {tokenizer.vocab_size} tokens; set model.vocab_size="
            f"{tokenizer.vocab_size} (or more)")

@@ -10,20 +10,24 @@ lookahead's mixture and of its horizon-1 control's (lookahead.control_paths):
 
 (q is sparse, so each grid point costs O(K) per token; lookahead.Amplified). For each
 (setting, scheme, mixture) each side gets the (tau, lam) with its largest mean gain on
-validation, and the test split reports both gains and the lookahead-specific gain
+validation, on the tokens the testbed marks as needing lookahead (all tokens where it
+marks none: `chosen_on`), and the test split reports both gains and the
+lookahead-specific gain
 
     G = gain(q_H) - gain(q_1)
 
-overall, on tokens the testbed marks as needing lookahead and on the rest, each with a
-paired 95% bootstrap interval over the test rows (stats.py), and the fraction of tokens
-where looking ahead beats sharpening. The best row is chosen by G on validation and
-gets a per-token histogram of g = log p~_H - log p~_1. On the tsp testbed, the model also
-decodes the tours of test instances greedily and by beam search: tour validity and
-optimality gap, beside the nearest-neighbour heuristic. A model trained with masks
+overall, on the marked tokens and on the rest, each with a paired 95% bootstrap interval
+over the test rows (stats.py), per mark group (path_star: the goal's depth) with an
+interval over the marked tokens, and the share of tokens where looking ahead beats
+sharpening. The headline row is the best by validation G among the settings that look
+ahead (H > 1; a horizon-1 row is its own control) and gets a per-token histogram of
+g = log p~_H - log p~_1. On tsp the model also decodes the tours of test instances
+greedily and by beam search: tour validity and optimality gap, beside the
+nearest-neighbour heuristic; on path_star evals/path_star.py gives the first step by
+goal depth, the decoders' paths and the verifier strength. A model trained with masks
 (objective.kind="spectrum") also gets its test pseudo-NLL and bidirectional next-token
-readout NLL (`masked_nll`); the suite itself reads its causal mode.
-With probes.enabled, the
-internal-lookahead probes (probes.py) fit on validation and scored on test.
+readout NLL (`masked_nll`); the suite itself reads its causal mode. With probes.enabled,
+the internal-lookahead probes (probes.py) fit on validation and scored on test.
 
 Outputs in `workdir/eval/` (report.py): report.json, G_vs_horizon.png, G_vs_width.png,
 token_G_hist.png (and probes.png); the tables are printed.
@@ -52,10 +56,10 @@ from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
 from lookahead_jax import train as train_lib
 from lookahead_jax.config import Settings
-from lookahead_jax.data import builders, path_star, pipeline, tsp
+from lookahead_jax.data import builders, pipeline, tsp
+from lookahead_jax.evals import path_star as path_star_eval
 
 PARTS = report.PARTS
-SIDES = ("lookahead", "control")  # q_H and its horizon-1 control q_1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +146,9 @@ def _gather(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _pass(step, params, batches, rng, beta, pick, mesh, progress) -> dict[str, Any]:
-  """Sums of `step` over a split's batches (host float64), per-row sums and per-token G."""
+def _pass(step, params, batches, rng, beta, pick, mesh, progress, groups) -> dict[str, Any]:
+  """Sums of `step` over a split's batches (host float64), per-row sums and per-token G
+  with each token's mark group (`groups(targets, marks)`, pipeline.mark_groups)."""
   sums: dict[str, Any] = {}
   rows, row_tokens, token_g, marks = [], [], [], []
   for i, batch in enumerate(batches):
@@ -155,7 +160,7 @@ def _pass(step, params, batches, rng, beta, pick, mesh, progress) -> dict[str, A
     row_tokens.append(_gather(out["row_tokens"]))
     keep = _gather(arrays["weights"]) > 0
     token_g.append(np.moveaxis(_gather(jnp.moveaxis(out["token_G"], 2, 0)), 0, 2)[..., keep])
-    marks.append(_gather(arrays["needs_lookahead"])[keep])
+    marks.append(groups(_gather(arrays["targets"]), _gather(arrays["needs_lookahead"]))[keep])
     progress.update(1)
   row_tokens = np.concatenate(row_tokens).astype(np.float64)  # [R, 3]
   real = row_tokens[:, 0] > 0  # rows of padding only carry no token
@@ -186,6 +191,30 @@ def _test_parts(test, si, mi, weights) -> dict[str, dict[str, Any]]:
     out[part].update({f"{name}_ci": [float(lo[k]), float(hi[k])]
                       for k, name in enumerate(("gain", "control", "G"))})
   return out
+
+
+def group_gains(token_g: np.ndarray, groups: np.ndarray, resamples: int, seed: int
+                ) -> dict[str, dict[str, Any]]:
+  """G per mark group (path_star: goal depth) with a 95% bootstrap interval over tokens.
+
+  token_g, groups: [n] the per-token g of a row and each token's group (0: unmarked,
+  left out). A marked token is one example's choice (one per example on path_star), so
+  tokens are the resampled unit. {group: {G, G_ci, tokens}}; {} without marks.
+  """
+  out = {}
+  for g in sorted(set(groups[groups > 0].tolist())):
+    values = token_g[groups == g].astype(np.float64)
+    weights = stats.resample_counts(len(values), resamples, seed)
+    lo, hi = stats.bootstrap_ratio(values, np.ones_like(values), weights)
+    out[str(g)] = dict(G=float(values.mean()), G_ci=[float(lo), float(hi)], tokens=len(values))
+  return out
+
+
+def headline_row(rows: list[dict[str, Any]]) -> int:
+  """Index of the headline row: the best by validation G among the rows that look ahead
+  (H > 1); a horizon-1 row is its own control (G = 0), so it heads only a grid of them."""
+  ahead = [i for i, r in enumerate(rows) if r["horizon"] > 1] or list(range(len(rows)))
+  return ahead[int(first_best(np.array([rows[i]["validation_G"] for i in ahead])))]
 
 
 TIE = 1e-6  # nats/token: validation gains closer than this to the best tie
@@ -230,6 +259,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
                                                                  ev.test_split)}
   progress = tqdm(total=len(runs) * sum(counts.values()), desc="eval", unit="batch",
                   disable=jax.process_index() != 0, dynamic_ncols=True)
+  groups = functools.partial(pipeline.mark_groups, config.data.name, settings.tokenizer)
   rng = jax.random.key(ev.seed)
   rows, hist, grids, weights = [], {}, [], None
   start = time.time()
@@ -239,12 +269,14 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     step = jax.jit(functools.partial(batch_sums, config=model_cfg, lookahead=la, grid=grid))
     no_pick = jnp.zeros((2, len(grid.schemes), len(grid.mixtures), 2), jnp.int32)
     val = _pass(step, params, batches(ev.validation_split), rng, config.lookahead.beta, no_pick,
-                mesh, progress)
-    val_gain = _mean(val, "gain")[..., 0]  # [2, S, M, taus, lams]
+                mesh, progress, groups)
+    # tau and lam are chosen on the tokens the headline is about: the marked ones, if any.
+    chosen_on = 1 if val["tokens"][1] > 0 else 0
+    val_gain = _mean(val, "gain")[..., chosen_on]  # [2, S, M, taus, lams]
     flat = val_gain.reshape(val_gain.shape[:3] + (-1,))
     best = np.stack(np.unravel_index(first_best(flat), val_gain.shape[3:]), -1)
     test = _pass(step, params, batches(ev.test_split), rng, config.lookahead.beta,
-                 jnp.asarray(best, jnp.int32), mesh, progress)
+                 jnp.asarray(best, jnp.int32), mesh, progress, groups)
     if weights is None:  # the same resamples of the test rows for every setting: paired
       weights = stats.resample_counts(len(test["row_tokens"]), ev.bootstrap, ev.seed)
     test_nll = _mean(test, "nll")
@@ -258,17 +290,21 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
       row = dict(kind=kind, width=width, horizon=horizon, scheme=scheme, mixture=mixture,
                  temperature=grid.temperatures[ti], lam=grid.lams[li],
                  control_temperature=grid.temperatures[tc], control_lam=grid.lams[lc],
+                 chosen_on=PARTS[chosen_on],
                  validation_gain=float(val_gain[0, si, mi, ti, li]),
                  validation_control=float(val_gain[1, si, mi, tc, lc]),
-                 test=parts, test_helps=float(np.mean(test["token_G"][si, mi] > 0)),
-                 test_nll_amplified=naive["test_nll"] - parts["all"]["gain"])
+                 test=parts, test_nll_amplified=naive["test_nll"] - parts["all"]["gain"],
+                 test_groups=group_gains(test["token_G"][si, mi], test["mark"], ev.bootstrap,
+                                         ev.seed))
+      part = test["mark"] > 0 if chosen_on else slice(None)
+      row["test_helps"] = float(np.mean(test["token_G"][si, mi][part] > 0))
       row["validation_G"] = row["validation_gain"] - row["validation_control"]
       rows.append(row)
       hist[len(rows) - 1] = test["token_G"][si, mi]
     grids.append(dict(kind=kind, width=width, horizon=horizon,
                       validation_gain=np.round(val_gain, 6).tolist()))
   progress.close()
-  best_row = int(first_best(np.array([r["validation_G"] for r in rows])))
+  best_row = headline_row(rows)
   out = dict(
       params=source, dataset=config.data.name, splits=[ev.validation_split, ev.test_split],
       batches=counts, tokens=dict(test=float(test["tokens"][0]),
@@ -277,7 +313,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
       naive=dict(naive, test_perplexity=float(np.exp(naive["test_nll"]))),
       grid=dataclasses.asdict(grid), bootstrap=ev.bootstrap, rows=rows, best=rows[best_row],
       # mean validation gain [side][scheme][mixture][tau][lam] per setting (side 0: q_H,
-      # side 1: its control q_1)
+      # side 1: its control q_1), on the part of the tokens named by each row's chosen_on
       validation_grids=grids,
       seconds=round(time.time() - start, 1))
   if settings.objective.kind == "spectrum":
@@ -287,8 +323,9 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     out["tsp"] = tsp_tours(params, config, settings, ev.test_split, ev.tsp_instances,
                            max(ev.widths))
   if config.data.name == "path_star":
-    out["path_star"] = path_star_paths(params, config, settings, ev.test_split,
-                                       ev.tsp_instances, max(ev.widths))
+    best = out["best"]
+    out["path_star"] = path_star_eval.evaluate(params, config, settings,
+                                               best if best["horizon"] > 1 else None)
   if settings.probes is not None:
     out["probes"] = probe_report(params, config, settings, mesh)
   if jax.process_index() == 0:
@@ -382,88 +419,3 @@ def tsp_tours(params, config: ConfigDict, settings: Settings, split: str,
                             gap=float(np.mean(gaps)) if gaps else float("nan"),
                             optimal=float(np.mean([g == 0.0 for g in gaps])) if gaps else 0.0)
   return out
-
-
-def tsp_table(tours) -> str:
-  lines = ["TSP tours on the test split: valid fraction, mean optimality gap of valid tours, "
-           "optimal fraction", f"{'cities':>8} " + " ".join(
-               f"{m + ' ' + k:>26}" for m in tours for k in ("valid/gap/opt",))]
-  for n in sorted(next(iter(tours.values()))):
-    cells = [f"{t[n]['valid']:>8.2f} {t[n]['gap']:>8.3f} {t[n]['optimal']:>8.2f}"
-             for t in tours.values()]
-    lines.append(f"{n:>8} " + " ".join(f"{c:>26}" for c in cells))
-  return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- path-star paths
-
-
-def path_star_paths(params, config: ConfigDict, settings: Settings, split: str, limit: int,
-                    beam_size: int) -> dict[str, Any]:
-  """Paths of the split's first `limit` graphs decoded by the model, greedily and by beam.
-
-  The prompt is a document's start, [EOD] + edges, query and path marker; the model then
-  writes the path and its end-of-path token. Returns {method: {first_node, path,
-  instances}} for greedy and beam (width `beam_size`): the fraction of paths whose first
-  node after the source is right (the choice that needs lookahead), and of whole paths
-  right; chance_first_node, the 1/d of a model that picks an arm at random; and
-  teacher_forced (`_teacher_forced_steps`): where along the path the model is right.
-  """
-  options, tok, model_cfg = config.data.options.to_dict(), settings.tokenizer, settings.model
-  records = builders.data_source("path_star", split, config.data.data_dir, **options)
-  by_length: dict[int, list[tuple[list[int], list[int]]]] = {}
-  for i in range(min(limit, len(records))):
-    r = records[i]
-    prompt = [tok.eod_id] + tok.encode_instance([tuple(e) for e in r["edges"]], int(r["source"]),
-                                                int(r["goal"]))
-    by_length.setdefault(len(prompt), []).append((prompt, [int(v) for v in r["path"]]))
-  graph = builders.PathStar.make_config(**options)
-  degree, longest = graph.degree, graph.path_length + 1  # longest: nodes, end of path
-  decoded: dict[str, list] = {"greedy": [], "beam": []}
-  truth = []
-  for length, group in sorted(by_length.items()):
-    prompts = jnp.asarray([g[0] for g in group])
-    new = min(longest, model_cfg.max_len - length)
-    greedy = decoding.generate(params, prompts, jax.random.key(0), config=model_cfg,
-                               max_new_tokens=new)
-    beams = decoding.beam_search(params, prompts, config=model_cfg, beam_size=beam_size,
-                                 max_new_tokens=new)
-    decoded["greedy"] += [tok.decode_path(t) for t in np.asarray(greedy)]
-    decoded["beam"] += [tok.decode_path(t) for t in np.asarray(beams.sequences[:, 0])]
-    truth += [g[1] for g in group]
-  out: dict[str, Any] = {m: dict(first_node=path_star.first_node_accuracy(d, truth),
-                                 path=path_star.path_accuracy(d, truth), instances=len(truth))
-                         for m, d in decoded.items()}
-  out["chance_first_node"] = path_star.chance_first_node(degree)
-  out["teacher_forced"] = _teacher_forced_steps(params, model_cfg, tok, by_length)
-  return out
-
-
-def _teacher_forced_steps(params, model_cfg, tok, by_length) -> dict[str, dict[str, float]]:
-  """Teacher-forced greedy accuracy at each step of the true path.
-
-  by_length: {prompt length: [(prompt ids, path nodes)]}. The model reads the prompt and
-  the true path; at each path token it is right when its argmax is that token. Returns
-  {"n_1": {accuracy, count}, "n_2": ..., "end": ...}: n_k is the k-th node after the
-  source (n_1 is the choice that needs lookahead, every later node one edge look-up) and
-  "end" the end-of-path token, wherever the path stops.
-  """
-  right: dict[str, list[bool]] = {}
-  by_total: dict[int, list[tuple[int, list[int]]]] = {}
-  for length, group in by_length.items():
-    for prompt, path in group:
-      ids = prompt + tok.encode_path(path)
-      by_total.setdefault(len(ids), []).append((length, ids))
-  for total, group in sorted(by_total.items()):
-    tokens = jnp.asarray([ids for _, ids in group], jnp.int32)
-    positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), tokens.shape)
-    logits, _ = model_lib.forward(params, tokens, positions, config=model_cfg)
-    guess = np.asarray(jnp.argmax(logits, axis=-1))
-    for row, (length, ids) in zip(guess, group):
-      nodes = total - length - 1  # the source, n_1 .., the goal
-      for j in range(1, nodes + 1):  # path token j, predicted at position length - 1 + j
-        key = f"n_{j}" if j < nodes else "end"
-        right.setdefault(key, []).append(bool(row[length - 1 + j] == ids[length + j]))
-  order = sorted((k for k in right if k != "end"), key=lambda k: int(k[2:])) + ["end"]
-  return {k: {"accuracy": float(np.mean(right[k])), "count": len(right[k])} for k in order
-          if k in right}

@@ -354,14 +354,18 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
   lookahead.eos_id, pad_id. temperature: tau of q.
   """
   b = prompts.shape[0]
+  # One slot more than the tokens fed back: the loop also feeds the last drawn token, so
+  # the lookahead is traced (and compiled) once, not once more after the loop.
   logits, cache, positions = decoding.prefill(params, prompts, prompt_lengths, config=config,
-                                              slots=max_new_tokens - 1)
+                                              slots=max_new_tokens)
   one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one, config=config,
                           lookahead=lookahead)
   eos = lookahead.eos_id
 
   def pick(i, logits, cache, out, done):
-    lookahead_key, sample_key = jax.random.split(jax.random.fold_in(rng, i))
+    # The draw uses decoding.generate's key of step i, so lam = 0 is plain sampling.
+    sample_key = jax.random.fold_in(rng, i)
+    lookahead_key = jax.random.fold_in(sample_key, 1)
     log_p = jax.nn.log_softmax(logits)  # [b, V]
     position = positions + i  # of the token being drawn
     prefix = (cache.k, cache.v, cache.segment_ids > 0)
@@ -383,5 +387,4 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
     return logits[:, 0], cache, out, done
 
   state = (logits, cache, jnp.full((b, max_new_tokens), pad_id, jnp.int32), jnp.zeros((b,), bool))
-  logits, cache, out, done = jax.lax.fori_loop(0, max_new_tokens - 1, body, state)
-  return pick(max_new_tokens - 1, logits, cache, out, done)[1]
+  return jax.lax.fori_loop(0, max_new_tokens, body, state)[2]

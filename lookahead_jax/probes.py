@@ -9,8 +9,9 @@ teacher-forced pass with `model.forward(..., internals=True)`:
   Adam on one batch and scored (NLL, accuracy) on another, beside the same probe fit on
   the token embedding of x_t alone (the floor: what x_t by itself says about x_{t+k}).
   Its gain, floor NLL - probe NLL, is what layer l knows about a token it has not seen.
-  On path_star also the probe at the source (the tokens the testbed marks as needing
-  lookahead: the input is the source, the target the first node of the goal's arm).
+  On path_star also the probe at the marked tokens' inputs (the tokens the testbed marks
+  as needing lookahead: the input is the path marker, or the source with node labels;
+  the target the first step toward the goal).
 - in-context-learning score (Olsson et al. 2022): the mean loss of tokens at a late
   position minus at an early one; theirs is token 500 minus token 50 of 512, here the
   positions are scaled to the row length T (`icl_positions`).
@@ -49,7 +50,7 @@ class Probes:
   l2:               L2 penalty on the probe's weights.
   induction_rows:   random sequences of the induction score.
   induction_length: m, each sequence is m random tokens, then the same m again.
-  marked:           also probe at the tokens the testbed marks (path_star: at the source).
+  marked:           also probe at the tokens the testbed marks (path_star: the first steps).
   """
 
   max_offset: int = 3

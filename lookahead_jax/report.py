@@ -37,9 +37,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def figure(*subplots: int, size: tuple[float, float] = (6, 4)):
-  """(fig, axes) of the report style: plt.subplots(*subplots) at `size` inches."""
-  return plt.subplots(*subplots, figsize=size)
+def figure(*subplots: int, size: tuple[float, float] = (6, 4), **kwargs: Any):
+  """(fig, axes) of the report style: plt.subplots(*subplots, **kwargs) at `size` inches."""
+  return plt.subplots(*subplots, figsize=size, **kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -118,10 +118,15 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
       ("data", ", ".join(f"{k} {v:,}" for k, v in counters.items())),
   ]
   if monitored:
-    rows.insert(-1, ("lookahead G", f"stunting {monitored['monitor_G_stunting']:+.4f}, dev "
-                                    f"{monitored['monitor_G_dev']:+.4f} nats/token at step "
-                                    f"{monitored['step']} (held-out batches; G = gain(q_H) - "
-                                    "gain(q_1))"))
+    marked = not math.isnan(monitored.get("monitor_G_dev_marked", math.nan))
+    part = "_marked" if marked else ""
+    ci = cell([monitored["monitor_G_dev_lo"], monitored["monitor_G_dev_hi"]], "+.4f")
+    rows.insert(-1, ("lookahead G", f"stunting {monitored['monitor_G_stunting' + part]:+.4f}, "
+                                    f"dev {monitored['monitor_G_dev' + part]:+.4f} {ci} "
+                                    f"nats/token on {'marked' if marked else 'all'} tokens at "
+                                    f"step {monitored['step']} (held-out batches; G = gain(q_H) "
+                                    f"- gain(q_1) at tau {config.lookahead.temperature:g}, lam "
+                                    f"{config.lookahead.lam:g})"))
   if monitored and "monitor_future_gain" in monitored:
     icl = cell(monitored["monitor_icl_score"], "+.4f")
     rows.insert(-1, ("probes", f"future-token gain {monitored['monitor_future_gain']:+.4f} "
@@ -166,19 +171,27 @@ def eval_table(report: dict[str, Any]) -> str:
 
 
 def headline(report: dict[str, Any]) -> str:
-  """The evaluation in one sentence: G of the validation's best setting on the tokens
-  that need lookahead (all tokens where the testbed marks none), beside sharpening."""
+  """The evaluation in one sentence: G of the headline setting (the validation's best that
+  looks ahead, H > 1) on the tokens that need lookahead (all tokens where the testbed marks
+  none), its tau and lam beside its control's, and the gain of sharpening alone."""
   b, test = report["best"], report["best"]["test"]
   part, where = (("marked", "on the tokens marked as needing lookahead")
                  if report["tokens"]["test_marked"] else ("all", "on all tokens"))
   other = (f" (all tokens {test['all']['G']:+.4f} {cell(test['all']['G_ci'], '+.4f')})"
            if part == "marked" else "")
-  return (f"Lookahead-specific gain G {where}: {test[part]['G']:+.4f} "
+  lo, hi = test[part]["G_ci"]
+  verdict = ("Looking ahead beats sharpening here" if lo > 0 else
+             "Looking ahead does worse than sharpening here" if hi < 0 else
+             "No lookahead setting beats its control here: the interval contains 0")
+  return (f"{verdict}. Lookahead-specific gain G {where}: {test[part]['G']:+.4f} "
           f"{cell(test[part]['G_ci'], '+.4f')} nats/token{other}, for the validation's best "
-          f"setting by G, {b['kind']} B={b['width']} H={b['horizon']} {b['scheme']} "
-          f"{b['mixture']}. Beside it, sharpening alone gains gain(q_1) "
-          f"{test[part]['control']:+.4f} and the lookahead gain(q_H) {test[part]['gain']:+.4f}; "
-          f"looking ahead beats sharpening on {b['test_helps']:.1%} of tokens.")
+          f"setting that looks ahead, {b['kind']} B={b['width']} H={b['horizon']} "
+          f"{b['scheme']} {b['mixture']} (q_H at tau {b['temperature']:g}, lam {b['lam']:g}; "
+          f"its horizon-1 control q_1 at tau {b['control_temperature']:g}, lam "
+          f"{b['control_lam']:g}; chosen on validation). Beside it, sharpening alone gains "
+          f"gain(q_1) {test[part]['control']:+.4f} and the lookahead gain(q_H) "
+          f"{test[part]['gain']:+.4f}; per token, looking ahead beats sharpening on "
+          f"{b['test_helps']:.1%} of {where[3:]} (the share with g > 0).")
 
 
 def tsp_table(tours: dict[str, Any]) -> str:
@@ -190,18 +203,33 @@ def tsp_table(tours: dict[str, Any]) -> str:
                "optimality gap of valid tours, optimal fraction")
 
 
-def path_star_table(paths: dict[str, Any]) -> str:
-  """First-node and whole-path accuracy of greedy and beam decoding, beside chance."""
-  rows = [[m, f"{paths[m]['first_node']:.3f}", f"{paths[m]['path']:.3f}",
-           str(paths[m]["instances"])] for m in ("greedy", "beam")]
-  text = table(["decoding", "first node", "whole path", "graphs"], rows,
-               title=f"Path-star paths on the test split (chance first node: "
-               f"{paths['chance_first_node']:.3f})")
-  steps = paths.get("teacher_forced", {})
-  return text + ("\nteacher-forced accuracy along the true path (n_1 needs the search, "
-                 "later nodes one edge look-up each): " + ", ".join(
-                     f"{k} {v['accuracy']:.3f} ({v['count']})" for k, v in steps.items())
-                 if steps else "")
+def path_star_table(figures: dict[str, Any], groups: dict[str, Any] | None = None) -> str:
+  """First-step accuracy and reach-the-goal share per method and goal depth, G per depth
+  (`groups`: the main evaluation's G of the headline row per depth), verifier strength."""
+  depths = [str(d) for d in figures["depths"]]
+  rows = []
+  for method, accs in figures["first_step"].items():
+    goal = figures["goal"].get(method, {})
+    rows.append([method] + [f"{accs[d]:.3f}" + (f" / {goal[d]:.3f}" if d in goal else "")
+                            for d in depths])
+  if groups:
+    rows.append(["G (first step)"] + [
+        f"{groups[d]['G']:+.3f} {cell(groups[d]['G_ci'], '+.3f')}" if d in groups
+        else "-" for d in depths])
+  counts = figures["counts"]
+  text = table(
+      ["first step right / path reaches the goal"] + [f"depth {d} ({counts[d]})" for d in depths],
+      rows, title=f"Path-star, {figures['graphs']} test graphs: the first step by goal depth "
+      f"(chance {figures['chance']:.3f} from depth 2; depth 1 is given by the query)")
+  v = figures["verifier"]
+  walk = (f"teacher-forced: walk {figures['walk']:.3f}, end of path {figures['end']:.3f}, "
+          f"log p(end) at the goal {figures['goal_end']:+.2f}")
+  if not v:
+    return text + "\n" + walk
+  return (text + "\n" + walk + "\nverifier strength, down every wrong arm (log-probs, means "
+          f"over graphs): walk {v['walk']:+.2f}, largest log p(end of path) at a wrong node "
+          f"{v['end_max']:+.2f}, largest log p at the wrong leaf {v['leaf_max']:+.2f} and "
+          f"after it {v['after_max']:+.2f}")
 
 
 def _errorbars(ax, xs, points, style, label):
@@ -216,6 +244,7 @@ def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
                out: str | os.PathLike) -> None:
   """G_vs_horizon.png, G_vs_width.png (with intervals) and token_G_hist.png in `out`."""
   best = report["best"]
+  part = "marked" if report["tokens"]["test_marked"] else "all"  # the headline's tokens
   chosen = [r for r in report["rows"]
             if (r["scheme"], r["mixture"]) == (best["scheme"], best["mixture"])]
   for x_key, line_key, name in (("horizon", "width", "G_vs_horizon"),
@@ -223,20 +252,21 @@ def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
     fig, ax = figure()
     for kind, style in (("beam", "-o"), ("smc", "--s")):
       for value in sorted({r[line_key] for r in chosen if r["kind"] == kind}):
-        pts = sorted((r[x_key], (r["test"]["all"]["G"], r["test"]["all"]["G_ci"]))
+        pts = sorted((r[x_key], (r["test"][part]["G"], r["test"][part]["G_ci"]))
                      for r in chosen if r["kind"] == kind and r[line_key] == value)
         _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], style,
                    f"{kind} {line_key[0].upper()}={value}")
     ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xticks(sorted({r[x_key] for r in chosen}))  # the grid's values, no fractions
     ax.set_xlabel(x_key)
-    ax.set_ylabel("test G = gain(q_H) - gain(q_1) (nats/token)")
+    ax.set_ylabel(f"test G on {part} tokens (nats/token)")
     ax.set_title(f"{report['dataset']}: {best['scheme']}, {best['mixture']}, 95% CI over rows",
                  fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, epath.Path(out) / f"{name}.png")
   fig, ax = figure()
   bins = np.linspace(np.percentile(token_g, 0.5), np.percentile(token_g, 99.5) + 1e-9, 60)
+  mark = mark > 0  # mark groups (pipeline.mark_groups): 0 is unmarked
   if mark.any():
     ax.hist(token_g[~mark], bins=bins, alpha=0.6, label="other tokens", density=True)
     ax.hist(token_g[mark], bins=bins, alpha=0.6, label="needs lookahead", density=True)
@@ -272,7 +302,7 @@ def probes_table(probes: dict[str, Any]) -> str:
   title = (f"Probes: linear probes of x_(t+k) fit on {probes['splits'][0]}, scored on "
            f"{probes['splits'][1]} ({probes['rows']} rows each, {probes['score_tokens']:.0f} "
            "scored tokens)" + ("; at the marks: the probe at the marked tokens' inputs "
-                               "(path_star: at the source, for the goal arm's first node)"
+                               "(path_star: before the first step, for the first step)"
                                if "marked_nll" in probes else ""))
   lines = [title, table(headers, rows),
            f"future-token gain over the floor (best layer, nats/token): {gains}; mean "
@@ -324,7 +354,7 @@ def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
   if "tsp" in report:
     print(tsp_table(report["tsp"]))
   if "path_star" in report:
-    print(path_star_table(report["path_star"]))
+    print(path_star_table(report["path_star"], report["best"].get("test_groups")))
   if "probes" in report:
     probe_plots(report["probes"], report["dataset"], out)
     print(probes_table(report["probes"]))
@@ -346,9 +376,19 @@ COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("toward", "toward", ".1%"),
     ("skipped", "skipped", ".0f"), ("tsp_greedy_gap", "tsp greedy gap", ".3f"),
     ("tsp_beam_gap", "tsp beam gap", ".3f"),
-    ("first_node_greedy", "first node (greedy)", ".3f"),
-    ("first_node_beam", "first node (beam)", ".3f"), ("path_greedy", "path (greedy)", ".3f"),
-    ("path_beam", "path (beam)", ".3f"),
+    *((f"G_{who}_d{d}", f"G depth {d} ({who})", "+.3f") for who in ("stunting", "dev")
+      for d in range(2, 6)),
+    ("G_dev_d2_vs_baseline", "G depth 2 (dev) vs none", "+.3f"),
+    *((f"first_d{d}", f"first step depth {d}", ".3f") for d in range(1, 6)),
+    ("first_d2_vs_baseline", "first step depth 2 vs none", "+.3f"),
+    ("first_d2_beam", "first step depth 2 (beam)", ".3f"),
+    ("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
+    ("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
+    ("walk", "walk", ".3f"), ("end", "end of path", ".3f"),
+    ("verifier_walk", "wrong arm: walk log p", "+.2f"),
+    ("verifier_end_max", "wrong arm: max log p(end)", "+.2f"),
+    ("verifier_leaf_max", "wrong leaf: max log p", "+.2f"),
+    ("verifier_after_max", "after it: max log p", "+.2f"),
     ("future_gain", "future-token probe gain", "+.4f"), ("icl_score", "ICL score", "+.4f"),
     ("induction_max", "induction (best head)", ".3f"),
     ("cost", "step time / baseline", ".2f"))
@@ -423,14 +463,26 @@ def _plot_series(ax, trajectories: dict[str, dict[str, list]], key: str, ylabel:
 
 def trajectory_plot(trajectories: dict[str, dict[str, list]], out: str | os.PathLike) -> None:
   """G_trajectory.png in `out`: G of the dev lookahead over training (marked tokens, all
-  tokens), one line per run name with its band over seeds; and probe_trajectory.png, the
-  future-token probe gain over training, when the probes ran."""
+  tokens), one line per run name with its band over seeds; accuracy_trajectory.png, the
+  teacher-forced accuracy and G of the first two mark groups (path_star: goal depths 2
+  and 3), when the monitor split by groups; and probe_trajectory.png, the future-token
+  probe gain over training, when the probes ran."""
   fig, axes = figure(1, 2, size=(11, 4))
   for ax, key, title in ((axes[0], "G_dev_marked", "needs-lookahead tokens"),
                          (axes[1], "G_dev", "all tokens")):
     _plot_series(ax, trajectories, key, "G on held-out batches (nats/token)",
                  f"G of the dev lookahead over training, {title}")
   save_figure(fig, epath.Path(out) / "G_trajectory.png")
+  groups = sorted({k.rsplit("_", 1)[1] for series in trajectories.values() for k in series
+                   if k.startswith("accuracy_marked_") and not k.endswith("_ci")}, key=int)
+  if groups and has_series(trajectories, f"accuracy_marked_{groups[0]}"):
+    fig, axes = figure(len(groups[:2]), 2, size=(11, 4 * len(groups[:2])), squeeze=False)
+    for row, g in zip(axes, groups[:2]):
+      _plot_series(row[0], trajectories, f"accuracy_marked_{g}", "teacher-forced accuracy",
+                   f"marked tokens of group {g} (path_star: goal depth {g}): accuracy")
+      _plot_series(row[1], trajectories, f"G_dev_marked_{g}", "G (nats/token)",
+                   f"group {g}: G of the dev lookahead")
+    save_figure(fig, epath.Path(out) / "accuracy_trajectory.png")
   if has_series(trajectories, "future_gain"):
     fig, ax = figure()
     _plot_series(ax, trajectories, "future_gain",

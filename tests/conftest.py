@@ -78,7 +78,7 @@ def gpt2_style_dir(tmp_path_factory):
 # ----------------------------------------------------------------------------- training
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
-DEFAULT_CONFIG = os.path.join(REPO, "configs", "default.py")
+RHYME_CONFIG = os.path.join(REPO, "configs", "rhyme.py")
 RHYME_TEST_OPTIONS = {"train_size": 2000, "validation_size": 100, "test_size": 100}
 
 
@@ -109,7 +109,7 @@ def rhyme_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(rhyme_data_dir):
-  """Overrides of configs/default.py for a tiny model trained for a few seconds.
+  """Overrides of configs/rhyme.py for a tiny model trained for a few seconds.
 
   The same dict gives in-process configs (`load_config`) and command-line flags.
   """
@@ -127,8 +127,8 @@ def tiny_run(rhyme_data_dir):
 
 
 def command(name, workdir, overrides, *extra):
-  """`python -m lookahead_jax.main NAME --config=configs/default.py` with the overrides."""
+  """`python -m lookahead_jax.main NAME --config=configs/rhyme.py` with the overrides."""
   import sys
 
-  return [sys.executable, "-m", "lookahead_jax.main", name, f"--config={DEFAULT_CONFIG}",
+  return [sys.executable, "-m", "lookahead_jax.main", name, f"--config={RHYME_CONFIG}",
           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items()), *extra]

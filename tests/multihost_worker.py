@@ -1,6 +1,6 @@
 """Test helper (not a test): `lookahead-jax train` in ONE process fed the global batches of N.
 
-    python tests/multihost_worker.py train --data_shards=2 --config=configs/default.py \
+    python tests/multihost_worker.py train --data_shards=2 --config=configs/rhyme.py \
         --workdir=DIR [--config.KEY=VALUE ...]
 
 The training pipeline shards documents by process: process p of N reads documents

@@ -19,7 +19,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, train
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from conftest import REPO, RHYME_CONFIG, command, load_config
 
 TIMEOUT = 240
 
@@ -74,7 +74,7 @@ def test_sigkill_then_same_command_resumes_exactly(long_run, tmp_path):
   assert f"resumed from {max(saved)}" in resumed.stdout
   assert reference.wait(timeout=TIMEOUT) == 0
 
-  config = load_config(DEFAULT_CONFIG, long_run)
+  config = load_config(RHYME_CONFIG, long_run)
   a = jax.device_get(train.restore_params(config, config_lib.validate(config), str(uninterrupted)))
   b = jax.device_get(train.restore_params(config, config_lib.validate(config), str(killed)))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
@@ -106,7 +106,7 @@ def test_sigterm_saves_and_exits_cleanly(long_run, tmp_path):
 @pytest.fixture(scope="module")
 def eight_steps(tiny_run, tmp_path_factory):
   """A finished run of 8 steps with checkpoints at steps 4 and 8."""
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 8})
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 8})
   workdir = tmp_path_factory.mktemp("eight_steps")
   train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
   assert _steps(workdir) == [4, 8]

@@ -7,14 +7,14 @@ import pytest
 
 from lookahead_jax import config as config_lib
 
-from conftest import DEFAULT_CONFIG, REPO, SHARED_DATA, load_config
+from conftest import REPO, RHYME_CONFIG, SHARED_DATA, load_config
 
 CONFIGS = os.path.join(REPO, "configs")
 
 
 @pytest.fixture
 def config(tiny_run):
-  return load_config(DEFAULT_CONFIG, tiny_run)  # 8 devices, global batch 8, max_len 36
+  return load_config(RHYME_CONFIG, tiny_run)  # 8 devices, global batch 8, max_len 36
 
 
 def _error(config):
@@ -84,6 +84,21 @@ def test_the_tiny_config_is_valid(config):
 ])
 def test_bad_value_is_one_line_naming_the_key(config, overrides, expected):
   config.update_from_flattened_dict(overrides)
+  assert _error(config).startswith(expected)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"data.options.min_goal_depth": 6},
+     "data.options: path_star min_goal_depth=6 must be in 1 .. max_arm=5"),
+    ({"data.options.num_nodes": 10},
+     "data.options: path_star num_nodes=10 is too small: degree=2 arms of up to max_arm=5"),
+    ({"data.seq_len": 16}, "data.seq_len=16: the longest path_star example with these options "
+                           "has 20 tokens (+1 for its EOD): set data.seq_len >= 21"),
+])
+def test_path_star_options_no_graph_meets_are_one_line(tmp_path, overrides, expected):
+  config = load_config(os.path.join(CONFIGS, "default.py"), {
+      "data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 20 for k in
+                                         ("train", "validation", "test")}, **overrides})
   assert _error(config).startswith(expected)
 
 
@@ -165,8 +180,12 @@ def test_each_config_docstring_gives_its_command(name):
   assert f"lookahead-jax train --config=configs/{name}" in _docstring(name)
 
 
-def test_default_and_tiny_shakespeare_validate(tmp_path):
-  config_lib.validate(load_config(DEFAULT_CONFIG, {"data.data_dir": str(tmp_path)}))
+def test_default_rhyme_and_tiny_shakespeare_validate(tmp_path):
+  config_lib.validate(load_config(RHYME_CONFIG, {"data.data_dir": str(tmp_path)}))
+  small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
+                                              ("train", "validation", "test")}}
+  default = config_lib.validate(load_config(os.path.join(CONFIGS, "default.py"), small))
+  assert default.tokenizer.vocab_size == default.model.vocab_size == 426
   shakespeare = os.path.abspath(os.path.join(SHARED_DATA, "tinyshakespeare.txt"))
   if not os.path.isfile(shakespeare):
     pytest.skip(f"{shakespeare} is not here")

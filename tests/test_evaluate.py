@@ -16,7 +16,7 @@ from lookahead_jax import model as model_lib
 from lookahead_jax import report as report_lib
 from lookahead_jax.data import builders, tsp
 
-from conftest import DEFAULT_CONFIG, load_config
+from conftest import RHYME_CONFIG, load_config
 
 GRID = {"eval.kinds": ("beam", "smc"), "eval.widths": (2,), "eval.horizons": (1, 3),
         "eval.schemes": ("sum", "max"), "eval.mixtures": ("linear", "loglinear"),
@@ -96,7 +96,7 @@ def test_at_horizon_one_the_lookahead_specific_gain_is_zero(tiny_config, tiny_pa
 
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, **GRID})
+  config = load_config(RHYME_CONFIG, {**tiny_run, **GRID})
   workdir = str(tmp_path_factory.mktemp("eval"))
   settings = config_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
@@ -107,7 +107,7 @@ def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_interva
   from lookahead_jax import masked, sharding
   from lookahead_jax.data import pipeline
 
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, **GRID, "objective.kind": "spectrum",
+  config = load_config(RHYME_CONFIG, {**tiny_run, **GRID, "objective.kind": "spectrum",
                                         "model.vocab_size": 259, "eval.max_batches": 2})
   settings = config_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
@@ -146,12 +146,20 @@ def test_report_table_json_and_plots(report, capsys):
     assert row["test_nll_amplified"] == pytest.approx(
         result["naive"]["test_nll"] - row["test"]["all"]["gain"])
   text = report_lib.eval_table(result)
-  # The report leads with G on the marked tokens, its interval and sharpening's gain.
+  # The report leads with G on the marked tokens, its interval, the verdict of that
+  # interval, tau and lam of both sides and sharpening's gain.
   best = result["best"]["test"]["marked"]
-  assert text.splitlines()[0] == report_lib.headline(result)
-  assert text.startswith(f"Lookahead-specific gain G on the tokens marked as needing "
-                         f"lookahead: {best['G']:+.4f} [{best['G_ci'][0]:+.4f}, ")
-  assert f"gain(q_1) {best['control']:+.4f}" in text.splitlines()[0]
+  first = text.splitlines()[0]
+  assert first == report_lib.headline(result)
+  verdict = ("Looking ahead beats sharpening here" if best["G_ci"][0] > 0 else
+             "Looking ahead does worse than sharpening here" if best["G_ci"][1] < 0 else
+             "No lookahead setting beats its control here: the interval contains 0")
+  assert first.startswith(f"{verdict}. Lookahead-specific gain G on the tokens marked as "
+                          f"needing lookahead: {best['G']:+.4f} [{best['G_ci'][0]:+.4f}, ")
+  assert f"gain(q_1) {best['control']:+.4f}" in first
+  b = result["best"]
+  assert (f"q_H at tau {b['temperature']:g}, lam {b['lam']:g}; its horizon-1 control q_1 at "
+          f"tau {b['control_temperature']:g}, lam {b['control_lam']:g}") in first
   assert "G marked" in text
   assert text.splitlines()[2].split()[5] == "G"  # the table leads with G
   # The probes, fit on validation and scored on test, beside G (test_probes pins them).
@@ -175,13 +183,36 @@ def test_tau_and_lam_are_chosen_on_validation_for_each_side(report):
                                                             row["horizon"]))
     at = (grid["schemes"].index(row["scheme"]), grid["mixtures"].index(row["mixture"]))
     for side, prefix, key in ((0, "", "validation_gain"), (1, "control_", "validation_control")):
-      gains = np.asarray(setting["validation_gain"])[(side, *at)]
+      gains = np.asarray(setting["validation_gain"])[(side, *at)]  # on row["chosen_on"]
       ti, li = np.unravel_index(np.argmax(gains), gains.shape)
       assert (grid["temperatures"][ti], grid["lams"][li]) == (row[prefix + "temperature"],
                                                               row[prefix + "lam"])
       assert row[key] == pytest.approx(gains.max(), abs=1e-6)
-  best = max(result["rows"], key=lambda r: r["validation_G"])
-  assert result["best"] == best
+  # The headline row: the best by validation G among the rows that look ahead (H > 1).
+  ahead = [r for r in result["rows"] if r["horizon"] > 1]
+  assert result["best"] == max(ahead, key=lambda r: r["validation_G"])
+
+
+def test_the_headline_never_names_a_horizon_1_row():
+  rows = [{"horizon": 1, "validation_G": 0.0}, {"horizon": 3, "validation_G": -0.2},
+          {"horizon": 2, "validation_G": -0.1}, {"horizon": 1, "validation_G": 0.5}]
+  assert evaluate.headline_row(rows) == 2  # the best that looks ahead, though below 0
+  assert evaluate.headline_row(rows[:1] + rows[3:]) == 1  # only horizon-1 rows: the best
+
+
+def test_g_per_mark_group_has_a_bootstrap_interval_over_tokens():
+  rng = np.random.default_rng(0)
+  token_g = rng.normal(0.1, 0.05, 400)
+  groups = np.repeat([0, 2, 3, 2], 100)
+  out = evaluate.group_gains(token_g, groups, 500, 0)
+  assert sorted(out) == ["2", "3"]
+  for g, n in (("2", 200), ("3", 100)):
+    values = token_g[groups == int(g)]
+    assert out[g]["tokens"] == n and out[g]["G"] == pytest.approx(values.mean())
+    lo, hi = out[g]["G_ci"]
+    half = 1.96 * values.std() / np.sqrt(n)
+    assert lo < values.mean() < hi and hi - lo == pytest.approx(2 * half, rel=0.25)
+  assert evaluate.group_gains(token_g, np.zeros(400, int), 10, 0) == {}
 
 
 def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
@@ -210,39 +241,3 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   # The gap function the report uses agrees with a direct computation.
   record = builders.data_source("tsp", "test", str(tmp_path), **options)[0]
   assert tsp.optimality_gap(record["coords"], record["tour"], record["tour"]) == 0.0
-
-
-def test_path_star_paths_report_first_node_and_path_accuracy(tmp_path):
-  options = {"train_size": 8, "validation_size": 4, "test_size": 6, "num_nodes": 12}
-  config = config_lib.base_config()
-  config.data.name, config.data.data_dir = "path_star", str(tmp_path)
-  config.data.options.update(options)
-  config.model.update(vocab_size=18, num_layers=1, d_model=16, num_heads=2)
-  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 40, 8, 8
-  settings = config_lib.validate(config)
-  params = model_lib.init(settings.model, jax.random.key(0))
-  paths = evaluate.path_star_paths(params, config, settings, "test", limit=6, beam_size=2)
-  assert paths["chance_first_node"] == 0.5
-  for method in ("greedy", "beam"):
-    assert paths[method]["instances"] == 6
-    assert 0.0 <= paths[method]["path"] <= paths[method]["first_node"] <= 1.0
-  assert "first node" in report_lib.path_star_table(paths)
-  # Teacher-forced accuracy along the path equals a one-graph-at-a-time computation.
-  tok = settings.tokenizer
-  right: dict[str, list[bool]] = {}
-  for r in builders.data_source("path_star", "test", str(tmp_path), **options):
-    prompt = [tok.eod_id] + tok.encode_instance([tuple(e) for e in r["edges"]],
-                                                int(r["source"]), int(r["goal"]))
-    ids = prompt + tok.encode_path([int(v) for v in r["path"]])
-    logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
-                                  config=settings.model)
-    guess = np.asarray(logits[0].argmax(-1))
-    for j in range(1, len(r["path"]) + 1):
-      right.setdefault(f"n_{j}" if j < len(r["path"]) else "end", []).append(
-          guess[len(prompt) - 1 + j] == ids[len(prompt) + j])
-  steps = paths["teacher_forced"]
-  assert list(steps)[0] == "n_1" and list(steps)[-1] == "end"
-  assert sorted(steps) == sorted(right)
-  for key, hits in right.items():
-    assert steps[key] == {"accuracy": float(np.mean(hits)), "count": len(hits)}
-  assert "teacher-forced accuracy" in report_lib.path_star_table(paths)

@@ -202,7 +202,7 @@ def test_gpu_local_trains_in_two_cpu_processes(tiny_run, tmp_path):
   workdir, logs = tmp_path / "run", tmp_path / "logs"
   overrides = {**tiny_run, "train.steps": 3, "train.log_every": 1, "train.checkpoint_every": 0,
                "eval.at_end": False}
-  args = ["train", f"--config={os.path.join(REPO, 'configs', 'default.py')}",
+  args = ["train", f"--config={os.path.join(REPO, 'configs', 'rhyme.py')}",
           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())]
   env = _env(XLA_FLAGS="--xla_backend_optimization_level=0")  # faster compiles; both alike
   proc = subprocess.Popen(["bash", os.path.join(LAUNCH, "gpu_local.sh"), "--cpu=2",

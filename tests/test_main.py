@@ -9,7 +9,7 @@ from absl import flags
 from lookahead_jax import config as config_lib
 from lookahead_jax import main, train
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from conftest import REPO, RHYME_CONFIG, command, load_config
 
 TIMEOUT = 240
 
@@ -66,7 +66,7 @@ def test_a_bad_command_is_a_usage_error(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tiny_run, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("trained")
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 4})
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 4})
   train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
   return workdir
 

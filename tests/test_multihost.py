@@ -44,7 +44,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, sharding, train
 
-from conftest import DEFAULT_CONFIG, REPO, command, load_config
+from conftest import REPO, RHYME_CONFIG, command, load_config
 
 PROCESSES, LOCAL_DEVICES = 2, 2
 TIMEOUT = 240  # seconds for one launch (all its processes)
@@ -242,7 +242,7 @@ def trained(tiny_run, tmp_path_factory):
 def test_two_processes_train_like_one(trained, mode):
   run = trained(mode)
   two, one = run["two"], run["one"]
-  config = load_config(DEFAULT_CONFIG, run["overrides"])
+  config = load_config(RHYME_CONFIG, run["overrides"])
 
   # Only process 0 writes metrics: one record per step, not one per process.
   losses_two, losses_one = _loss_lines(two), _loss_lines(one)

@@ -7,21 +7,8 @@ import pytest
 
 from lookahead_jax.data import builders, path_star
 
-TINY = {"degree": 3, "path_length": 4, "num_nodes": 12, "train_size": 20, "validation_size": 5,
-        "test_size": 5}
-
-
-def _arms(x):
-  """The arms of a star graph: node lists from the source's neighbours out to the leaves."""
-  succ = dict(x.edges)
-  arms = []
-  for u, v in x.edges:
-    if u == x.source:
-      arm = [v]
-      while arm[-1] in succ:
-        arm.append(succ[arm[-1]])
-      arms.append(arm)
-  return arms
+TINY = {"degree": 3, "min_arm": 2, "max_arm": 3, "num_nodes": 12, "edge_tokens": False,
+        "train_size": 20, "validation_size": 5, "test_size": 5}
 
 
 def _check_star(x, degree):
@@ -33,79 +20,63 @@ def _check_star(x, degree):
   assert len(set(edges)) == len(edges)
   outgoing = collections.Counter(u for u, _ in edges)
   assert all(c == 1 for v, c in outgoing.items() if v != x.source)  # no branching off arms
-  assert x.goal != x.source and outgoing[x.goal] == 0 and count[x.goal] == 1  # a leaf
+  assert x.goal != x.source
   assert x.path[0] == x.source and x.path[-1] == x.goal
   assert all((u, v) in edges for u, v in zip(x.path[:-1], x.path[1:]))
   assert path_star.is_valid_path(x.path, x)
-  arms = _arms(x)
+  arms = path_star.arms(x)
   assert sorted(v for arm in arms for v in arm) == sorted(set(nodes) - {x.source})
-  assert x.path[1:] in arms
+  arm = next(a for a in arms if a[0] == x.path[1])
+  assert x.path[1:] == arm[:x.depth]  # the path is a prefix of its arm
   return arms
 
 
-@pytest.mark.parametrize("vary", [False, True])
-def test_sample_graph_is_a_star_with_distinct_labels(vary):
+@pytest.mark.parametrize("min_arm,max_arm,min_goal_depth", [(4, 4, 4), (2, 5, 2), (1, 3, 1)])
+def test_sample_is_a_star_with_arms_and_goal_depths_in_range(min_arm, max_arm, min_goal_depth):
   rng = np.random.default_rng(0)
-  for degree, length in [(2, 5), (3, 4), (5, 3)]:
-    num_nodes = 1 + degree * (length - 1)
-    for _ in range(50):
-      x = path_star.sample_graph(rng, degree, length, num_nodes, vary)
-      arms = _check_star(x, degree)
-      labels = [x.source] + [v for arm in arms for v in arm]
-      assert len(set(labels)) == len(labels) and all(0 <= v < num_nodes for v in labels)
-      lengths = [len(a) for a in arms]
-      if vary:
-        assert all(2 <= n <= length - 1 for n in lengths)
-      else:
-        assert lengths == [length - 1] * degree and len(x.path) == length
-
-
-def test_vary_lengths_gives_several_arm_lengths_and_any_goal_arm():
-  rng = np.random.default_rng(1)
-  lengths, goal_lengths = set(), set()
-  for _ in range(200):
-    x = path_star.sample_graph(rng, 2, 6, 50, True)
-    lengths |= {len(a) for a in _arms(x)}
-    goal_lengths.add(len(x.path) - 1)
-  assert lengths == goal_lengths == {2, 3, 4, 5}
-
-
-def test_goal_anywhere_ends_paths_inside_arms_as_well_as_at_leaves():
-  rng = np.random.default_rng(2)
-  depths, leaf = set(), set()
+  star = path_star.Star(degree=3, num_nodes=1 + 3 * max_arm, min_arm=min_arm, max_arm=max_arm,
+                        min_goal_depth=min_goal_depth)
+  lengths, depths, leaf = set(), set(), set()
   for _ in range(300):
-    x = path_star.sample_graph(rng, 2, 5, 50, False, goal_anywhere=True)
-    assert path_star.is_valid_path(x.path, x)
-    arm = next(a for a in _arms(x) if a[0] == x.path[1])
-    assert x.path[1:] == arm[:len(x.path) - 1]  # a prefix of its arm, never the first node
-    depths.add(len(x.path) - 1)
+    x = star.sample(rng)
+    arms = _check_star(x, 3)
+    labels = [x.source] + [v for arm in arms for v in arm]
+    assert len(set(labels)) == len(labels) and all(0 <= v < star.num_nodes for v in labels)
+    lengths |= {len(a) for a in arms}
+    arm = next(a for a in arms if a[0] == x.path[1])
+    assert min(min_goal_depth, len(arm)) <= x.depth <= len(arm)
+    depths.add(x.depth)
     leaf.add(x.goal == arm[-1])
-  assert depths == {2, 3, 4} and leaf == {True, False}
+  assert lengths == set(range(min_arm, max_arm + 1))
+  assert depths == set(range(min_goal_depth, max_arm + 1))
+  assert leaf == ({True} if min_goal_depth == max_arm else {True, False})
 
 
 def test_edges_are_shuffled_and_sampling_is_reproducible():
-  a = path_star.sample_graph(np.random.default_rng(7), 4, 5, 50, False)
-  assert a == path_star.sample_graph(np.random.default_rng(7), 4, 5, 50, False)
-  firsts = {path_star.sample_graph(np.random.default_rng(s), 4, 5, 50, False).edges[0][0]
-            == path_star.sample_graph(np.random.default_rng(s), 4, 5, 50, False).source
-            for s in range(20)}
+  star = path_star.Star(degree=4, num_nodes=50, min_arm=4, max_arm=4)
+  a = star.sample(np.random.default_rng(7))
+  assert a == star.sample(np.random.default_rng(7))
+  firsts = {star.sample(np.random.default_rng(s)).edges[0][0]
+            == star.sample(np.random.default_rng(s)).source for s in range(20)}
   assert firsts == {True, False}  # the source's edges are not always listed first
 
 
-def test_too_small_num_nodes_is_one_line():
-  with pytest.raises(ValueError, match=r"num_nodes=12 is too small.*need >= 13") as e:
-    path_star.sample_graph(np.random.default_rng(0), 3, 5, 12, True)
+@pytest.mark.parametrize("options,message", [
+    ({"num_nodes": 12, "degree": 3, "max_arm": 4}, r"num_nodes=12 is too small.*need >= 13"),
+    ({"min_goal_depth": 6, "max_arm": 5}, r"min_goal_depth=6 must be in 1 \.\. max_arm=5"),
+    ({"min_arm": 4, "max_arm": 3}, r"min_arm=4, max_arm=3: need 1 <= min_arm <= max_arm"),
+    ({"degree": 0}, r"degree=0 must be >= 1")])
+def test_impossible_options_are_one_line(options, message):
+  with pytest.raises(ValueError, match=message) as e:
+    path_star.Star(**options).sample(np.random.default_rng(0))
   assert "\n" not in str(e.value)
-  path_star.sample_graph(np.random.default_rng(0), 3, 5, 13, True)  # exactly enough
-  with pytest.raises(ValueError, match="num_nodes=10 is too small") as e:
-    builders.prepare("path_star", "/nonexistent", degree=3, num_nodes=10)
-  assert "\n" not in str(e.value)
-  with pytest.raises(ValueError, match="path_length=2 must be >= 2 \\(>= 3 with vary"):
-    path_star.sample_graph(np.random.default_rng(0), 2, 2, 50, True)
+  with pytest.raises(ValueError, match=message):
+    builders.prepare("path_star", "/nonexistent", **options)
+  path_star.Star(degree=3, num_nodes=13, max_arm=4).sample(np.random.default_rng(0))  # enough
 
 
 def test_tokenizer_layout_and_round_trip():
-  tok = path_star.PathStarTokenizer(num_nodes=10)
+  tok = path_star.PathStarTokenizer(num_nodes=10, edge_tokens=False)
   assert (tok.vocab_size, tok.pad_id, tok.eod_id) == (16, 0, 1)
   assert (tok.EDGE_SEP, tok.QUERY, tok.PATH, tok.END_PATH) == (2, 3, 4, 5)
   assert tok.node_id(0) == 6 and tok.node_id(9) == 15 and tok.node_of(15) == 9
@@ -130,49 +101,21 @@ def test_tokenizer_layout_and_round_trip():
     tok.encode("1 > 2")
 
 
-def test_a_uniformly_guessed_arm_scores_one_over_the_degree():
-  # The evaluation's first-node accuracy of a "model" that walks a uniformly drawn arm of
-  # the source (it knows the edges, not the goal): 1/d within a binomial tolerance.
-  rng = np.random.default_rng(4)
-  for degree in (2, 3):
-    graphs = [path_star.sample_graph(rng, degree, 5, 50, True) for _ in range(2000)]
-    guessed = []
-    for x in graphs:
-      arm = _arms(x)[int(rng.integers(degree))]
-      guessed.append([x.source] + arm)
-    accuracy = path_star.first_node_accuracy(guessed, [x.path for x in graphs])
-    chance = path_star.chance_first_node(degree)
-    assert abs(accuracy - chance) < 4 * np.sqrt(chance * (1 - chance) / len(graphs))
-    whole = path_star.path_accuracy(guessed, [x.path for x in graphs])
-    assert whole == accuracy  # a right arm walked to its leaf is the whole path
-
-
 def test_decode_path():
   tok = path_star.PathStarTokenizer(num_nodes=10)
+  star = path_star.Star(degree=3, num_nodes=10, min_arm=2, max_arm=3)
   assert tok.decode_path(tok.encode_path([4, 9, 0])) == [4, 9, 0]
   assert tok.decode_path([tok.PATH] + tok.encode_path([4, 9]) + [1, 0, 0]) == [4, 9]
   assert tok.decode_path([10, 15, 6]) is None  # no end of path
   assert tok.decode_path([10, 2, 6, 5]) is None  # a separator inside
   assert tok.decode_path([5, 10]) is None  # no node
   for seed in range(20):
-    x = path_star.sample_graph(np.random.default_rng(seed), 3, 4, 10, True)
+    x = star.sample(np.random.default_rng(seed))
     ids, marks = tok.example(x)
     start = len(tok.encode_instance(x.edges, x.source, x.goal))
     assert tok.decode_path(ids[start:]) == x.path
     assert np.flatnonzero(marks).tolist() == [start + 1]
     assert ids[start + 1] == tok.node_id(x.path[1])
-
-
-def test_accuracy_helpers():
-  true = [[4, 9, 0], [1, 2, 3, 5], [6, 7, 8], [0, 1, 2]]
-  decoded = [[4, 9, 0], [1, 2, 4], None, [3, 1, 2]]
-  assert path_star.first_node_accuracy(decoded, true) == 0.5  # the last starts elsewhere
-  assert path_star.path_accuracy(decoded, true) == 0.25
-  assert path_star.path_accuracy([np.array([4, 9, 0])], [(4, 9, 0)]) == 1.0
-  assert np.isnan(path_star.path_accuracy([], []))
-  assert path_star.chance_first_node(2) == 0.5 and path_star.chance_first_node(4) == 0.25
-  with pytest.raises(ValueError, match="1 decoded paths for 2 true paths"):
-    path_star.first_node_accuracy([[1]], true[:2])
 
 
 def test_builder_records_decode_to_valid_instances(tmp_path):
@@ -187,16 +130,19 @@ def test_builder_records_decode_to_valid_instances(tmp_path):
     keys[split] = set()
     for i in range(len(records)):
       r = records[i]
-      assert set(r) == {"tokens", "needs_lookahead", "edges", "path", "source", "goal"}
+      assert set(r) == {"tokens", "needs_lookahead", "edges", "path", "source", "goal",
+                        "depth"}
       x = path_star.PathStarInstance([tuple(e) for e in r["edges"].tolist()], int(r["source"]),
                                      int(r["goal"]), r["path"].tolist())
       _check_star(x, 3)
+      assert r["depth"] == x.depth == len(x.path) - 1
       ids, marks = tok.example(x)
       np.testing.assert_array_equal(r["tokens"], ids)
       np.testing.assert_array_equal(r["needs_lookahead"], marks)
       start = len(tok.encode_instance(x.edges, x.source, x.goal))
       assert tok.decode_path(r["tokens"][start:]) == x.path
-      assert r["tokens"][r["needs_lookahead"]].tolist() == [tok.node_id(x.path[1])]
+      assert r["tokens"][r["needs_lookahead"]].tolist() == (
+          [tok.node_id(x.path[1])] if x.depth >= 2 else [])
       keys[split].add(path_star.graph_key(x))
   assert sum(map(len, keys.values())) == 30  # distinct, and no graph in two splits
   assert builders.PathStar.make_config().name == "default"
@@ -252,3 +198,65 @@ def test_answer_only_weights_the_path_and_not_the_prompt(tmp_path):
   assert found == TINY["test_size"]
   with pytest.raises(ValueError, match="answer_only needs a testbed with a prompt and an answer"):
     pipeline.document_fn("rhyme", tok, answer_only=True)
+
+
+EDGES = {"degree": 2, "min_arm": 1, "max_arm": 4, "min_goal_depth": 1, "num_nodes": 12,
+         "edge_tokens": True, "train_size": 20, "validation_size": 5, "test_size": 40}
+
+
+def test_edge_token_examples_walk_the_edge_list_from_source_to_goal():
+  tok = path_star.PathStarTokenizer(num_nodes=12, edge_tokens=True)
+  assert tok.vocab_size == 6 + 12 + 144 and tok.edge_id(3, 7) == 18 + 3 * 12 + 7
+  star = path_star.Star(degree=2, num_nodes=12, min_arm=1, max_arm=4, min_goal_depth=1)
+  depths = set()
+  for seed in range(200):
+    x = star.sample(np.random.default_rng(seed))
+    ids, marks = tok.example(x)
+    start = tok.prompt_length(ids)
+    listed = [tok.edge_of(t) for t in ids[:start - 4]]
+    assert sorted(listed) == sorted(x.edges)  # one token per edge, nothing else
+    assert ids[start - 4:start].tolist() == [tok.QUERY, tok.node_id(x.source),
+                                             tok.node_id(x.goal), tok.PATH]
+    walked = [tok.edge_of(t) for t in ids[start:-1]]
+    assert ids[-1] == tok.END_PATH and len(walked) == x.depth
+    assert all(e in listed for e in walked)
+    assert walked[0][0] == x.source and walked[-1][1] == x.goal
+    assert all(a[1] == b[0] for a, b in zip(walked[:-1], walked[1:]))  # consecutive
+    assert tok.decode_path(ids[start:]) == x.path
+    # The mark: on the first edge exactly when the goal is at depth >= 2.
+    assert np.flatnonzero(marks).tolist() == ([start] if x.depth >= 2 else [])
+    depths.add(x.depth)
+    text = tok.decode(ids)
+    assert tok.encode(text) == ids.tolist() and ">" in text
+  assert depths == {1, 2, 3, 4}
+  assert tok.decode_path(tok.encode("3>7 5>1 .")) is None  # edges that do not follow on
+  assert tok.decode_path(tok.encode("3>7 7>1 . 4>2")) == [3, 7, 1]
+
+
+def test_goal_depths_of_packed_rows_are_the_records_depths(tmp_path):
+  from lookahead_jax.data import pipeline  # imports jax and grain
+
+  tok = builders.default_tokenizer("path_star", **EDGES)
+  records = builders.data_source("path_star", "test", tmp_path, **EDGES)
+  want = sorted(int(records[i]["depth"]) for i in range(len(records))
+                if records[i]["depth"] >= 2)
+  found = []
+  for b in pipeline.make_ordered_iterator("path_star", "test", seq_len=48, global_batch_size=4,
+                                          data_dir=tmp_path, options=EDGES, process_index=0,
+                                          process_count=1):
+    groups = pipeline.mark_groups("path_star", tok, b["targets"], b["needs_lookahead"])
+    assert ((groups > 0) == b["needs_lookahead"]).all()
+    found += groups[groups > 0].tolist()
+  assert sorted(found) == want and 2 in found and 4 in found
+  marks = np.array([[False, True, False]])
+  assert pipeline.mark_groups("rhyme", tok, np.zeros((1, 3), np.int32), marks).tolist() == [
+      [0, 1, 0]]
+
+
+def test_longest_document_bounds_every_example():
+  for options in (EDGES, TINY, dict(EDGES, degree=3, max_arm=3)):
+    tok = builders.default_tokenizer("path_star", **options)
+    star = builders.path_star_graph(builders.PathStar.make_config(**options))
+    longest = max(len(tok.example(star.sample(np.random.default_rng(s)))[0]) for s in range(300))
+    assert longest == builders.longest_document("path_star", **options)
+  assert builders.longest_document("rhyme") is None

@@ -146,20 +146,20 @@ def test_named_figures_give_every_probe_and_the_gain_over_the_floor(metrics):
 
 
 def test_probe_settings_are_derived_and_checked(tiny_run):
-  from conftest import DEFAULT_CONFIG, load_config
+  from conftest import RHYME_CONFIG, load_config
 
-  config = load_config(DEFAULT_CONFIG, tiny_run)
+  config = load_config(RHYME_CONFIG, tiny_run)
   p = config_lib.validate(config).probes
   assert p.layers == (1, 2) and p.induction_length == 16 and not p.marked
   config.probes.enabled = False
   assert config_lib.validate(config).probes is None
   for key, value, message in (("probes.max_offset", 1, "probes.max_offset=1: must be in"),
                               ("probes.layers", (3,), "probes.layers=(3,): layers are 1..")):
-    bad = load_config(DEFAULT_CONFIG, {**tiny_run, key: value})
+    bad = load_config(RHYME_CONFIG, {**tiny_run, key: value})
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(
         ")", r"\)")):
       config_lib.validate(bad)
-  one = load_config(DEFAULT_CONFIG, {**tiny_run, "stunting.monitor_every": 2,
+  one = load_config(RHYME_CONFIG, {**tiny_run, "stunting.monitor_every": 2,
                                      "stunting.monitor_batches": 1})
   with pytest.raises(config_lib.ConfigError, match="stunting.monitor_batches=1"):
     config_lib.validate(one)
@@ -169,9 +169,9 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
   from lookahead_jax import metrics as metrics_lib
   from lookahead_jax import train
 
-  from conftest import DEFAULT_CONFIG, load_config
+  from conftest import RHYME_CONFIG, load_config
 
-  config = load_config(DEFAULT_CONFIG, {
+  config = load_config(RHYME_CONFIG, {
       **tiny_run, "train.steps": 4, "train.checkpoint_every": 0, "lookahead.width": 2,
       "lookahead.horizon": 2, "stunting.monitor_every": 2, "stunting.dev_width": 2,
       "probes.steps": 5, "probes.induction_rows": 2})

@@ -9,7 +9,7 @@ from lookahead_jax import config as config_lib
 from lookahead_jax import sharding, train
 from lookahead_jax.data import pipeline
 
-from conftest import DEFAULT_CONFIG, load_config
+from conftest import RHYME_CONFIG, load_config
 
 
 def test_mesh_shape_fills_in_minus_one():
@@ -76,7 +76,7 @@ STUNTED = {"stunting.mode": "v3_balance", "lookahead.width": 2, "lookahead.horiz
 @pytest.fixture(scope="module", params=["plain", "stunted"])
 def single_device_run(request, tiny_run):
   extra = STUNTED if request.param == "stunted" else {}
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.global_batch": 16, **extra})
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.global_batch": 16, **extra})
   state, losses = _train(config, sharding.make_mesh(devices=jax.devices()[:1]))
   return config, jax.device_get(state), losses
 

@@ -11,7 +11,7 @@ import pytest
 from lookahead_jax import checkpoint, metrics, sharding, train
 from lookahead_jax import config as config_lib
 
-from conftest import DEFAULT_CONFIG, load_config
+from conftest import RHYME_CONFIG, load_config
 
 
 def _step_setup(config, mesh):
@@ -40,7 +40,7 @@ def _host(tree):
 
 
 def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 200, "train.log_every": 20,
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 200, "train.log_every": 20,
                                         "train.warmup_steps": 20, "train.checkpoint_every": 0,
                                         "train.profile_steps": (3, 5)})
   summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
@@ -63,7 +63,7 @@ def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
 
 
 def test_nan_batch_is_skipped_and_counted(tiny_run):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.warmup_steps": 0})
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.warmup_steps": 0})
   mesh = sharding.make_mesh(-1, 1)
   state, step = _step_setup(config, mesh)
   before = _host(state)
@@ -112,7 +112,7 @@ class _PoisonedFrom(grain.DatasetIterator):
 
 
 def test_stops_after_nonfinite_steps_in_a_row(tiny_run, tmp_path, monkeypatch):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 50,
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 50,
                                         "train.max_nonfinite_in_a_row": 3})
   real = train.make_train_iterator
   monkeypatch.setattr(train, "make_train_iterator",
@@ -138,7 +138,7 @@ def test_grad_accumulation_is_exact(tiny_run):
   """Two micro-batches give the full batch's update (the loss is normalised globally)."""
   results = []
   for accum in (1, 2):
-    config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.grad_accum": accum,
+    config = load_config(RHYME_CONFIG, {**tiny_run, "train.grad_accum": accum,
                                           "train.global_batch": 16})
     state, step = _step_setup(config, sharding.make_mesh(-1, 1))
     batch = _batch(config)
@@ -160,7 +160,7 @@ def test_weight_decay_skips_biases_and_layer_norms(tiny_config, tiny_params):
 
 
 def test_schedule_warms_up_then_decays(tiny_run):
-  config = load_config(DEFAULT_CONFIG, {**tiny_run, "train.steps": 100,
+  config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 100,
                                         "train.warmup_steps": 10})
   _, schedule = train.make_optimizer(config.train)
   lr = config.train.learning_rate

@@ -11,10 +11,11 @@ ArrayRecord files (random access for grain):
               tsp.tour_length / tsp.optimality_gap. Splits train/validation/test (all
               levels) and train_n{n}, validation_n{n}, test_n{n} per city count n (for a
               curriculum; "train_n5+train_n6" reads two); no instance is in two splits
-  path_star   features: tokens int32 [3E+4+P], needs_lookahead bool [3E+4+P] (on the first
-              node after the source), edges int32 [E, 2] (shuffled, pointing away from
-              the source), path int32 [P] (source .. goal), source, goal (path_star.py);
-              splits train/validation/test; no graph is in two splits
+  path_star   features: tokens int32 [n], needs_lookahead bool [n] (on the path's first
+              step when the goal's depth is >= 2), edges int32 [E, 2] (shuffled, pointing
+              away from the source), path int32 [P] (source .. goal), source, goal, depth
+              (the goal's place on its arm) (path_star.py); splits train/validation/test;
+              no graph is in two splits
   text_files  feature: text; the user's .txt files, each cut into train/validation/test
               by `split_fractions`, then into documents after each `document_delimiter`
 
@@ -235,27 +236,39 @@ def tsp_tokenizer(config: TspConfig) -> tsp.TspTokenizer:
 @dataclasses.dataclass(eq=False)
 class PathStarConfig(tfds.core.BuilderConfig):
   degree: int = 2  # d, arms of the star
-  path_length: int = 5  # L, nodes of the longest path (source included)
-  num_nodes: int = 50  # N, node labels
-  vary_lengths: bool = True  # arms of 2 .. L-1 nodes, else all L-1
-  goal_anywhere: bool = False  # the goal is any node of its arm from the 2nd, else its leaf
+  num_nodes: int = 20  # N, node labels
+  min_arm: int = 2  # nodes of the shortest arm (arm lengths uniform in min_arm .. max_arm)
+  max_arm: int = 5  # nodes of the longest arm
+  min_goal_depth: int = 2  # the goal is the k-th node of its arm, k uniform from this
+  edge_tokens: bool = True  # each edge one token, in the edge list and the path
   train_size: int = 100_000
   validation_size: int = 1_000
   test_size: int = 1_000
   seed: int = 0
 
 
+def path_star_graph(config: PathStarConfig) -> path_star.Star:
+  """The graph options of a builder config."""
+  return path_star.Star(degree=config.degree, num_nodes=config.num_nodes,
+                        min_arm=config.min_arm, max_arm=config.max_arm,
+                        min_goal_depth=config.min_goal_depth)
+
+
 class PathStar(_LocalBuilder):
   """Star graphs, a source and a goal, and the path between them (path_star.py)."""
 
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+      "1.0.0": "Node-label paths.",
+      "2.0.0": "Edge tokens, arm lengths min_arm..max_arm, goal depth from min_goal_depth, "
+               "marks only at depth >= 2, a depth feature."}
   BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
 
   @classmethod
   def make_config(cls, **options: Any) -> PathStarConfig:
     """As for every local builder; a graph that cannot be drawn fails here, in one line."""
     config = super().make_config(**options)
-    path_star.check_graph_options(config.degree, config.path_length, config.num_nodes,
-                                  config.vary_lengths)
+    path_star_graph(config).check()
     return config
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -269,21 +282,21 @@ class PathStar(_LocalBuilder):
             "path": tfds.features.Tensor(shape=(None,), dtype=np.int32),
             "source": np.int32,
             "goal": np.int32,
+            "depth": np.int32,
         }),
         metadata=tfds.core.MetadataDict(
-            tokenizer="path_star", num_nodes=cfg.num_nodes,
+            tokenizer="path_star", num_nodes=cfg.num_nodes, edge_tokens=cfg.edge_tokens,
             vocab_size=path_star_tokenizer(cfg).vocab_size))
 
   def _split_generators(self, dl_manager):
     del dl_manager
     cfg = self.builder_config
+    graph = path_star_graph(cfg)
     seen: set[tuple[int, ...]] = set()
     instances = {}
     for split in reversed(_SPLITS):  # test first: it never loses graphs to train
       rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
-      kept = path_star.generate_instances(rng, _size(split, cfg), cfg.degree, cfg.path_length,
-                                          cfg.num_nodes, cfg.vary_lengths, cfg.goal_anywhere,
-                                          exclude=seen)
+      kept = graph.generate(rng, _size(split, cfg), exclude=seen)
       seen.update(path_star.graph_key(x) for x in kept)
       instances[split] = kept
     tok = path_star_tokenizer(cfg)
@@ -295,11 +308,13 @@ class PathStar(_LocalBuilder):
       tokens, marks = tok.example(x)
       yield i, {"tokens": tokens, "needs_lookahead": marks,
                 "edges": np.asarray(x.edges, np.int32).reshape(-1, 2),
-                "path": np.asarray(x.path, np.int32), "source": x.source, "goal": x.goal}
+                "path": np.asarray(x.path, np.int32), "source": x.source, "goal": x.goal,
+                "depth": x.depth}
 
 
 def path_star_tokenizer(config: PathStarConfig) -> path_star.PathStarTokenizer:
-  return path_star.PathStarTokenizer(num_nodes=config.num_nodes)
+  return path_star.PathStarTokenizer(num_nodes=config.num_nodes,
+                                     edge_tokens=config.edge_tokens)
 
 
 @dataclasses.dataclass(eq=False)
@@ -511,6 +526,23 @@ def default_tokenizer(name: str, **options: Any) -> Tokenizer:
   if name == "path_star":
     return path_star_tokenizer(PathStar.make_config(**options))
   return ByteTokenizer()
+
+
+def longest_document(name: str, **options: Any) -> int | None:
+  """Tokens of a testbed's longest example (its own vocabulary), or None for text.
+
+  A framed example of n tokens gives n + 1 (input, target) pairs; a row shorter than that
+  would cut the example into pieces that no longer see their prompt.
+  """
+  if name == "tsp":
+    return 3 * max(Tsp.make_config(**options).levels) + 1
+  if name == "path_star":
+    cfg = PathStar.make_config(**options)
+    edges = cfg.degree * cfg.max_arm
+    prompt = (edges if cfg.edge_tokens else 3 * edges - 1) + 4  # edges, ? s g :
+    path = cfg.max_arm + (0 if cfg.edge_tokens else 1) + 1  # steps (nodes), end of path
+    return prompt + path
+  return None
 
 
 def sentencepiece_for(name: str, vocab_size: int, data_dir: str | os.PathLike | None = None,

@@ -49,7 +49,7 @@ import grain
 import jax
 import numpy as np
 
-from lookahead_jax.data import builders, testbeds
+from lookahead_jax.data import builders, path_star, testbeds
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
 
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions", "needs_lookahead")
@@ -63,6 +63,15 @@ OWN_VOCABULARY = ("tsp", "path_star")  # stored as tokens and marks of their own
 def base_name(dataset: str) -> str:
   """"c4/en:3.1.0" -> "c4"."""
   return dataset.split("/")[0].split(":")[0]
+
+
+def mark_groups(dataset: str, tokenizer: Tokenizer, targets: np.ndarray,
+                marks: np.ndarray) -> np.ndarray:
+  """int32 [b, T] group of each marked target, 0 unmarked: the goal's depth on path_star
+  (reports split G and accuracy by it), 1 on every other testbed."""
+  if base_name(dataset) == "path_star":
+    return path_star.goal_depths(np.asarray(targets), np.asarray(marks), tokenizer.END_PATH)
+  return np.asarray(marks).astype(np.int32)
 
 
 _ToTokens = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -1,0 +1,207 @@
+"""The path-star evaluator: where along the path the model is right, by goal depth, how
+each way of decoding does on the first step, and why lookahead helps or not.
+
+On the first `eval.tsp_instances` graphs of the test split (data/path_star.py):
+
+- **Teacher-forced accuracy** (argmax on the true path): of the first step per goal depth
+  (depth 1 gives the answer away in the query; from depth 2 the step needs a search back
+  from the goal, and a model that has not learned it is right 1/d of the time), of the
+  walk (every later step, one edge look-up each) and of the end-of-path token.
+- **Decoding** from the prompt: greedy, beam (width B), plain sampling (temperature 1)
+  and sampling from the amplified mixture p~ of the evaluation's headline lookahead (its
+  tau and lam): the first step right, and the share of paths that reach the goal, per
+  goal depth.
+- **Verifier strength**: the model teacher-forced down every wrong arm of each graph to
+  its leaf, then greedy for `AFTER_LEAF` more tokens. Lookahead from the first step can
+  only tell the arms apart when that continuation is improbable under the model:
+    walk         mean log-prob of the wrong arm's walk tokens (after its first step);
+                 near 0 when the walk is learned, which the lookahead needs
+    end_max      the largest log-prob of the end-of-path token at a node of the wrong arm
+                 (none is the goal): should be very negative
+    leaf_max     the largest log-prob of any token at the wrong leaf, where no edge leaves
+                 and the goal was never met: should be low (a diffuse prediction)
+    after_max    the same, mean over the AFTER_LEAF greedy steps after the leaf
+  beside goal_end, the log-prob of the end-of-path token at the goal on the true path.
+  Each is a mean over graphs (of the mean over their wrong arms).
+
+G on the first steps per goal depth comes from the main evaluation (evaluate.py, its
+token-level G of the headline row grouped by `pipeline.mark_groups`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from lookahead_jax import decoding
+from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import model as model_lib
+from lookahead_jax.config import Settings
+from lookahead_jax.data import builders, path_star
+
+AFTER_LEAF = 2  # greedy tokens after a wrong leaf whose confidence is reported
+METHODS = ("teacher_forced", "greedy", "beam", "sample", "amplified")
+
+
+def test_graphs(config: ConfigDict, split: str, limit: int) -> list[path_star.PathStarInstance]:
+  """The split's first `limit` graphs."""
+  records = builders.data_source("path_star", split, config.data.data_dir,
+                                 **config.data.options.to_dict())
+  return [path_star.PathStarInstance([tuple(map(int, e)) for e in r["edges"]], int(r["source"]),
+                                     int(r["goal"]), [int(v) for v in r["path"]])
+          for r in (records[i] for i in range(min(limit, len(records))))]
+
+
+def _right_padded(rows: list[list[int]], pad: int, width: int) -> tuple[jax.Array, jax.Array]:
+  """(tokens [n, width] right-padded, positions [n, width]) of token lists."""
+  tokens = np.full((len(rows), width), pad, np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, :len(r)] = r
+  return jnp.asarray(tokens), jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), tokens.shape)
+
+
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[jax.Array, jax.Array]:
+  """(prompts [n, P] left-padded, prompt lengths [n]) as decoding.prefill reads them."""
+  width = max(map(len, rows))
+  tokens = np.full((len(rows), width), pad, np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, width - len(r):] = r
+  return jnp.asarray(tokens), jnp.asarray([len(r) for r in rows], jnp.int32)
+
+
+def log_probs(params, rows: list[list[int]], *, config: model_lib.Config, pad: int
+              ) -> np.ndarray:
+  """Next-token log-probs [n, max_len, V] of token lists right-padded to the model's
+  length (one compiled shape per row count; row i valid to len-1)."""
+  tokens, positions = _right_padded(rows, pad, config.max_len)
+  logits, _ = model_lib.forward(params, tokens, positions, config=config)
+  return np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32)))
+
+
+def prompt(tok: path_star.PathStarTokenizer, x: path_star.PathStarInstance) -> list[int]:
+  """A document's start as the model reads it: [EOD] + edges, query, path marker."""
+  return [tok.eod_id] + tok.encode_instance(x.edges, x.source, x.goal)
+
+
+def teacher_forced(params, graphs, tok, model_cfg) -> dict[str, np.ndarray]:
+  """Per graph: first (first step right), walk (share of walk steps right; NaN without
+  any), end (end-of-path right), first_log_p and goal_end (log p of the end-of-path
+  token at the goal)."""
+  rows = [prompt(tok, x) + tok.encode_path(x.path) for x in graphs]
+  lp = log_probs(params, rows, config=model_cfg, pad=tok.pad_id)
+  out = {k: [] for k in ("first", "walk", "end", "first_log_p", "goal_end")}
+  for x, ids, row in zip(graphs, rows, lp):
+    start = len(prompt(tok, x))  # index of the first path token
+    path = ids[start:]
+    guess = row[start - 1:len(ids) - 1].argmax(-1)  # predictions of path[0], path[1], ...
+    first = tok.first_step
+    right = guess == np.asarray(path)
+    out["first"].append(right[first])
+    walk = right[first + 1:-1]
+    out["walk"].append(walk.mean() if len(walk) else np.nan)
+    out["end"].append(right[-1])
+    out["first_log_p"].append(row[start - 1 + first, path[first]])
+    out["goal_end"].append(row[len(ids) - 2, tok.END_PATH])
+  return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def verifier_strength(params, graphs, tok, model_cfg) -> dict[str, float]:
+  """The figures of the module docstring (means over graphs with a wrong arm)."""
+  arms, owner = [], []
+  for i, x in enumerate(graphs):
+    for arm in path_star.arms(x):
+      if arm[0] != x.path[1]:
+        arms.append(prompt(tok, x) + tok.encode_path([x.source] + arm)[:-1])
+        owner.append((i, len(prompt(tok, x))))
+  if not arms:
+    return {}
+  prompts, lengths = _left_padded(arms, tok.pad_id)
+  more = np.asarray(decoding.generate(params, prompts, jax.random.key(0), lengths,
+                                      config=model_cfg, max_new_tokens=1 + AFTER_LEAF))
+  lp = log_probs(params, [a + m.tolist() for a, m in zip(arms, more)], config=model_cfg,
+                 pad=tok.pad_id)
+  per: dict[int, list[list[float]]] = {}
+  for row, ids, (graph, start) in zip(lp, arms, owner):
+    walk = [row[j - 1, ids[j]] for j in range(start + tok.first_step + 1, len(ids))]
+    at_nodes = row[start - 1 + tok.first_step + 1:len(ids), tok.END_PATH]  # after n_1 .. leaf
+    leaf = len(ids) - 1
+    per.setdefault(graph, []).append([np.mean(walk) if walk else np.nan, at_nodes.max(),
+                                      row[leaf].max(), row[leaf + 1:leaf + 1 + AFTER_LEAF]
+                                      .max(-1).mean()])
+  with warnings.catch_warnings():  # an arm of one node has no walk: NaN, left out
+    warnings.simplefilter("ignore", RuntimeWarning)
+    means = np.array([np.nanmean(v, axis=0) for v in per.values()])
+  return {k: float(np.nanmean(means[:, i]))
+          for i, k in enumerate(("walk", "end_max", "leaf_max", "after_max"))}
+
+
+def _first_step_and_goal(tok, graphs, decoded: np.ndarray) -> dict[str, np.ndarray]:
+  """Per graph: first step right, and path reaches the goal, of decoded path tokens."""
+  first, reached = [], []
+  for x, ids in zip(graphs, decoded):
+    want = tok.encode_path(x.path)[tok.first_step]
+    first.append(int(ids[tok.first_step]) == want)
+    reached.append(path_star.is_valid_path(tok.decode_path(ids), x))
+  return {"first": np.asarray(first, np.float64), "goal": np.asarray(reached, np.float64)}
+
+
+def decoded(params, graphs, tok, settings: Settings, beam_size: int,
+            amplified: dict[str, Any] | None, seed: int) -> dict[str, dict[str, np.ndarray]]:
+  """Per method of METHODS[1:] (amplified only with a headline row `amplified`): per graph,
+  the first step right and the path reaching the goal."""
+  model_cfg = settings.model
+  prompts, lengths = _left_padded([prompt(tok, x) for x in graphs], tok.pad_id)
+  new = max(len(tok.encode_path(x.path)) for x in graphs) + 1  # the longest path, its EOD
+  new = min(new, model_cfg.max_len - prompts.shape[1])
+  key = jax.random.key(seed)
+  out = {
+      "greedy": decoding.generate(params, prompts, key, lengths, config=model_cfg,
+                                  max_new_tokens=new, eos_id=tok.END_PATH),
+      "beam": decoding.beam_search(params, prompts, lengths, config=model_cfg,
+                                   beam_size=beam_size, max_new_tokens=new,
+                                   eos_id=tok.END_PATH).sequences[:, 0],
+      "sample": decoding.generate(params, prompts, key, lengths, 1.0, config=model_cfg,
+                                  max_new_tokens=new, eos_id=tok.END_PATH)}
+  if amplified is not None:
+    la = dataclasses.replace(settings.lookahead, kind=amplified["kind"],
+                             width=amplified["width"], horizon=amplified["horizon"])
+    out["amplified"] = lookahead_lib.sample_amplified(
+        params, prompts, key, lengths, amplified["temperature"], amplified["lam"],
+        settings.stunting.beta, config=model_cfg, lookahead=la, max_new_tokens=new,
+        scheme=amplified["scheme"], mixture=amplified["mixture"], pad_id=tok.pad_id)
+  return {m: _first_step_and_goal(tok, graphs, np.asarray(ids)) for m, ids in out.items()}
+
+
+def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None
+             ) -> dict[str, Any]:
+  """The path-star figures of the module docstring, on eval.test_split.
+
+  headline: the evaluation's headline row (its lookahead, tau and lam drive amplified
+  sampling), or None. Returns {depths, chance, graphs, first_step: {method: {depth:
+  accuracy}}, goal: {method: {depth: share}}, walk, end, verifier, goal_end}.
+  """
+  ev, tok = config.eval, settings.tokenizer
+  graphs = test_graphs(config, ev.test_split, ev.tsp_instances)
+  depth = np.asarray([x.depth for x in graphs])
+  tf = teacher_forced(params, graphs, tok, settings.model)
+  methods = {"teacher_forced": {"first": tf["first"]}}
+  methods.update(decoded(params, graphs, tok, settings, max(ev.widths), headline, ev.seed))
+  depths = sorted(set(depth.tolist()))
+
+  def by_depth(values):
+    return {str(d): float(values[depth == d].mean()) for d in depths}
+
+  return dict(
+      depths=depths, graphs=len(graphs), counts={str(d): int((depth == d).sum()) for d in depths},
+      chance=path_star.chance_first_node(len(path_star.arms(graphs[0]))),
+      first_step={m: by_depth(v["first"]) for m, v in methods.items()},
+      goal={m: by_depth(v["goal"]) for m, v in methods.items() if "goal" in v},
+      walk=float(np.nanmean(tf["walk"])), end=float(tf["end"].mean()),
+      goal_end=float(tf["goal_end"].mean()),
+      verifier=verifier_strength(params, graphs, tok, settings.model))

@@ -1,0 +1,109 @@
+"""The path-star evaluator: first steps by goal depth, decoding, verifier strength."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lookahead_jax import config as config_lib
+from lookahead_jax import model as model_lib
+from lookahead_jax import report as report_lib
+from lookahead_jax.data import path_star
+from lookahead_jax.evals import path_star as ps_eval
+
+OPTIONS = {"degree": 2, "min_arm": 1, "max_arm": 3, "min_goal_depth": 1, "num_nodes": 8,
+           "edge_tokens": True, "train_size": 8, "validation_size": 8, "test_size": 24}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  config = config_lib.base_config()
+  config.data.name = "path_star"
+  config.data.data_dir = str(tmp_path_factory.mktemp("tfds_path_star"))
+  config.data.options.update(OPTIONS)
+  config.model.update(vocab_size=6 + 8 + 64, num_layers=1, d_model=16, num_heads=2)
+  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 16, 8, 8
+  config.lookahead.horizon, config.eval.widths, config.eval.tsp_instances = 4, (2,), 24
+  settings = config_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  params = jax.tree.map(lambda x: 3.0 * x, params)  # peaked predictions, not near uniform
+  return config, settings, params
+
+
+def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup):
+  config, settings, params = setup
+  tok, cfg = settings.tokenizer, settings.model
+  graphs = ps_eval.test_graphs(config, "test", 8)
+  batched = ps_eval.verifier_strength(params, graphs, tok, cfg)
+  per_graph = []
+  for x in graphs:
+    prompt = [tok.eod_id] + tok.encode_instance(x.edges, x.source, x.goal)
+    arms = []
+    for arm in path_star.arms(x):
+      if arm[0] == x.path[1]:
+        continue
+      ids = prompt + [tok.edge_id(u, v) for u, v in zip([x.source] + arm[:-1], arm)]
+      for _ in range(1 + ps_eval.AFTER_LEAF):  # greedy past the leaf, one token at a time
+        logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
+                                      config=cfg)
+        ids.append(int(logits[0, -1].argmax()))
+      logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
+                                    config=cfg)
+      lp = np.asarray(jax.nn.log_softmax(logits[0]))
+      leaf = len(prompt) + len(arm) - 1  # the input position of the leaf's edge
+      walk = [lp[j - 1, ids[j]] for j in range(len(prompt) + 1, leaf + 1)]
+      arms.append([np.mean(walk) if walk else np.nan,  # an arm of one node has no walk
+                   lp[len(prompt):leaf + 1, tok.END_PATH].max(), lp[leaf].max(),
+                   lp[leaf + 1:leaf + 1 + ps_eval.AFTER_LEAF].max(-1).mean()])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      per_graph.append(np.nanmean(arms, axis=0))
+  expected = np.nanmean(per_graph, axis=0)
+  for k, name in enumerate(("walk", "end_max", "leaf_max", "after_max")):
+    assert batched[name] == pytest.approx(expected[k], abs=1e-4), name
+
+
+def test_first_steps_by_depth_and_decoding(setup):
+  config, settings, params = setup
+  figures = ps_eval.evaluate(params, config, settings, {
+      "kind": "beam", "width": 2, "horizon": 4, "temperature": 1.0, "lam": 0.9,
+      "scheme": "sum", "mixture": "linear"})
+  graphs = ps_eval.test_graphs(config, "test", 24)
+  depths = sorted({x.depth for x in graphs})
+  assert figures["depths"] == depths == [1, 2, 3] and figures["chance"] == 0.5
+  assert sum(figures["counts"].values()) == figures["graphs"] == 24
+  assert set(figures["first_step"]) == set(ps_eval.METHODS)
+  # Teacher-forced first steps equal the argmax of a direct forward pass, per depth.
+  tok = settings.tokenizer
+  right = {d: [] for d in depths}
+  for x in graphs:
+    prompt = [tok.eod_id] + tok.encode_instance(x.edges, x.source, x.goal)
+    logits, _ = model_lib.forward(params, jnp.asarray([prompt]),
+                                  jnp.arange(len(prompt))[None], config=settings.model)
+    right[x.depth].append(int(logits[0, -1].argmax()) == tok.edge_id(x.path[0], x.path[1]))
+  for d in depths:
+    assert figures["first_step"]["teacher_forced"][str(d)] == pytest.approx(np.mean(right[d]))
+    for method in ("greedy", "beam", "sample", "amplified"):
+      # A path can only reach the goal through the right first step.
+      assert figures["goal"][method][str(d)] <= figures["first_step"][method][str(d)] + 1e-9
+  # Greedy decoding's first step is the teacher-forced argmax.
+  assert figures["first_step"]["greedy"] == figures["first_step"]["teacher_forced"]
+  groups = {"2": {"G": 0.1, "G_ci": [0.05, 0.15], "tokens": 9}}
+  text = report_lib.path_star_table(figures, groups)
+  assert "depth 2" in text and "+0.100 [+0.050, +0.150]" in text and "verifier strength" in text
+
+
+def test_sampling_is_reproducible_and_amplified_with_lam_0_is_plain_sampling(setup):
+  config, settings, params = setup
+  graphs = ps_eval.test_graphs(config, "test", 24)
+  tok = settings.tokenizer
+  plain = {"kind": "beam", "width": 2, "horizon": 4, "temperature": 1.0, "lam": 0.0,
+           "scheme": "sum", "mixture": "linear"}
+  one = ps_eval.decoded(params, graphs, tok, settings, 2, plain, seed=3)
+  two = ps_eval.decoded(params, graphs, tok, settings, 2, plain, seed=3)
+  for method in one:
+    np.testing.assert_array_equal(one[method]["first"], two[method]["first"])
+  np.testing.assert_array_equal(one["amplified"]["first"], one["sample"]["first"])
+  np.testing.assert_array_equal(one["amplified"]["goal"], one["sample"]["goal"])

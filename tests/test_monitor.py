@@ -39,7 +39,7 @@ def test_the_warning_fires_only_after_g_had_been_clearly_positive(caplog):
   config.stunting.monitor_patience = 2
   never = monitor.Monitor(config, None, None)  # monitor_every = 0: nothing is built
   never.part = "marked"
-  caplog.set_level("INFO")
+  caplog.set_level("INFO", logger="absl")  # absl's verbosity sets that logger's level
   for step in range(1, 8):  # G never positive, or positive with an interval reaching 0
     never._warn(10 * step, _gains(-0.05, -0.1, 0.0) if step % 2 else _gains(0.02, -0.01, 0.05))
   assert [r.levelname for r in caplog.records] == ["INFO"]  # "not helped yet", once

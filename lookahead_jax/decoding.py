@@ -18,10 +18,12 @@ a row stops when no alive beam can beat its worst finished one.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lookahead_jax import model as model_lib
 
@@ -30,6 +32,16 @@ NEG = -1.0e9  # score of an impossible beam (finite, so sums stay ordered and Na
 
 
 # ----------------------------------------------------------------------------- prompts
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """(prompts int32 [n, P] left-padded to the longest row, prompt lengths int32 [n]): the
+  layout `prefill` reads."""
+  width = max(map(len, rows))
+  tokens = np.full((len(rows), width), pad_id, np.int32)
+  for row, ids in enumerate(rows):
+    tokens[row, width - len(ids):] = ids
+  return tokens, np.array([len(ids) for ids in rows], np.int32)
 
 
 def prefill(params, prompts: Array, prompt_lengths: Array | None, *, config, slots: int = 0):

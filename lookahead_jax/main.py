@@ -66,13 +66,10 @@ def decode(config, settings: config_lib.Settings, workdir: str) -> None:
   if new_tokens < 1:
     raise config_lib.ConfigError(f"--prompt: the longest prompt has {width} tokens, which "
                                  f"leaves no room in model.max_len={model_cfg.max_len}; shorten it")
-  tokens = np.full((len(prompts), width), tokenizer.pad_id, np.int32)
-  for row, ids in enumerate(prompts):
-    tokens[row, width - len(ids):] = ids  # left-padded
+  tokens, lengths = decoding.left_pad(prompts, tokenizer.pad_id)
   if _SAMPLER.value in ("edit", "ga"):
     edit(params, config, settings, prompts, new_tokens)
     return
-  lengths = np.array(list(map(len, prompts)), np.int32)
   kwargs = dict(config=model_cfg, max_new_tokens=new_tokens, eos_id=tokenizer.eod_id,
                 pad_id=tokenizer.pad_id)
   if _SAMPLER.value == "beam":

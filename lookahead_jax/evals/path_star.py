@@ -66,15 +66,6 @@ def _right_padded(rows: list[list[int]], pad: int, width: int) -> tuple[jax.Arra
   return jnp.asarray(tokens), jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), tokens.shape)
 
 
-def _left_padded(rows: list[list[int]], pad: int) -> tuple[jax.Array, jax.Array]:
-  """(prompts [n, P] left-padded, prompt lengths [n]) as decoding.prefill reads them."""
-  width = max(map(len, rows))
-  tokens = np.full((len(rows), width), pad, np.int32)
-  for i, r in enumerate(rows):
-    tokens[i, width - len(r):] = r
-  return jnp.asarray(tokens), jnp.asarray([len(r) for r in rows], jnp.int32)
-
-
 def log_probs(params, rows: list[list[int]], *, config: model_lib.Config, pad: int
               ) -> np.ndarray:
   """Next-token log-probs [n, max_len, V] of token lists right-padded to the model's
@@ -117,11 +108,12 @@ def verifier_strength(params, graphs, tok, model_cfg) -> dict[str, float]:
   for i, x in enumerate(graphs):
     for arm in path_star.arms(x):
       if arm[0] != x.path[1]:
-        arms.append(prompt(tok, x) + tok.encode_path([x.source] + arm)[:-1])
-        owner.append((i, len(prompt(tok, x))))
+        ids = prompt(tok, x)
+        arms.append(ids + tok.encode_path([x.source] + arm)[:-1])
+        owner.append((i, len(ids)))
   if not arms:
     return {}
-  prompts, lengths = _left_padded(arms, tok.pad_id)
+  prompts, lengths = decoding.left_pad(arms, tok.pad_id)
   more = np.asarray(decoding.generate(params, prompts, jax.random.key(0), lengths,
                                       config=model_cfg, max_new_tokens=1 + AFTER_LEAF))
   lp = log_probs(params, [a + m.tolist() for a, m in zip(arms, more)], config=model_cfg,
@@ -156,7 +148,7 @@ def decoded(params, graphs, tok, settings: Settings, beam_size: int,
   """Per method of METHODS[1:] (amplified only with a headline row `amplified`): per graph,
   the first step right and the path reaching the goal."""
   model_cfg = settings.model
-  prompts, lengths = _left_padded([prompt(tok, x) for x in graphs], tok.pad_id)
+  prompts, lengths = decoding.left_pad([prompt(tok, x) for x in graphs], tok.pad_id)
   new = max(len(tok.encode_path(x.path)) for x in graphs) + 1  # the longest path, its EOD
   new = min(new, model_cfg.max_len - prompts.shape[1])
   key = jax.random.key(seed)

@@ -1,7 +1,7 @@
 """Helpers shared by the benchmarks: timing, JSON output, machine description, HF models.
 
 Every benchmark measures our figure and its baseline in the same run on the same machine
-and reports their ratio (DESIGN.md section 6); absolute times are never compared across
+and reports their ratio (docs/design.md section 6); absolute times are never compared across
 runs.
 """
 

@@ -9,10 +9,10 @@ default) is copied into our model with `gpt2.params_from_hf_state_dict`, then
       num_beams=B, do_sample=False)`, same prompts, no EOS so both run every step. Both
       sides count generated tokens the same way: prompts x new tokens (one returned
       sequence per prompt; the B beams are the method's cost, not its output).
-      DESIGN.md floor: ratio >= 2.
+      docs/design.md floor: ratio >= 2.
   (b) forward: our jitted `model.forward` (logits only) vs the PyTorch model under
       `torch.inference_mode()` with `use_cache=False`, tokens/s = batch x T.
-      DESIGN.md floor: ratio >= 1.
+      docs/design.md floor: ratio >= 1.
 
 Both sides are warmed up (compilation, first call), then timed in alternation (one call
 of each per round, so load changes hit both alike); each figure is the median of

@@ -1,5 +1,5 @@
 """Benchmark: the all-position beam lookahead against the forward pass and against
-Hugging Face beam search run once per prefix (DESIGN.md section 6, "Amplification speed").
+Hugging Face beam search run once per prefix (docs/design.md section 6).
 
   pip install torch==2.13.0 && pip install -e .[bench]
   python bench/lookahead.py [--json bench/results/lookahead.json]

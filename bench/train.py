@@ -14,13 +14,13 @@ gradient clipping at global norm 1, no dropout) on the same random batch:
          (`torch.optim.AdamW`, default foreach implementation).
 
 Tokens/s = batch x seq_len / median step time, all steps timed in alternation after a
-warm-up step. DESIGN.md floor: ratio (ours / torch) >= 1. The first step's loss of both
+warm-up step. docs/design.md floor: ratio (ours / torch) >= 1. The first step's loss of both
 sides is printed as a check that they train the same model. torch uses --threads threads
 (default: every core).
 
 The stunted steps (--stunting, default v1_token and v3_balance) build the amplified
 targets inside the same jitted step with a B-beam, H-token lookahead (--width, --horizon,
---chunk anchors per chunk) reusing the training pass's keys/values. DESIGN.md floor:
+--chunk anchors per chunk) reusing the training pass's keys/values. docs/design.md floor:
 stunted / plain step time <= 1.5 (3 + B(H-1)) / 3 (a plain step is about three forward
 passes; the lookahead adds B(H-1)).
 

@@ -111,7 +111,7 @@ def base_config() -> ConfigDict:
   c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
   c.train.profile_steps = (0, 0)  # steps [first, last) traced into workdir/profile; (0, 0): off
 
-  # The training objective (masked.py, DESIGN.md section 8).
+  # The training objective (masked.py, docs/design.md section 8).
   c.objective = ConfigDict()
   c.objective.kind = "next_token"  # next_token | spectrum (next-token and masked examples)
   c.objective.rho = 1.0  # spectrum: share of next-token examples (1: GPT, 0: BERT-like)
@@ -163,6 +163,20 @@ def base_config() -> ConfigDict:
   c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
   c.eval.tsp_instances = 300  # tsp, path_star: test instances the model decodes
   c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
+
+  # The generation report (`lookahead-jax generate-report`, evals/generation.py): each
+  # sampler continues the same held-out prompts of eval.test_split.
+  c.generate = ConfigDict()
+  c.generate.samplers = lookahead_lib.SAMPLERS  # any of greedy, beam, sample, amplified
+  c.generate.prompts = 64  # held-out documents (testbeds: their tasks) used as prompts
+  c.generate.prompt_tokens = c.data.get_ref("seq_len") // 4  # text: P, each document's start
+  c.generate.new_tokens = c.data.get_ref("seq_len") // 2  # L, tokens per continuation (at most)
+  c.generate.beams = 4  # beam width of the beam sampler
+  c.generate.temperature = 1.0  # plain sampling (amplified samples use lookahead.*)
+  c.generate.top_p = 1.0  # plain sampling's nucleus mass (1: all)
+  c.generate.rep_window = 16  # l of rep-l: tokens looked back for a repeat
+  c.generate.batch_size = 32  # prompts per sampler call
+  c.generate.seed = 0  # keys of the sampled continuations
 
   # Internal-lookahead probes (probes.py): with the monitor (every stunting.monitor_every
   # steps: fit on the first half of its batches, scored on the second) and in the
@@ -380,6 +394,20 @@ def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
            tuple(ev.lams), "must be a non-empty list in [0, 1) (1 only for a loglinear mixture)")
 
 
+def _check_generate(g: ConfigDict, mc: model_lib.Config) -> None:
+  bad = [x for x in g.samplers if x not in lookahead_lib.SAMPLERS] or (
+      [] if g.samplers else ["(empty)"])
+  _require(not bad, "generate.samplers", tuple(g.samplers),
+           f"use values from {', '.join(lookahead_lib.SAMPLERS)}")
+  for key in ("prompts", "prompt_tokens", "new_tokens", "beams", "rep_window", "batch_size"):
+    _require(g[key] >= 1, f"generate.{key}", g[key], "must be >= 1")
+  _require(g.prompt_tokens + 1 + g.new_tokens <= mc.max_len, "generate.new_tokens",
+           g.new_tokens, f"[EOD] + generate.prompt_tokens={g.prompt_tokens} + new_tokens pass "
+           f"model.max_len={mc.max_len}; use new_tokens <= {mc.max_len - 1 - g.prompt_tokens}")
+  _require(g.temperature > 0 and 0 < g.top_p <= 1, "generate.temperature/top_p",
+           (g.temperature, g.top_p), "need temperature > 0 and top_p in (0, 1]")
+
+
 def _check_probes(config: ConfigDict, mc: model_lib.Config) -> None:
   p, st = config.probes, config.stunting
   if not p.enabled:
@@ -448,6 +476,7 @@ def validate(config: ConfigDict) -> Settings:
   _check_objective(config)
   _check_eval(config.eval, mc, devices)
   _check_probes(config, mc)
+  _check_generate(config.generate, mc)
   if config.pretrained:
     _check_pretrained(config.pretrained, mc)
   tokenizer = _checked_data(config)

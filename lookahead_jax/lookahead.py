@@ -6,7 +6,7 @@ SMC particles) for H tokens, reading the teacher-forced keys/values of positions
 as a shared prefix and writing only a small per-path cache of H-1 tokens. That function
 is vmapped over anchors with the prefix unbatched, so XLA computes one attention of all
 anchors' path queries against the one prefix; anchors run in chunks of `chunk` to bound
-memory (DESIGN.md section 4). Cost per sequence: about 1 + B(H-1) forward passes.
+memory (docs/design.md section 4). Cost per sequence: about 1 + B(H-1) forward passes.
 
 Anchors near the end of the context: the path tokens of anchor t sit at positions
 pos_t+1 .. pos_t+H-1, which must exist in the model (< max_len). Anchors past that,
@@ -20,7 +20,7 @@ SMC, drawn with the same keys as the lookahead's first tokens). q_1 is p sharpen
 tau on its top tokens: what any q does without looking ahead. The lookahead-specific
 gain compares the mixture of q_H with that of q_1 (`gain`).
 
-Then, per anchor (DESIGN.md section 2):
+Then, per anchor (docs/design.md section 2):
   q(w) = sum_b softmax_b(S_b / tau) [f_b = w]        scheme "sum"
   q(w) ∝ exp(max_{b: f_b = w} S_b / tau)              scheme "max"
   linear mixture     p~ = (1 - lam) p + lam q
@@ -44,6 +44,7 @@ Array = jax.Array
 KINDS = ("beam", "smc")
 SCHEMES = ("sum", "max")
 MIXTURES = ("linear", "loglinear")
+SAMPLERS = ("greedy", "beam", "sample", "amplified")  # evals/generation.py: continue_prompts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,12 +159,19 @@ def _smc_one(params, prefix, first_logprobs, position, rng, beta, *, config, loo
 
 
 def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_ids=None,
-                    rng=None, beta=1.0, *, config: model_lib.Config, lookahead: Lookahead) -> Paths:
+                    rng=None, beta=1.0, needed=None, *, config: model_lib.Config,
+                    lookahead: Lookahead) -> Paths:
   """Lookahead paths for every anchor, reusing a teacher-forced pass.
 
   logits:      [b, T, V] of the pass; cache: the `Cache` it returned (keys/values [b, T, h, dh]).
   positions:   [b, T] int32; segment_ids: [b, T] int32 (None: one segment per row).
   rng:         SMC only: a PRNG key (split per row and anchor); beta: SMC tempering.
+  needed:      [b, T] bool or None (all): the anchors whose paths the caller reads. Only
+               those run: each row's needed anchors are gathered to the front and run in
+               chunks of `lookahead.chunk` until the row with the most is done, so a batch
+               scored on a few tokens per row (answers only) costs what those tokens cost.
+               The other anchors come back without a lookahead (valid False). A needed
+               anchor's paths are those of the full computation.
   """
   b, t, _ = logits.shape
   if segment_ids is None:
@@ -173,20 +181,41 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
   keys = jax.random.split(rng, (b, t))
   one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one,
                           config=config, lookahead=lookahead)
+  chunk = min(lookahead.chunk or t, t)
 
-  def row(logits, k, v, positions, segments, keys):
+  def row(logits, k, v, positions, segments, keys, needed):
     slots = jnp.arange(t)
 
-    def anchor(xs):
-      anchor_t, logits_t, position_t, segment_t, key_t = xs
-      mask = (slots <= anchor_t) & (segments == segment_t)  # [T]: the anchor's own prefix
-      return one(params, (k, v, mask), jax.nn.log_softmax(logits_t), position_t + 1, key_t, beta)
+    def anchor(t_):
+      mask = (slots <= t_) & (segments == segments[t_])  # [T]: the anchor's own prefix
+      return one(params, (k, v, mask), jax.nn.log_softmax(logits[t_]), positions[t_] + 1,
+                 keys[t_], beta)
 
-    return jax.lax.map(anchor, (slots, logits, positions, segments, keys),
-                       batch_size=min(lookahead.chunk or t, t))
+    if needed is None:
+      return jax.lax.map(anchor, slots, batch_size=chunk)
+    # Needed anchors first (stable), padded to whole chunks by repeating the last slot.
+    order = jnp.argsort(~needed, stable=True).astype(jnp.int32)
+    order = jnp.pad(order, (0, -t % chunk), mode="edge")
+    count = jnp.sum(needed)
+    width = lookahead.width
 
-  first, score = jax.vmap(row)(logits, cache.k, cache.v, positions, segment_ids, keys)
+    def body(state):
+      i, first, score = state
+      idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+      f, s = jax.vmap(anchor)(idx)
+      return i + 1, first.at[idx].set(f), score.at[idx].set(s)
+
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((t, width), jnp.int32),
+            jnp.full((t, width), decoding.NEG, jnp.float32))
+    _, first, score = jax.lax.while_loop(lambda s: s[0] * chunk < count, body, init)
+    return first, score
+
+  needed_axis = None if needed is None else 0
+  first, score = jax.vmap(row, in_axes=(0, 0, 0, 0, 0, 0, needed_axis))(
+      logits, cache.k, cache.v, positions, segment_ids, keys, needed)
   valid = (segment_ids > 0) & (positions + lookahead.horizon <= config.max_len)
+  if needed is not None:
+    valid &= needed
   return Paths(first=first, score=score, valid=valid)
 
 

@@ -1,4 +1,4 @@
-"""The masked objective (DESIGN.md section 8): the mask spectrum, its loss and its
+"""The masked objective (docs/design.md section 8): the mask spectrum, its loss and its
 pseudo-log-likelihood, and generation by editing and by a genetic algorithm.
 
 Spectrum. Each example of a batch is, independently,

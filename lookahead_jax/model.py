@@ -20,7 +20,7 @@ A `Cache` may also carry a read-only *prefix*: keys/values `[P, h, dh]` without 
 axis, read by every row of the call through `prefix_mask[P]`. Beam search puts its beams
 on the batch axis and the prompt in the prefix, so a beam reorder gathers only the small
 per-beam cache; the all-anchor lookahead vmaps this over anchors with the prefix
-unbatched, so one shared prefix serves every anchor and beam (DESIGN.md section 4).
+unbatched, so one shared prefix serves every anchor and beam (docs/design.md section 4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every `stunting.monitor_every` steps, on fixed held-out batches, the lookahead-specific
 gain G = gain(q_H) - gain(q_1) of the stunting lookahead and of a dev lookahead that
-stunting never uses (DESIGN.md section 3), and the teacher-forced accuracy on the marked
+stunting never uses (docs/design.md section 3), and the teacher-forced accuracy on the marked
 tokens, split by mark group (path_star: the goal's depth). If the dev lookahead's G, after
 it had been clearly positive, stops being positive, the model may have learned to do the
 lookahead itself: a warning says so.
@@ -75,7 +75,7 @@ def held_out_gains(params, batch, rng, *, config: model_lib.Config,
   for i, (name, la) in enumerate(sorted(lookaheads.items())):
     key = jax.random.fold_in(rng, i)
     found = lookahead_lib.paths_from_pass(params, logits, cache, batch["positions"],
-                                          batch["segment_ids"], key, stunting.beta,
+                                          batch["segment_ids"], key, stunting.beta, w > 0,
                                           config=config, lookahead=la)
     control = lookahead_lib.control_paths(logits, found.valid, key, stunting.beta, lookahead=la)
     mixed = {}

@@ -1,7 +1,7 @@
 """Internal-lookahead probes: what the activations say beside the behavioural gain G.
 
 G vanishes both when the model does the lookahead itself and when nothing can help;
-probes of the hidden states tell the two apart (DESIGN.md section 9). All read one
+probes of the hidden states tell the two apart (docs/design.md section 9). All read one
 teacher-forced pass with `model.forward(..., internals=True)`:
 
 - future-token probe (Pal et al. 2023; Wu et al. 2024): a linear softmax probe from the

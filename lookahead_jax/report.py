@@ -3,8 +3,8 @@
 Every file goes through etils.epath, so a workdir can be a local path or a gs://
 bucket. One table formatter (`table`, text or markdown), one matplotlib set-up
 (`figure` / `save_figure`, the file backend). The reports: the training summary, the
-evaluation suite (table, plots, report.json) and the stunting comparison (table, plots,
-compare.json).
+evaluation suite (table, plots, report.json), the stunting comparison (table, plots,
+compare.json) and the generation report.
 """
 
 from __future__ import annotations
@@ -154,9 +154,11 @@ def eval_table(report: dict[str, Any]) -> str:
            f"{report['tokens']['test']:.0f} test tokens in {report['tokens']['test_rows']} rows "
            f"({report['tokens']['test_marked']:.0f} marked as needing lookahead). G = gain(q_H) - "
            "gain(q_1), the lookahead-specific gain, in nats/token with paired 95% bootstrap "
-           "intervals over test rows; tau, lam chosen on validation for each side.")
+           "intervals over test rows; tau, lam chosen on validation for each side. g>0: the "
+           "share of test tokens where q_H's mixture gives the target more probability than "
+           "q_1's, whatever the size (so it can pass 1/2 while G < 0).")
   headers = ("kind", "B", "H", "scheme", "mixture", "G", "G 95%", "G marked", "G marked 95%",
-             "gain q_H", "gain q_1", "tau,lam H", "tau,lam 1", "helps", "val G")
+             "gain q_H", "gain q_1", "tau,lam H", "tau,lam 1", "g>0", "val G")
   rows = []
   for r in report["rows"]:
     t = r["test"]
@@ -230,6 +232,46 @@ def path_star_table(figures: dict[str, Any], groups: dict[str, Any] | None = Non
           f"over graphs): walk {v['walk']:+.2f}, largest log p(end of path) at a wrong node "
           f"{v['end_max']:+.2f}, largest log p at the wrong leaf {v['leaf_max']:+.2f} and "
           f"after it {v['after_max']:+.2f}")
+
+
+GENERATION_COLUMNS = (("seq_rep_4", "seq-rep-4", ".3f"), ("rep_l", "rep-l", ".3f"),
+                      ("distinct_1", "distinct-1", ".3f"), ("distinct_2", "distinct-2", ".3f"),
+                      ("nll", "NLL/token", ".3f"), ("length", "tokens", ".1f"),
+                      ("goal", "reaches goal", ".3f"), ("valid", "valid tour", ".3f"),
+                      ("gap", "gap", ".3f"), ("rhymed", "rhymed", ".3f"))
+
+
+def generation_table(gen: dict[str, Any], style: str = "text") -> str:
+  """Per sampler (and the held-out continuations): each figure with its 95% interval."""
+  rows = gen["rows"]
+  cols = [c for c in GENERATION_COLUMNS if any(c[0] in r for r in rows.values())]
+  body = []
+  for sampler, r in rows.items():
+    body.append([sampler] + [f"{cell(r[k]['mean'], f)} {cell(r[k]['ci'], f)}" if k in r else "-"
+                             for k, _, f in cols]
+                + [cell(r.get("tok_s"), ",.0f")])
+  return table(["sampler"] + [h for _, h, _ in cols] + ["tok/s"], body, style,
+               title=f"Generation on {gen['prompts']} held-out prompts of {gen['dataset']}, up "
+               f"to {gen['new_tokens']} new tokens each (95% intervals over prompts)")
+
+
+def write_generation(gen: dict[str, Any], out: str | os.PathLike) -> None:
+  """report.json, table.md and seq_rep_vs_nll.png (seq-rep-4 against NLL per sampler)."""
+  out = epath.Path(out)
+  write_json(out / "report.json", gen)
+  samples = "\n".join(f"- {s}: {t!r}" for s, texts in gen["samples"].items() for t in texts[:1])
+  write_text(out / "table.md", generation_table(gen, "markdown") + "\n\nFirst prompt "
+             f"{gen['prompt_texts'][0]!r}, its continuations:\n\n{samples}\n")
+  fig, ax = figure(1, 1)
+  for sampler, r in gen["rows"].items():
+    x, y = r["nll"], r["seq_rep_4"]
+    ax.errorbar([x["mean"]], [y["mean"]], xerr=[[x["mean"] - x["ci"][0]], [x["ci"][1] - x["mean"]]],
+                yerr=[[y["mean"] - y["ci"][0]], [y["ci"][1] - y["mean"]]], fmt="o", capsize=3,
+                label=sampler)
+  ax.set_xlabel("the model's NLL per token of the continuation (nats)")
+  ax.set_ylabel("seq-rep-4 (repeated 4-grams)")
+  ax.legend()
+  save_figure(fig, out / "seq_rep_vs_nll.png")
 
 
 def _errorbars(ax, xs, points, style, label):
@@ -332,7 +374,9 @@ def probe_plots(probes: dict[str, Any], dataset: str, out: str | os.PathLike) ->
   axes[1].set_ylabel("next-token NLL (nats)")
   axes[1].set_title("logit lens", fontsize=10)
   scores = np.asarray(probes["induction"])
-  image = axes[2].imshow(scores, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  # The colour scale ends at the largest score (often far below 1 in a small model).
+  image = axes[2].imshow(scores, vmin=0.0, vmax=max(float(scores.max()), 1e-6), cmap="viridis",
+                         aspect="auto")
   axes[2].set_yticks(np.arange(scores.shape[0]), [str(i + 1) for i in range(scores.shape[0])])
   axes[2].set_xlabel("head")
   axes[2].set_ylabel("layer")
@@ -485,7 +529,6 @@ def trajectory_plot(trajectories: dict[str, dict[str, list]], out: str | os.Path
     save_figure(fig, epath.Path(out) / "accuracy_trajectory.png")
   if has_series(trajectories, "future_gain"):
     fig, ax = figure()
-    _plot_series(ax, trajectories, "future_gain",
-                 "future-token probe gain over the embedding (nats/token)",
-                 "internal lookahead over training (held-out batches)")
+    _plot_series(ax, trajectories, "future_gain", "probe gain (nats/token)",
+                 "future-token probe gain over the embedding's, held-out batches")
     save_figure(fig, epath.Path(out) / "probe_trajectory.png")

@@ -1,6 +1,6 @@
 """Device mesh, shardings of the batch and the train state, and multi-process start-up.
 
-The mesh has two named axes (DESIGN.md section 4):
+The mesh has two named axes (docs/design.md section 4):
 
   data  pure data parallelism: parameters replicated, the batch split;
   fsdp  fully sharded data parallelism: the batch split too, and every parameter (and

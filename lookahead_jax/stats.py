@@ -1,16 +1,17 @@
 """Intervals: paired bootstrap over sequences (rows), t-intervals over seeds.
 
 Tokens of one sequence are not independent, so an interval of a per-token mean resamples
-whole rows (DESIGN.md section 2, "Intervals"): a ratio of sums, sum_rows(x) /
+whole rows (docs/design.md section 2, "Intervals"): a ratio of sums, sum_rows(x) /
 sum_rows(n), recomputed on rows drawn with replacement. Paired: the same resamples for
 every quantity compared (q_H and its control, the two sides of G). Across training runs
 the unit is the seed: mean and Student-t interval over n >= 2 seeds, differences paired
-by seed.
+by seed. A statistic of a whole set (distinct n-grams over all texts) gets a
+delete-a-group jackknife interval.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.stats
@@ -56,3 +57,24 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, float("nan"), float("nan")
   half = float(scipy.stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
   return mean, mean - half, mean + half
+
+
+def jackknife(statistic: Callable[[np.ndarray], float], n: int, groups: int,
+              level: float = 0.95) -> tuple[float, float, float]:
+  """(estimate, lo, hi): a statistic of n items and its delete-a-group jackknife interval.
+
+  statistic(indices) is computed on all n items and with each of `groups` contiguous
+  groups left out; the interval is the estimate +- a normal quantile times the jackknife
+  standard error, for statistics of a whole set (unique n-grams over all texts) that a
+  bootstrap, which repeats items, would bias. NaN bounds for fewer than 2 groups.
+  """
+  everything = np.arange(n)
+  estimate = float(statistic(everything))
+  parts = np.array_split(everything, min(groups, n))
+  if len(parts) < 2:
+    return estimate, float("nan"), float("nan")
+  left_out = np.asarray([statistic(np.setdiff1d(everything, p)) for p in parts], np.float64)
+  g = len(parts)
+  se = float(np.sqrt((g - 1) / g * np.sum((left_out - left_out.mean()) ** 2)))
+  z = float(scipy.stats.norm.ppf(0.5 + level / 2))
+  return estimate, estimate - z * se, estimate + z * se

@@ -1,4 +1,4 @@
-"""Stunting (DESIGN.md section 3): train on next tokens while skipping, penalising or
+"""Stunting (docs/design.md section 3): train on next tokens while skipping, penalising or
 balancing the parts of each update that would teach the model its own lookahead.
 
 Inside the train step, from the current parameters under stop_gradient and reusing the

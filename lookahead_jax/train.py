@@ -3,7 +3,7 @@
 Read top to bottom: input; model and optimizer; update step; parameters; loop.
 Everything at a jit boundary is a pure function of pytrees: `train_step(state, batch)
 -> (state, metrics)` is ONE jitted function over the mesh, with in/out shardings and the
-state donated (DESIGN.md sections 4 and 7). The config is validated once
+state donated (docs/design.md sections 4 and 7). The config is validated once
 (config.validate) and its derived `Settings` are passed in; checkpoints are
 checkpoint.py's, reports report.py's.
 
@@ -12,7 +12,7 @@ gives the logits and the teacher-forced keys/values (what the lookahead reuses),
 per-token cross-entropy [b, T] is reduced with the batch weights and normalised by the
 number of weighted tokens of the GLOBAL batch. So gradient accumulation over
 micro-batches sums to exactly the full-batch gradient, and a sharded step computes the
-same loss as an unsharded one. Stunting (DESIGN.md section 3) changes the per-token
+same loss as an unsharded one. Stunting (docs/design.md section 3) changes the per-token
 terms there and the gradients in `train_step`.
 """
 
@@ -198,12 +198,13 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   if stunt.lookahead is None:
     return (aux["ce_sum"] / norm, jnp.zeros(())), aux
 
-  # The amplified targets, from the current parameters under stop_gradient.
+  # The amplified targets, from the current parameters under stop_gradient, at the anchors
+  # the loss weighs (the others' paths would only be multiplied by 0).
   sg = jax.lax.stop_gradient
   log_p = jax.nn.log_softmax(logits)
   found = lookahead_lib.paths_from_pass(
       sg(params), sg(logits), sg(cache), batch["positions"], batch["segment_ids"], lookahead_key,
-      stunt.beta, config=model_cfg, lookahead=stunt.lookahead)
+      stunt.beta, weights > 0, config=model_cfg, lookahead=stunt.lookahead)
   amp = lookahead_lib.amplify(found, stunt.temperature, stunt.scheme)
   control = None  # the horizon-1 control: top-B of p (or N draws), no forward pass
   if stunt.uses_control:
@@ -568,7 +569,16 @@ def train_and_evaluate(config: ConfigDict, settings: Settings, workdir: str) -> 
 
 def _summary(config, workdir, state, records, val, counters, seconds, resumed_from,
              preempted, monitored) -> dict[str, Any]:
-  """The figures of a run, and their rows for the printed table."""
+  """The figures of a run, and their rows for the printed table.
+
+  Read from the whole run's metrics log where this process has it (a resumed run, even
+  one that had nothing left to train, reports its training), else from this session's
+  records; the monitor's figures are its last logged ones.
+  """
+  logged = (epath.Path(workdir) / metrics_lib.JSONL).exists()
+  run_log = metrics_lib.read(workdir) if logged else []
+  records = [r for r in run_log if "tokens_per_s" in r] or records
+  monitored = monitored or next((r for r in reversed(run_log) if "monitor_G_dev" in r), {})
   last = records[-1] if records else {}
   # the first logged interval includes compilation
   speeds = [r["tokens_per_s"] for r in records[1:]] or [r["tokens_per_s"] for r in records]

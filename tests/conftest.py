@@ -132,3 +132,22 @@ def command(name, workdir, overrides, *extra):
 
   return [sys.executable, "-m", "lookahead_jax.main", name, f"--config={RHYME_CONFIG}",
           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items()), *extra]
+
+
+PATH_STAR_OPTIONS = {"degree": 2, "min_arm": 1, "max_arm": 3, "min_goal_depth": 1,
+                     "num_nodes": 8, "edge_tokens": True, "train_size": 8,
+                     "validation_size": 8, "test_size": 24}
+
+
+def tiny_path_star(data_dir):
+  """A base config on small path-star graphs (PATH_STAR_OPTIONS) in `data_dir`, for a
+  1-layer model; the test modules add their lookahead and evaluation settings."""
+  from lookahead_jax import config as config_lib
+
+  config = config_lib.base_config()
+  config.data.name = "path_star"
+  config.data.data_dir = str(data_dir)
+  config.data.options.update(PATH_STAR_OPTIONS)
+  config.model.update(vocab_size=6 + 8 + 64, num_layers=1, d_model=16, num_heads=2)
+  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 16, 8, 8
+  return config

@@ -13,18 +13,12 @@ from lookahead_jax import report as report_lib
 from lookahead_jax.data import path_star
 from lookahead_jax.evals import path_star as ps_eval
 
-OPTIONS = {"degree": 2, "min_arm": 1, "max_arm": 3, "min_goal_depth": 1, "num_nodes": 8,
-           "edge_tokens": True, "train_size": 8, "validation_size": 8, "test_size": 24}
+from conftest import tiny_path_star
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  config = config_lib.base_config()
-  config.data.name = "path_star"
-  config.data.data_dir = str(tmp_path_factory.mktemp("tfds_path_star"))
-  config.data.options.update(OPTIONS)
-  config.model.update(vocab_size=6 + 8 + 64, num_layers=1, d_model=16, num_heads=2)
-  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 16, 8, 8
+  config = tiny_path_star(tmp_path_factory.mktemp("tfds_path_star"))
   config.lookahead.horizon, config.eval.widths, config.eval.tsp_instances = 4, (2,), 24
   settings = config_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))

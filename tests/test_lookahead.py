@@ -2,6 +2,7 @@
 unbiased and concentrating, distributions normalised, chunking and compilation."""
 
 import dataclasses
+import functools
 import itertools
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 from lookahead_jax import decoding
 from lookahead_jax import lookahead as la_lib
+from lookahead_jax import model as model_lib
 
 # Two packed rows: row 0 holds documents of 5 and 7 tokens, row 1 one document and padding.
 SEGMENTS = np.array([[1] * 5 + [2] * 7, [1] * 10 + [0] * 2])
@@ -199,6 +201,28 @@ def test_chunked_anchors_equal_unchunked(tiny_config, tiny_params, kind):
                          lookahead=dataclasses.replace(lookahead, chunk=5))[1]
   np.testing.assert_array_equal(whole.first, chunked.first)
   np.testing.assert_allclose(whole.score, chunked.score, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["beam", "smc"])
+def test_only_needed_anchors_run_and_their_paths_are_the_full_computations(
+    tiny_config, tiny_params, kind):
+  tokens = _packed_tokens(tiny_config, seed=6)
+  positions, segments = jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS)
+  lookahead = dataclasses.replace(BEAM if kind == "beam" else SMC, chunk=3)
+  logits, cache = model_lib.forward(tiny_params, tokens, positions, config=tiny_config,
+                                    segment_ids=segments)
+  # Row 0 needs 4 anchors (two chunks, the second partly padding), row 1 needs 1.
+  needed = np.zeros(SEGMENTS.shape, bool)
+  needed[0, [1, 6, 7, 11]] = needed[1, 4] = True
+  run = functools.partial(la_lib.paths_from_pass, tiny_params, logits, cache, positions,
+                          segments, jax.random.key(2), 1.5, config=tiny_config,
+                          lookahead=lookahead)
+  full, some = run(), run(jnp.asarray(needed))
+  np.testing.assert_array_equal(some.valid, np.asarray(full.valid) & needed)
+  np.testing.assert_array_equal(np.asarray(some.first)[needed], np.asarray(full.first)[needed])
+  np.testing.assert_allclose(np.asarray(some.score)[needed], np.asarray(full.score)[needed],
+                             atol=1e-6)
+  assert not np.asarray(some.valid)[~needed].any()
 
 
 def test_anchors_whose_lookahead_passes_max_len_are_masked_to_p(tiny_config, tiny_params):

@@ -33,3 +33,12 @@ def test_t_interval_of_seeds():
   assert mean == pytest.approx(0.2125) and (lo, hi) == pytest.approx((mean - half, mean + half))
   assert np.isnan(stats.t_interval([0.5])[1])  # one seed has no interval
   assert stats.t_interval([0.5, None, 0.7])[0] == pytest.approx(0.6)  # missing runs left out
+
+
+def test_jackknife_of_a_mean_with_one_item_per_group_is_the_standard_error():
+  x = np.random.default_rng(0).normal(size=40)
+  est, lo, hi = stats.jackknife(lambda idx: x[idx].mean(), len(x), len(x))
+  half = 1.959964 * x.std(ddof=1) / np.sqrt(len(x))
+  assert est == pytest.approx(x.mean())
+  assert (lo, hi) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-5)
+  assert np.isnan(stats.jackknife(lambda idx: x[idx].mean(), 1, 4)[1])

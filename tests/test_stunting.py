@@ -1,4 +1,4 @@
-"""Stunting modes on a tiny model with exact gradients (DESIGN.md section 3)."""
+"""Stunting modes on a tiny model with exact gradients (docs/design.md section 3)."""
 
 import dataclasses
 import functools

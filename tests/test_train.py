@@ -60,6 +60,11 @@ def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   assert "summary: rhyme" in printed and "val loss" in printed and "tokens/s" in printed
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["train"]["steps"] == 200 and saved["model"]["d_model"] == 32
+  # Run again: nothing left to train, and the summary still reports the run's training.
+  again = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
+  assert again["resumed_from"] == 200
+  for key in ("first_train_loss", "train_loss", "tokens_per_s", "step_time"):
+    assert again[key] == summary[key], key
 
 
 def test_nan_batch_is_skipped_and_counted(tiny_run):

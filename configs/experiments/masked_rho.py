@@ -1,5 +1,5 @@
 """The mask spectrum on the rhyme testbed: next-token training (rho = 1) against mixes of
-next-token and masked (BERT-style) examples, rho = 0.5 and 0.1 (DESIGN.md section 8).
+next-token and masked (BERT-style) examples, rho = 0.5 and 0.1 (docs/design.md section 8).
 
     lookahead-jax compare --configs=configs/experiments/masked_rho.py \
         --workdir=runs/masked_rho --seeds=2

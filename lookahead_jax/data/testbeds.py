@@ -1,4 +1,4 @@
-"""Text testbeds that need lookahead (DESIGN.md section 5): generators and token marks.
+"""Text testbeds that need lookahead (docs/design.md section 5): generators and token marks.
 
 Pure python/numpy; the TFDS builders in `builders.py` store what these functions return.
 
@@ -17,8 +17,8 @@ that overlaps them needs lookahead (choosing it means knowing that a rhyme follo
 What it measures: the heuristic case. Any rhymable colour is right, so the rule "in a
 poem, end a first line in a rhymable colour" predicts the marked tokens as well as a
 search for a rhyme would; a model learns the rule under teacher forcing and explicit
-lookahead has nothing left to add (measured: G at or just below 0 after training, README
-"Results", rhyme). A testbed where lookahead beats every fixed rule is path_star.
+lookahead has nothing left to add (measured: G at or just below 0 after training,
+docs/results.md, rhyme). A testbed where lookahead beats every fixed rule is path_star.
 
 **article**: riddles "This animal has big ears and long tusks. It is an elephant." The
 clue determines the noun, and the article ("a" or "an") must anticipate the noun's first
@@ -164,6 +164,23 @@ def rhyme_document(rng: np.random.Generator, poem_fraction: float = 0.5,
     lead_in = _LEAD_INS[int(rng.integers(len(_LEAD_INS)))]
     text += f"{colour}\n{lead_in} {rhyme}\n"
   return text, np.asarray(spans, np.int32)
+
+
+def first_couplet_line(text: str) -> str | None:
+  """A poem's start up to and including its first line ("A poem:\nBrie is white\n"); None
+  for prose."""
+  lines = text.split("\n")
+  if not text.startswith("A poem:\n") or len(lines) < 3:
+    return None
+  return "\n".join(lines[:2]) + "\n"
+
+
+def rhymes(first: str, following: str) -> bool:
+  """Whether the line that starts `following` ends in a rhyme of the colour that ends the
+  last line of `first` (in `RHYMES`)."""
+  colour = first.rstrip("\n").split("\n")[-1].split(" ")[-1]
+  words = following.split("\n")[0].split(" ")
+  return "\n" in following and words[-1] in RHYMES.get(colour, ())
 
 
 def article_document(rng: np.random.Generator,

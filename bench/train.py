@@ -39,6 +39,7 @@ import numpy as np
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import sharding, train
+from lookahead_jax import state as state_lib
 from lookahead_jax.data import pipeline, tokenizers
 
 import common
@@ -91,9 +92,9 @@ def ours_step(args, model_cfg, params, batch, stunting="none", contrast="control
                       grad_clip=CLIP)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   settings = config_lib.derive(config, tokenizers.ByteTokenizer(), devices=1)
-  tx, schedule = train.make_optimizer(config.train)
-  _, shardings = train.state_shardings(model_cfg, tx, mesh)
-  state = jax.jit(train.init_state, static_argnums=(0, 1, 2), out_shardings=shardings)(
+  tx, schedule = state_lib.make_optimizer(config.train)
+  _, shardings = state_lib.state_shardings(model_cfg, tx, mesh)
+  state = jax.jit(state_lib.init_state, static_argnums=(0, 1, 2), out_shardings=shardings)(
       model_cfg, tx, args.seed, params)
   step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
   device_batch = pipeline.global_batch(batch, sharding.batch_sharding(mesh))

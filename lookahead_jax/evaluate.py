@@ -54,7 +54,7 @@ from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
-from lookahead_jax import train as train_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax.config import Settings
 from lookahead_jax.data import builders, pipeline, tsp
 from lookahead_jax.evals import path_star as path_star_eval
@@ -233,14 +233,14 @@ def first_best(values: np.ndarray) -> np.ndarray:
 
 def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
         lookaheads: list[tuple[str, int, int]] | None = None) -> dict[str, Any]:
-  """Evaluates the command's parameters (train.load_params, or `params`) over the grid.
+  """Evaluates the command's parameters (state.load_params, or `params`) over the grid.
 
   lookaheads: the (kind, width, horizon) settings to evaluate; None: every combination of
   eval.kinds, eval.widths and eval.horizons.
   Writes workdir/eval/report.json and the plots, prints the table, returns the report.
   """
   ev = config.eval
-  mesh = train_lib.make_mesh(config)
+  mesh = state_lib.make_mesh(config)
   model_cfg = settings.model
   grid = Grid.from_config(ev)
   runs = lookaheads or settings_grid(ev)
@@ -248,7 +248,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     lookahead_lib.Lookahead(kind=kind, width=width, horizon=horizon).check(model_cfg)
   source = "the given parameters"
   if params is None:
-    params, source = train_lib.load_params(config, settings, workdir, mesh)
+    params, source = state_lib.load_params(config, settings, workdir, mesh)
 
   def batches(split):
     kwargs = dict(settings.data, global_batch_size=ev.batch_size)

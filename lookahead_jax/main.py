@@ -26,9 +26,10 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lookahead_jax import compare, decoding, evaluate, masked, report, sharding, train
+from lookahead_jax import compare, decoding, editing, evaluate, report, sharding, train
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax.evals import generation
 
 COMMANDS = ("train", "eval", "decode", "generate-report", "compare")
@@ -37,10 +38,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (co
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tb/.")
 _PROMPTS = flags.DEFINE_multi_string("prompt", ["A poem:\n"], "decode: prompt text (repeatable).")
 _SAMPLER = flags.DEFINE_enum(
-    "sampler", "greedy", [*lookahead_lib.SAMPLERS, "edit", "ga"],
+    "sampler", "greedy", [*lookahead_lib.SAMPLERS, *editing.METHODS],
     "decode: method; amplified samples from the mixture of p and the config's lookahead q; "
     "edit (Gibbs-style resampling of spans) and ga (a genetic algorithm) edit the text after "
-    "the prompt with a masked model's bidirectional mode (masked.py).")
+    "the prompt with a masked model's bidirectional mode (editing.py).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "decode: tokens to generate.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0,
                                   "decode --sampler=sample, edit, ga: temperature.")
@@ -59,11 +60,11 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def decode(config, settings: config_lib.Settings, workdir: str) -> None:
-  """Prints a continuation of each --prompt (parameters: train.load_params)."""
+  """Prints a continuation of each --prompt (parameters: state_lib.load_params)."""
   model_cfg, tokenizer = settings.model, settings.tokenizer
-  if _SAMPLER.value in ("edit", "ga"):
+  if _SAMPLER.value in editing.METHODS:
     _check_editing(settings)
-  params, _ = train.load_params(config, settings, workdir)
+  params, _ = state_lib.load_params(config, settings, workdir)
   prompts = [[tokenizer.eod_id] + tokenizer.encode(text) for text in _PROMPTS.value]
   width = max(map(len, prompts))
   new_tokens = min(_MAX_NEW_TOKENS.value, model_cfg.max_len - width)
@@ -71,8 +72,11 @@ def decode(config, settings: config_lib.Settings, workdir: str) -> None:
     raise config_lib.ConfigError(f"--prompt: the longest prompt has {width} tokens, which "
                                  f"leaves no room in model.max_len={model_cfg.max_len}; shorten it")
   tokens, lengths = decoding.left_pad(prompts, tokenizer.pad_id)
-  if _SAMPLER.value in ("edit", "ga"):
-    edit(params, config, settings, prompts, new_tokens)
+  if _SAMPLER.value in editing.METHODS:
+    editing.print_edits(params, tokenizer, model_cfg, _PROMPTS.value, prompts, new_tokens,
+                        jax.random.key(config.seed), method=_SAMPLER.value,
+                        rounds=_ROUNDS.value, span=_SPAN.value,
+                        temperature=_TEMPERATURE.value, population=_POPULATION.value)
     return
   out = generation.continue_prompts(
       _SAMPLER.value, params, tokens, lengths, jax.random.key(config.seed), new_tokens,
@@ -85,7 +89,7 @@ def decode(config, settings: config_lib.Settings, workdir: str) -> None:
 def generate_report(config, settings: config_lib.Settings, workdir: str) -> None:
   """Prints the generation report's table (evals/generation.py) and where it was written."""
   found = generation.prompts(config, settings)  # a missing test split stops here
-  params, _ = train.load_params(config, settings, workdir)
+  params, _ = state_lib.load_params(config, settings, workdir)
   gen = generation.run(params, found, config, settings, workdir)
   if jax.process_index() == 0:
     print(report.generation_table(gen))
@@ -102,24 +106,6 @@ def _check_editing(settings: config_lib.Settings) -> None:
         "and --rounds >= 0")
   if _SAMPLER.value == "ga" and _POPULATION.value < 2:
     raise config_lib.ConfigError(f"--population={_POPULATION.value}: give at least 2")
-
-
-def edit(params, config, settings: config_lib.Settings, prompts: list[list[int]],
-         new_tokens: int) -> None:
-  """--sampler=edit or ga: prints the most plausible text found for each prompt."""
-  model_cfg, tokenizer = settings.model, settings.tokenizer
-  editor = masked.Editor(config=model_cfg, mask_id=tokenizer.mask_id, vocab=tokenizer.vocab_size,
-                         banned=(tokenizer.pad_id, tokenizer.eod_id, tokenizer.mask_id))
-  kwargs = dict(editor=editor, rounds=_ROUNDS.value, span=_SPAN.value,
-                temperature=_TEMPERATURE.value)
-  if _SAMPLER.value == "ga":
-    kwargs["population"] = _POPULATION.value
-  method = masked.edit if _SAMPLER.value == "edit" else masked.genetic
-  for r, (text, ids) in enumerate(zip(_PROMPTS.value, prompts)):
-    best, history = method(params, np.asarray(ids, np.int32), new_tokens,
-                           jax.random.fold_in(jax.random.key(config.seed), r), **kwargs)
-    print(f"--- {_SAMPLER.value}, {text!r} (plausibility {max(history):.4f} nats/token):\n"
-          f"{text}{tokenizer.decode(best[len(ids):].tolist())}")
 
 
 def main(argv):

@@ -1,6 +1,7 @@
-"""Training: the train state, the sharded train step, the loop.
+"""Training: the sharded train step and the loop.
 
-Read top to bottom: input; model and optimizer; update step; parameters; loop.
+Read top to bottom: input; update step; loop. The state, optimizer and shardings are
+state.py's.
 Everything at a jit boundary is a pure function of pytrees: `train_step(state, batch)
 -> (state, metrics)` is ONE jitted function over the mesh, with in/out shardings and the
 state donated (docs/design.md sections 4 and 7). The config is validated once
@@ -28,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,12 +41,13 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import checkpoint, gpt2, report, sharding
+from lookahead_jax import checkpoint, report, sharding
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import monitor as monitor_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
@@ -62,10 +63,6 @@ class NonFiniteError(RuntimeError):
 # ----------------------------------------------------------------------------- input
 
 
-def make_mesh(config: ConfigDict) -> jax.sharding.Mesh:
-  return sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-
-
 def make_train_iterator(config: ConfigDict, settings: Settings) -> pipeline.BatchIterator:
   """Shuffled, repeated training batches local to this process (checkpointable)."""
   return pipeline.make_iterator(config.data.name, config.data.train_split, seed=config.seed,
@@ -78,83 +75,6 @@ def make_val_iterator(config: ConfigDict, settings: Settings) -> Iterator[dict[s
                                            **settings.data)
   n = config.train.val_batches
   return batches if n == 0 else itertools.islice(batches, n)
-
-
-# ----------------------------------------------------------------------------- model and optimizer
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a step reads and writes; a pytree orbax saves as it is.
-
-  step:               [] int32 steps taken (batches consumed), skipped ones included.
-  params:             the model's parameters (nnx.State).
-  opt_state:          optax state (moments follow the parameters' shapes and shardings).
-  rng:                [2] uint32 key data of the run's base key; step i uses fold_in(key, i).
-  nonfinite_in_a_row: [] int32 non-finite steps since the last finite one.
-  nonfinite_total:    [] int32 non-finite (skipped) steps of the whole run.
-  skipped_total:      [] int32 updates skipped by stunting (v1_update) in the whole run.
-  balance_debt:       [] float32 movement v3_balance has yet to balance (see stunting.py).
-  """
-
-  step: Array
-  params: model_lib.Params
-  opt_state: optax.OptState
-  rng: Array
-  nonfinite_in_a_row: Array
-  nonfinite_total: Array
-  skipped_total: Array
-  balance_debt: Array
-
-
-def _decay_mask(params: model_lib.Params) -> Any:
-  """Weight decay on matrices and embeddings (ndim >= 2); not on biases or LayerNorm."""
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
-def make_optimizer(train: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Clip by global norm, then AdamW on a linear warm-up + cosine decay schedule."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
-      decay_steps=train.steps, end_value=train.learning_rate * train.min_lr_ratio)
-  adamw = optax.adamw(schedule, b1=train.b1, b2=train.b2, weight_decay=train.weight_decay,
-                      mask=_decay_mask)
-  if train.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(train.grad_clip), adamw), schedule
-  return adamw, schedule
-
-
-def init_state(model_cfg: model_lib.Config, tx: optax.GradientTransformation, seed: int,
-               params: model_lib.Params | None = None) -> TrainState:
-  """A state at step 0: `params` (e.g. GPT-2 weights) or fresh ones from `seed`.
-
-  Jit it with out_shardings to create the state directly in its shardings.
-  """
-  params_key, run_key = jax.random.split(jax.random.key(seed))
-  if params is None:
-    params = model_lib.init(model_cfg, params_key)
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(run_key), nonfinite_in_a_row=zero,
-                    nonfinite_total=zero, skipped_total=zero,
-                    balance_debt=jnp.zeros((), jnp.float32))
-
-
-def state_shardings(model_cfg: model_lib.Config, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh) -> tuple[TrainState, TrainState]:
-  """(abstract state with shardings, shardings): parameters replicated or fsdp-sharded."""
-  shapes = jax.eval_shape(functools.partial(init_state, model_cfg, tx, 0))
-  shardings = sharding.state_sharding(mesh, shapes)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          shapes, shardings)
-  return abstract, shardings
-
-
-def create_state(config: ConfigDict, settings: Settings, tx: optax.GradientTransformation,
-                 shardings: TrainState) -> TrainState:
-  """The initial state (from config.pretrained, if any), created directly in its shardings."""
-  init = functools.partial(init_state, settings.model, tx, config.seed)
-  return jax.jit(init, out_shardings=shardings)(params=pretrained_params(config, settings))
 
 
 # ----------------------------------------------------------------------------- update step
@@ -240,12 +160,12 @@ def _micro_batches(batch: Mapping[str, Array], k: int, micro_sharding) -> dict[s
   return {key: split(x) for key, x in batch.items()}
 
 
-def train_step(state: TrainState, batch: Mapping[str, Array], *,
+def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                model_cfg: model_lib.Config, stunt: stunting_lib.Stunting, grad_accum: int,
                micro_sharding: NamedSharding,
                objective: masked_lib.Objective = masked_lib.NEXT_TOKEN
-               ) -> tuple[TrainState, dict[str, Array]]:
+               ) -> tuple[state_lib.TrainState, dict[str, Array]]:
   """One optimizer step on a global batch [B, T]; a non-finite step changes only counters.
 
   One forward pass per micro-batch gives the loss and the alignment A; the gradient of the
@@ -341,7 +261,7 @@ def val_step(params: model_lib.Params, batch: Mapping[str, Array], *,
 
 def jit_train_step(config: ConfigDict, settings: Settings, mesh: jax.sharding.Mesh,
                    tx: optax.GradientTransformation, schedule: optax.Schedule,
-                   shardings: TrainState) -> Callable:
+                   shardings: state_lib.TrainState) -> Callable:
   """`train_step` jitted over the mesh: state in its shardings (donated), batch split."""
   step = functools.partial(
       train_step, tx=tx, schedule=schedule, model_cfg=settings.model, stunt=settings.stunting,
@@ -351,56 +271,11 @@ def jit_train_step(config: ConfigDict, settings: Settings, mesh: jax.sharding.Me
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
-def jit_val_step(settings: Settings, mesh: jax.sharding.Mesh, shardings: TrainState) -> Callable:
+def jit_val_step(settings: Settings, mesh: jax.sharding.Mesh,
+                 shardings: state_lib.TrainState) -> Callable:
   step = functools.partial(val_step, model_cfg=settings.model)
   return jax.jit(step, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
-
-
-# ----------------------------------------------------------------------------- parameters
-
-
-def pretrained_params(config: ConfigDict, settings: Settings) -> model_lib.Params | None:
-  """The parameters of config.pretrained (None without one), in the model's dtypes."""
-  if not config.pretrained:
-    return None
-  mc = settings.model
-  return gpt2.load(config.pretrained, dtype=mc.dtype, param_dtype=mc.param_dtype,
-                   dropout=mc.dropout, remat=mc.remat)[1]
-
-
-def restore_params(config: ConfigDict, settings: Settings, workdir: str,
-                   mesh: jax.sharding.Mesh | None = None) -> model_lib.Params | None:
-  """The parameters of the workdir's newest readable checkpoint (None: no checkpoint).
-
-  They are placed as training places them on `mesh` (default: the config's mesh).
-  """
-  if not (epath.Path(workdir) / "checkpoints").is_dir():
-    return None
-  mesh = make_mesh(config) if mesh is None else mesh
-  tx, _ = make_optimizer(config.train)
-  abstract, _ = state_shardings(settings.model, tx, mesh)
-  with checkpoint.manager(workdir) as mngr:
-    restored = checkpoint.restore(mngr, abstract)
-  return None if restored is None else restored[0].params
-
-
-def load_params(config: ConfigDict, settings: Settings, workdir: str,
-                mesh: jax.sharding.Mesh | None = None) -> tuple[model_lib.Params, str]:
-  """(params, where from) for a command: the workdir's newest checkpoint, else the
-  config's `pretrained` directory, else fresh parameters from the seed; logs which."""
-  params = restore_params(config, settings, workdir, mesh)
-  if params is not None:
-    source = f"the newest checkpoint in {workdir}"
-  elif config.pretrained:
-    params, source = pretrained_params(config, settings), f"the pretrained {config.pretrained}"
-  else:
-    params = model_lib.init(settings.model, jax.random.key(config.seed))
-    source = "fresh parameters"
-    logging.warning("no checkpoint in %s and no `pretrained`: using freshly initialised "
-                    "parameters", workdir)
-  logging.info("parameters: %s", source)
-  return params, source
 
 
 # ----------------------------------------------------------------------------- loop
@@ -458,9 +333,9 @@ def train_and_evaluate(config: ConfigDict, settings: Settings, workdir: str) -> 
     preemption = stack.enter_context(_preemption_notice())
 
     # Mesh, optimizer and the jitted steps.
-    mesh = make_mesh(config)
-    tx, schedule = make_optimizer(t)
-    abstract, shardings = state_shardings(settings.model, tx, mesh)
+    mesh = state_lib.make_mesh(config)
+    tx, schedule = state_lib.make_optimizer(t)
+    abstract, shardings = state_lib.state_shardings(settings.model, tx, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     step_fn = jit_train_step(config, settings, mesh, tx, schedule, shardings)
     val_fn = jit_val_step(settings, mesh, shardings)
@@ -475,7 +350,7 @@ def train_and_evaluate(config: ConfigDict, settings: Settings, workdir: str) -> 
         logging.warning("no readable checkpoint (unreadable steps %s): starting from step 0",
                         ", ".join(map(str, unreadable)))
         checkpoint.set_aside(workdir, unreadable, manager)
-      state, resumed_from = create_state(config, settings, tx, shardings), None
+      state, resumed_from = state_lib.create_state(config, settings, tx, shardings), None
       train_iter = make_train_iterator(config, settings)
     else:
       state, train_iter, bad = restored

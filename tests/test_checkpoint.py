@@ -18,6 +18,7 @@ import pytest
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, train
+from lookahead_jax import state as state_lib
 
 from conftest import REPO, RHYME_CONFIG, command, load_config
 
@@ -75,8 +76,9 @@ def test_sigkill_then_same_command_resumes_exactly(long_run, tmp_path):
   assert reference.wait(timeout=TIMEOUT) == 0
 
   config = load_config(RHYME_CONFIG, long_run)
-  a = jax.device_get(train.restore_params(config, config_lib.validate(config), str(uninterrupted)))
-  b = jax.device_get(train.restore_params(config, config_lib.validate(config), str(killed)))
+  settings = config_lib.validate(config)
+  a = jax.device_get(state_lib.restore_params(config, settings, str(uninterrupted)))
+  b = jax.device_get(state_lib.restore_params(config, settings, str(killed)))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
   # Same batches after the resume: the same loss at every logged step, and the same
   # iterator position and counters at the end.

@@ -379,15 +379,15 @@ def test_gpt2_amplify_experiment_runs_end_to_end(amplify_config, tmp_path):
 
 def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(amplify_config,
                                                                           tmp_path):
-  """One order everywhere (train.load_params): checkpoint, else `pretrained`, else fresh."""
+  """One order everywhere (state_lib.load_params): checkpoint, else `pretrained`, else fresh."""
   import subprocess
   import sys
 
   from lookahead_jax import config as config_lib
-  from lookahead_jax import train
+  from lookahead_jax import state as state_lib
 
   config, checkpoint, path, overrides = amplify_config
-  params, source = train.load_params(config, config_lib.validate(config), str(tmp_path / "w"))
+  params, source = state_lib.load_params(config, config_lib.validate(config), str(tmp_path / "w"))
   assert source == f"the pretrained {checkpoint}"
   jax.tree.map(np.testing.assert_array_equal, params, gpt2.load(checkpoint)[1])
   flags = [f"--config.{k}={v}" for k, v in overrides.items()

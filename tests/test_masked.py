@@ -1,4 +1,4 @@
-"""The masked objective: the mask spectrum, its loss, PLL, editing and the GA (masked.py)."""
+"""The masked objective: the mask spectrum, its loss and PLL (masked.py)."""
 
 import dataclasses
 import functools
@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lookahead_jax import masked, sharding, train
-from lookahead_jax import model as model_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as st_lib
 
 MASK = 15  # the tiny model's last id (tokens are drawn from 2..14)
@@ -47,7 +47,7 @@ def _step(config, objective, grad_accum=1, sgd=False):
 
 def _train(config, objective, steps=4):
   tx, step = _step(config, objective)
-  state = train.init_state(config, tx, 0)
+  state = state_lib.init_state(config, tx, 0)
   losses = []
   for i in range(steps):
     state, metrics = step(state, _batch(seed=i))
@@ -127,7 +127,7 @@ def test_next_token_rows_are_untouched_and_suffix_rows_hide_a_whole_suffix():
 def test_the_masked_loss_counts_only_masked_positions(tiny_config, forward):
   objective = BERT
   tx, step = _step(tiny_config, objective)
-  state = train.init_state(tiny_config, tx, 0)
+  state = state_lib.init_state(tiny_config, tx, 0)
   batch = _batch()
   _, metrics = step(state, batch)
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 0)
@@ -148,7 +148,7 @@ def test_masks_and_their_normalisation_make_accumulation_exact(tiny_config):
   results = []
   for accum in (1, 2):
     tx, step = _step(tiny_config, objective, accum, sgd=True)
-    state, metrics = step(train.init_state(tiny_config, tx, 0), _batch(b=8))
+    state, metrics = step(state_lib.init_state(tiny_config, tx, 0), _batch(b=8))
     results.append((state.params, float(metrics["loss"])))
   np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), results[0][0],
@@ -173,29 +173,3 @@ def test_pll_and_readout_equal_one_row_at_a_time_references(tiny_config, tiny_pa
   sums = masked.held_out_sums(tiny_params, batch, config=tiny_config, mask_id=MASK)
   np.testing.assert_array_equal(sums["pll_tokens"], [8, 8])
   np.testing.assert_array_equal(sums["readout_tokens"], [6, 6])  # slots 1-4, 6-7
-
-
-EDITOR = masked.Editor(config=model_lib.Config(vocab_size=16, max_len=32, num_layers=2,
-                                                d_model=32, num_heads=4),
-                       mask_id=MASK, vocab=MASK, banned=(0, 1))
-
-
-PROMPT = np.array([1, 5, 9, 4, 7], np.int32)
-
-
-def test_editing_never_changes_a_prompt_token(tiny_params):
-  for method, kwargs in ((masked.edit, {}), (masked.genetic, dict(population=8))):
-    text, history = method(tiny_params, PROMPT, 9, jax.random.key(1), editor=EDITOR, log=None,
-                           rounds=3, span=2, **kwargs)
-    assert text.shape == (14,) and len(history) == 4
-    np.testing.assert_array_equal(text[:5], PROMPT)
-    assert set(text[5:].tolist()) <= set(range(2, MASK))  # no pad, EOD or [MASK] drawn
-
-
-def test_the_ga_best_fitness_never_decreases_between_rounds(tiny_params):
-  text, history = masked.genetic(tiny_params, PROMPT, 9, jax.random.key(0), editor=EDITOR,
-                                 rounds=8, population=8, span=2, log=None)
-  assert all(b >= a for a, b in zip(history, history[1:]))
-  assert history[-1] > history[0]  # the search found something better than its start
-  np.testing.assert_allclose(masked.plausibility(tiny_params, jnp.asarray(text)[None], EDITOR),
-                             history[-1], atol=1e-5)

@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import sharding, train
+from lookahead_jax import state as state_lib
 from lookahead_jax.data import pipeline
 
 from conftest import RHYME_CONFIG, load_config
@@ -55,10 +56,10 @@ def _batches(config, n):
 
 
 def _train(config, mesh, steps=3):
-  tx, schedule = train.make_optimizer(config.train)
+  tx, schedule = state_lib.make_optimizer(config.train)
   settings = config_lib.validate(config)
-  _, shardings = train.state_shardings(settings.model, tx, mesh)
-  state = train.create_state(config, settings, tx, shardings)
+  _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
+  state = state_lib.create_state(config, settings, tx, shardings)
   step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
   losses = []
   for batch in _batches(config, steps):

@@ -13,6 +13,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as st_lib
 from lookahead_jax import train
 
@@ -110,7 +111,7 @@ def _sgd_train_step(config, stunt, lr):
 def _sgd_step(config, stunt, params, batch, lr=1e-2):
   """One train_step with plain SGD (updates = -lr * the step's gradient)."""
   tx, step = _sgd_train_step(config, stunt, lr)
-  return step(train.init_state(config, tx, 0, params=params), batch)
+  return step(state_lib.init_state(config, tx, 0, params=params), batch)
 
 
 def test_v1_update_leaves_the_state_unchanged_exactly_when_it_would_raise_alignment(

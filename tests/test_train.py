@@ -10,15 +10,16 @@ import pytest
 
 from lookahead_jax import checkpoint, metrics, sharding, train
 from lookahead_jax import config as config_lib
+from lookahead_jax import state as state_lib
 
 from conftest import RHYME_CONFIG, load_config
 
 
 def _step_setup(config, mesh):
   settings = config_lib.validate(config)
-  tx, schedule = train.make_optimizer(config.train)
-  _, shardings = train.state_shardings(settings.model, tx, mesh)
-  state = train.create_state(config, settings, tx, shardings)
+  tx, schedule = state_lib.make_optimizer(config.train)
+  _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
+  state = state_lib.create_state(config, settings, tx, shardings)
   return state, train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
 
 
@@ -130,8 +131,8 @@ def test_stops_after_nonfinite_steps_in_a_row(tiny_run, tmp_path, monkeypatch):
   assert steps[0] == 4 and 9 <= steps[-1] <= 10
   restored = checkpoint.restore(
       checkpoint.manager(str(tmp_path)),
-      train.state_shardings(config_lib.validate(config).model,
-                            train.make_optimizer(config.train)[0],
+      state_lib.state_shardings(config_lib.validate(config).model,
+                            state_lib.make_optimizer(config.train)[0],
                             sharding.make_mesh(-1, 1))[0])
   state = restored[0]
   assert int(state.nonfinite_total) == int(state.step) - 6 >= 3
@@ -157,7 +158,7 @@ def test_grad_accumulation_is_exact(tiny_run):
 
 
 def test_weight_decay_skips_biases_and_layer_norms(tiny_config, tiny_params):
-  mask = train._decay_mask(tiny_params)  # pylint: disable=protected-access
+  mask = state_lib._decay_mask(tiny_params)  # pylint: disable=protected-access
   decayed = {jax.tree_util.keystr(path) for path, m in jax.tree_util.tree_leaves_with_path(mask)
              if m}
   assert any("'wte'" in k for k in decayed) and any("'c_attn']['kernel'" in k for k in decayed)
@@ -167,7 +168,7 @@ def test_weight_decay_skips_biases_and_layer_norms(tiny_config, tiny_params):
 def test_schedule_warms_up_then_decays(tiny_run):
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 100,
                                         "train.warmup_steps": 10})
-  _, schedule = train.make_optimizer(config.train)
+  _, schedule = state_lib.make_optimizer(config.train)
   lr = config.train.learning_rate
   assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(lr)
   assert float(schedule(100)) == pytest.approx(lr * config.train.min_lr_ratio)

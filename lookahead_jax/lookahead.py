@@ -182,37 +182,37 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
   one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one,
                           config=config, lookahead=lookahead)
   chunk = min(lookahead.chunk or t, t)
+  slots = jnp.arange(t)
 
-  def row(logits, k, v, positions, segments, keys, needed):
-    slots = jnp.arange(t)
-
+  def run(logits, k, v, positions, segments, keys, anchors):
+    """The paths of one row's anchors [n] -> (first [n, K], score [n, K])."""
     def anchor(t_):
       mask = (slots <= t_) & (segments == segments[t_])  # [T]: the anchor's own prefix
       return one(params, (k, v, mask), jax.nn.log_softmax(logits[t_]), positions[t_] + 1,
                  keys[t_], beta)
 
-    if needed is None:
-      return jax.lax.map(anchor, slots, batch_size=chunk)
-    # Needed anchors first (stable), padded to whole chunks by repeating the last slot.
-    order = jnp.argsort(~needed, stable=True).astype(jnp.int32)
-    order = jnp.pad(order, (0, -t % chunk), mode="edge")
-    count = jnp.sum(needed)
-    width = lookahead.width
+    return jax.lax.map(anchor, anchors, batch_size=min(chunk, anchors.shape[0]))
 
-    def body(state):
-      i, first, score = state
-      idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
-      f, s = jax.vmap(anchor)(idx)
-      return i + 1, first.at[idx].set(f), score.at[idx].set(s)
+  rows = (logits, cache.k, cache.v, positions, segment_ids, keys)
+  if needed is None:
+    first, score = jax.vmap(run)(*rows, jnp.broadcast_to(slots, (b, t)))
+  else:
+    # Each row's needed anchors first (stable), padded to whole chunks by repeating the
+    # last slot; as many rounds of one chunk per row as the row with the most needs. The
+    # round count is one number for the whole batch, so every device runs as many.
+    order = jnp.argsort(~needed, axis=1, stable=True).astype(jnp.int32)
+    order = jnp.pad(order, ((0, 0), (0, -t % chunk)), mode="edge")
+    rounds = (jnp.max(jnp.sum(needed, axis=1)) + chunk - 1) // chunk
+    put = jax.vmap(lambda out, idx, x: out.at[idx].set(x))
 
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((t, width), jnp.int32),
-            jnp.full((t, width), decoding.NEG, jnp.float32))
-    _, first, score = jax.lax.while_loop(lambda s: s[0] * chunk < count, body, init)
-    return first, score
+    def body(i, carry):
+      idx = jax.lax.dynamic_slice_in_dim(order, i * chunk, chunk, axis=1)  # [b, chunk]
+      f, s = jax.vmap(run)(*rows, idx)
+      return put(carry[0], idx, f), put(carry[1], idx, s)
 
-  needed_axis = None if needed is None else 0
-  first, score = jax.vmap(row, in_axes=(0, 0, 0, 0, 0, 0, needed_axis))(
-      logits, cache.k, cache.v, positions, segment_ids, keys, needed)
+    init = (jnp.zeros((b, t, lookahead.width), jnp.int32),
+            jnp.full((b, t, lookahead.width), decoding.NEG, jnp.float32))
+    first, score = jax.lax.fori_loop(0, rounds, body, init)
   valid = (segment_ids > 0) & (positions + lookahead.horizon <= config.max_len)
   if needed is not None:
     valid &= needed

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a lookahead-jax command on the GPUs of this machine (see usage below).
-# Self-contained on purpose: every launcher in launch/ can be copied alone.
+# Needs launch/common.sh beside it (copy both).
 set -euo pipefail
 
 usage() {
@@ -57,23 +57,10 @@ Examples:
 EOF
 }
 
-die() {
-  echo "gpu_local.sh: $*" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line, quoting only what needs it.
-quote() {
-  local out="" arg
-  for arg in "$@"; do
-    if [[ -n "$arg" && "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+="$arg "
-    else
-      out+="'${arg//\'/\'\\\'\'}' "
-    fi
-  done
-  printf '%s\n' "${out% }"
-}
+# shellcheck disable=SC2034  # read by common.sh's die
+LAUNCHER=gpu_local.sh
+# shellcheck source=/dev/null  # launch/common.sh, checked on its own
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 processes=1 gpus="" cpu="" port="${PORT:-12355}" logdir="" python="${PYTHON:-python3}"
 dry_run=0
@@ -95,19 +82,7 @@ while (($#)); do
 done
 
 (($#)) || { usage >&2; exit 2; }
-case "$1" in
-  train | eval | decode) ;;
-  *) die "COMMAND must be train, eval or decode, not '$1' (see --help)" ;;
-esac
-has_config=0 has_workdir=0
-for arg in "$@"; do
-  case "$arg" in
-    --config=?*) has_config=1 ;;
-    --workdir=?*) has_workdir=1 ;;
-  esac
-done
-((has_config)) || die "give --config=CONFIG after the command"
-((has_workdir)) || die "give --workdir=DIR after the command"
+check_command "$@"
 [[ "$processes" =~ ^[1-9][0-9]*$ ]] || die "--processes=$processes: give a positive integer"
 [[ -z "$cpu" || "$cpu" =~ ^[1-9][0-9]*$ ]] || die "--cpu=$cpu: give a positive integer"
 [[ "$port" =~ ^[0-9]+$ ]] || die "--port=$port: give a port number"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a lookahead-jax command on every worker of a Cloud TPU VM slice (see usage below).
-# Self-contained on purpose: every launcher in launch/ can be copied alone.
+# Needs launch/common.sh beside it (copy both).
 set -euo pipefail
 
 usage() {
@@ -53,23 +53,10 @@ Example (a v4-32 slice: 4 hosts x 4 chips):
 EOF
 }
 
-die() {
-  echo "tpu_pod.sh: $*" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line, quoting only what needs it.
-quote() {
-  local out="" arg
-  for arg in "$@"; do
-    if [[ -n "$arg" && "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+="$arg "
-    else
-      out+="'${arg//\'/\'\\\'\'}' "
-    fi
-  done
-  printf '%s\n' "${out% }"
-}
+# shellcheck disable=SC2034  # read by common.sh's die
+LAUNCHER=tpu_pod.sh
+# shellcheck source=/dev/null  # launch/common.sh, checked on its own
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 setup=1 delete=0 spot=0 logfile="" dry_run=0
 while (($#)); do
@@ -88,19 +75,8 @@ while (($#)); do
 done
 
 (($#)) || { usage >&2; exit 2; }
-case "$1" in
-  train | eval | decode) ;;
-  *) die "COMMAND must be train, eval or decode, not '$1' (see --help)" ;;
-esac
-has_config=0 workdir=""
-for arg in "$@"; do
-  case "$arg" in
-    --config=?*) has_config=1 ;;
-    --workdir=?*) workdir="${arg#--workdir=}" ;;
-  esac
-done
-((has_config)) || die "give --config=CONFIG after the command"
-[[ -n "$workdir" ]] || die "give --workdir=gs://BUCKET/DIR after the command"
+workdir=""
+check_command "$@"
 [[ "$workdir" == gs://?* ]] ||
   die "--workdir=$workdir: use a gs:// path; every host writes its checkpoint shards there (a local path would scatter them over the workers' disks)"
 [[ -n "${TPU_NAME:-}" ]] || die "set TPU_NAME (the slice's name; see --help)"

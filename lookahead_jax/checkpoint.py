@@ -24,10 +24,15 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 
+def is_url(workdir: str | os.PathLike) -> bool:
+  """Whether the workdir is a URL (gs://bucket/dir, any scheme://), not a local path."""
+  return "://" in os.fspath(workdir)
+
+
 def absolute(workdir: str | os.PathLike) -> epath.Path:
-  """The workdir as an absolute path; a URL (gs://bucket/dir, any scheme://) as it is."""
+  """The workdir as an absolute path; a URL as it is."""
   workdir = os.fspath(workdir)
-  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+  return epath.Path(workdir if is_url(workdir) else os.path.abspath(workdir))
 
 
 def manager(workdir: str | os.PathLike, keep: int | None = None,
@@ -102,7 +107,7 @@ def set_aside(workdir: str | os.PathLike, steps: list[int], mngr: ocp.Checkpoint
   if jax.process_index() == 0:
     target = epath.Path(workdir) / "checkpoints_unreadable"
     target.mkdir(parents=True, exist_ok=True)
-    if "://" in os.fspath(workdir):  # cloud storage has no empty directories to move into
+    if is_url(workdir):  # cloud storage has no empty directories to move into
       (target / "README.txt").write_text("Checkpoint steps that could not be restored.\n")
     for step in steps:
       dest = target / f"{step}-{int(time.time())}"

@@ -48,9 +48,9 @@ from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import checkpoint, evaluate, monitor, report, stats, train
+from lookahead_jax import checkpoint, evals, evaluate, monitor, report, stats, train
 from lookahead_jax import metrics as metrics_lib
-from lookahead_jax.config import ConfigError, Settings, validate
+from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
 
 BASELINE = "none"
 DEPTHS = (1, 2, 3, 4, 5)  # path_star goal depths with columns of their own
@@ -119,33 +119,6 @@ def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str,
   return max(rows, key=lambda r: r["validation_G"])
 
 
-def _tsp(rep: dict[str, Any], method: str) -> float | None:
-  """Mean optimality gap of a decoding method over the tsp levels (valid tours only)."""
-  levels = rep.get("tsp", {}).get(method)
-  if not levels:
-    return None
-  gaps = [(row["gap"], row["instances"] * row["valid"]) for row in levels.values()
-          if row["valid"] > 0]
-  weight = sum(w for _, w in gaps)
-  return sum(g * w for g, w in gaps) / weight if weight else float("nan")
-
-
-def _path_star(figures: dict[str, Any] | None) -> dict[str, Any]:
-  """A run's path-star figures (evals/path_star.py) as compare metrics: teacher-forced
-  first-step accuracy per goal depth, the first step of beam decoding and the share of
-  sampled (plain, amplified) paths that reach a depth-2 goal, walk and end-of-path
-  accuracy, and the verifier strength."""
-  if not figures:
-    return {}
-  out = {f"first_d{d}": a for d, a in figures["first_step"]["teacher_forced"].items()}
-  out["first_d2_beam"] = figures["first_step"]["beam"].get("2")
-  for method in ("amplified", "sample"):
-    out[f"goal_d2_{method}"] = figures["goal"].get(method, {}).get("2")
-  out.update(walk=figures["walk"], end=figures["end"])
-  out.update({f"verifier_{k}": v for k, v in figures["verifier"].items()})
-  return out
-
-
 def _config_key(config: ConfigDict) -> Any:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
@@ -176,20 +149,20 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   out = {"test_nll": rep["naive"]["test_nll"], "toward": _toward(workdir),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(workdir),
-         "tsp_greedy_gap": _tsp(rep, "greedy"), "tsp_beam_gap": _tsp(rep, "beam"),
-         **_path_star(rep.get("path_star")), "trajectory": monitor.trajectory(workdir)}
+         "trajectory": monitor.trajectory(workdir)}
+  best_rows = {"stunting": _best(rep, *setups[0]), "dev": _best(rep, *setups[1])}
+  task = evals.task(config.data.name)
+  if task is not None:  # the testbed's own figures
+    out.update(task.columns(rep[task.NAME], best_rows))
   for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
     if key in rep.get("masked", {}):
       out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
   out.update({k: rep["probes"]["figures"][k] for k in PROBE_METRICS if "probes" in rep})
-  for label, setup in (("stunting", setups[0]), ("dev", setups[1])):
-    test = _best(rep, *setup)["test"]
+  for label, row in best_rows.items():
+    test = row["test"]
     for suffix, part in (("", "all"), ("_marked", "marked")):
       out[f"G_{label}{suffix}"] = test[part]["G"]
       out[f"G_{label}{suffix}_ci"] = test[part]["G_ci"]
-    if rep.get("path_star"):  # G on the first steps per goal depth
-      for depth, g in _best(rep, *setup)["test_groups"].items():
-        out[f"G_{label}_d{depth}"], out[f"G_{label}_d{depth}_ci"] = g["G"], g["G_ci"]
     if label == "stunting":
       out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
       out["control_stunting"] = test["all"]["control"]
@@ -255,7 +228,7 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
     for i in range(seeds):
       seeded = copy.deepcopy(config)
       seeded.seed = config.seed + i
-      jobs.append((name, seeded, validate(seeded)))
+      jobs.append((name, seeded, prepare_and_validate(seeded)))
   results: dict[str, list[dict[str, Any]]] = {}
   for name, config, settings in jobs:
     out = run_one(config, settings, os.path.join(workdir, name, f"seed_{config.seed}"))
@@ -277,7 +250,8 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
     dataset = runs[0][1].data.name
     note = ("one seed, 95% bootstrap intervals over test rows" if seeds == 1 else
             f"mean and 95% t-interval over {seeds} seeds; G vs none paired by seed")
-    text = report.compare_markdown(rows, dataset, note)
+    task = evals.task(dataset)
+    text = report.compare_markdown(rows, dataset, note, task.COLUMNS if task else ())
     out = epath.Path(workdir)
     report.write_json(out / "compare.json", {"dataset": dataset, "specs": specs, "seeds": seeds,
                                              "rows": rows, "trajectories": trajectories,

@@ -9,12 +9,13 @@ other; assigning a plain value (a GPT-2 checkpoint's 1024) replaces the referenc
 `validate(config)` checks the whole config before anything compiles and returns the
 `Settings` it derives (model config, tokenizer, lookaheads, stunting, data arguments),
 computed once: the trainer, the evaluation and `compare` take them, never re-deriving.
+It writes nothing: the commands prepare the dataset and train its tokenizer first
+(data/prepare.py) and pass the tokenizer in.
 Configs import this module only (not the trainer, not the comparison).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -22,16 +23,16 @@ from typing import Any
 
 import jax
 import ml_collections
-from jax.experimental import multihost_utils
 
-from lookahead_jax import gpt2, sharding
+from lookahead_jax import checkpoint, gpt2, sharding
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
 from lookahead_jax import stunting as stunting_lib
-from lookahead_jax.data import builders, pipeline
-from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
+from lookahead_jax.data import builders, registry
+from lookahead_jax.data import prepare as prepare_lib
+from lookahead_jax.data.tokenizers import Tokenizer
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -59,7 +60,7 @@ def base_config() -> ConfigDict:
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
 
   c.data = ConfigDict()
-  c.data.name = "rhyme"  # rhyme | article | tsp | path_star | text_files | a prepared TFDS set
+  c.data.name = registry.DEFAULT  # a testbed of data/registry.py | text_files | a prepared TFDS set
   # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets
   c.data.data_dir = ml_collections.config_dict.placeholder(str)
   c.data.options = ConfigDict()  # builder options, e.g. paths=(...) for text_files
@@ -271,7 +272,7 @@ def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
 
 def check_workdir(workdir: str) -> None:
   """A local workdir must be a directory (or not exist yet); a URL is taken as it is."""
-  if "://" not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+  if not checkpoint.is_url(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir={workdir!r} is an existing file, not a directory; give a "
                       "new or existing directory")
 
@@ -438,11 +439,16 @@ def _probes(config: ConfigDict) -> probes_lib.Probes | None:
       max_offset=p.max_offset, layers=tuple(p.layers) or every_layer,
       steps=p.steps, learning_rate=p.learning_rate, l2=p.l2, induction_rows=p.induction_rows,
       induction_length=p.induction_length or config.data.seq_len // 2,
-      marked=config.data.name == "path_star")
+      marked=registry.get(config.data.name) is not None
+      and registry.get(config.data.name).marked_probe)
 
 
-def validate(config: ConfigDict) -> Settings:
+def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings:
   """Checks the whole config before anything compiles; returns its `Settings`.
+
+  Pure: it reads the data dir and writes nothing. `tokenizer`: the one
+  `data.prepare.prepare(config.data)` returned (the commands pass it); None loads the one
+  the config names, which a SentencePiece model must already be trained for.
 
   Raises `ConfigError` (one line) for impossible values, a global batch that the devices
   (times the micro-batches) do not divide, a mesh that does not tile the devices,
@@ -466,9 +472,9 @@ def validate(config: ConfigDict) -> Settings:
   _require(1 <= d.seq_len <= m.max_len, "data.seq_len", d.seq_len,
            f"must be in [1, model.max_len={m.max_len}]")
   _require(d.packing_bins >= 1, "data.packing_bins", d.packing_bins, "must be >= 1")
-  _require(not d.answer_only or pipeline.base_name(d.name) in pipeline.OWN_VOCABULARY,
-           "data.answer_only", d.answer_only,
-           f"needs a testbed with a prompt and an answer ({', '.join(pipeline.OWN_VOCABULARY)}); "
+  _require(not d.answer_only or registry.own_vocabulary(d.name), "data.answer_only",
+           d.answer_only, "needs a testbed with a prompt and an answer "
+           f"({', '.join(registry.own_vocabulary_names())}); "
            "set it to False")
   for key in ("read_threads", "prefetch"):
     _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
@@ -479,8 +485,8 @@ def validate(config: ConfigDict) -> Settings:
   _check_generate(config.generate, mc)
   if config.pretrained:
     _check_pretrained(config.pretrained, mc)
-  tokenizer = _checked_data(config)
-  longest = builders.longest_document(pipeline.base_name(d.name), **d.options.to_dict())
+  tokenizer = _checked_data(config, tokenizer)
+  longest = builders.longest_document(d.name, **d.options.to_dict())
   _require(longest is None or d.seq_len >= longest + 1, "data.seq_len", d.seq_len,
            f"the longest {d.name} example with these options has {longest} tokens (+1 for its "
            f"EOD): set data.seq_len >= {(longest or 0) + 1} so no example is cut")
@@ -491,6 +497,18 @@ def validate(config: ConfigDict) -> Settings:
            "model.vocab_size", m.vocab_size, f"the masked objective needs [MASK] (id "
            f"{tokenizer.mask_id}); set model.vocab_size={tokenizer.mask_id + 1} (or more)")
   return derive(config, tokenizer, devices)
+
+
+def prepare_and_validate(config: ConfigDict) -> Settings:
+  """What every command calls: the dataset prepared and its tokenizer trained (process 0
+  first, data/prepare.py), then `validate` with that tokenizer."""
+  d = config.data
+  _check_dataset(d)
+  try:
+    tokenizer = prepare_lib.prepare(d)
+  except (ValueError, OSError) as e:
+    raise ConfigError(f"data.tokenizer={d.tokenizer!r}: {e}") from None
+  return validate(config, tokenizer)
 
 
 def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
@@ -532,59 +550,23 @@ def _check_pretrained(path: str, mc: model_lib.Config) -> None:
              f"{getattr(found, key)}")
 
 
-@contextlib.contextmanager
-def _main_process_first(what: str):
-  """Process 0 runs the block first, then the others (one process: just the block).
-
-  For files every process would otherwise create at once in shared storage (a local
-  testbed prepared on first use, a SentencePiece model trained on first use): the
-  others find them ready. An error in process 0 reaches the others too, who then meet
-  the same error themselves.
-  """
-  several = jax.process_count() > 1
-  if several and jax.process_index() != 0:
-    multihost_utils.sync_global_devices(what)
+def _check_dataset(d: ConfigDict) -> None:
+  """The dataset of the data section `d` can be read (or built) here; writes nothing."""
   try:
-    yield
-  finally:
-    if several and jax.process_index() == 0:
-      multihost_utils.sync_global_devices(what)
+    builders.builder(d.name, d.data_dir, **d.options.to_dict())
+  except builders.DatasetNotPreparedError as e:
+    raise ConfigError(f"data.name={d.name!r}: {e}") from None
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f"data.options: {e}") from None
 
 
-def _checked_data(config: ConfigDict) -> Tokenizer:
-  """The dataset's tokenizer, after checking that the dataset can be read here.
-
-  A local testbed is prepared here, and a SentencePiece tokenizer trained, by process 0
-  first (see `_main_process_first`).
-  """
-  d = config.data
-  options = d.options.to_dict()
-  with _main_process_first("prepare the dataset and its tokenizer"):
-    try:
-      builders.prepare(d.name, d.data_dir, **options)
-    except builders.DatasetNotPreparedError as e:
-      raise ConfigError(f"data.name={d.name!r}: {e}") from None
-    except (ValueError, FileNotFoundError) as e:
-      raise ConfigError(f"data.options: {e}") from None
-    try:
-      return _tokenizer(d)
-    except (ValueError, OSError) as e:
-      raise ConfigError(f"data.tokenizer={d.tokenizer!r}: {e}") from None
-
-
-def _tokenizer(d: ConfigDict) -> Tokenizer:
-  """The tokenizer of `data.tokenizer`.
-
-  "" is the dataset's own (bytes for text, tsp's vocabulary for tsp); "sentencepiece:N"
-  a SentencePiece model of N pieces trained on the train split (once; it is saved beside
-  the dataset); anything else goes to `tokenizers.get_tokenizer` ("byte", a .model file,
-  a directory with a Hugging Face tokenizer).
-  """
-  options = d.options.to_dict()
-  if d.tokenizer.startswith("sentencepiece:"):
-    size = int(d.tokenizer.split(":", 1)[1])
-    return builders.sentencepiece_for(d.name, size, d.data_dir, d.train_split, d.text_key,
-                                      **options)
-  if d.tokenizer:
-    return get_tokenizer(d.tokenizer)
-  return builders.default_tokenizer(d.name.split("/")[0].split(":")[0], **options)
+def _checked_data(config: ConfigDict, tokenizer: Tokenizer | None) -> Tokenizer:
+  """The dataset's tokenizer (`tokenizer`, else the one the config names, loaded), after
+  checking that the dataset can be read here; reads, writes nothing."""
+  _check_dataset(config.data)
+  if tokenizer is not None:
+    return tokenizer
+  try:
+    return prepare_lib.tokenizer(config.data)
+  except (ValueError, OSError) as e:
+    raise ConfigError(f"data.tokenizer={config.data.tokenizer!r}: {e}") from None

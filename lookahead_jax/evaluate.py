@@ -21,13 +21,13 @@ over the test rows (stats.py), per mark group (path_star: the goal's depth) with
 interval over the marked tokens, and the share of tokens where looking ahead beats
 sharpening. The headline row is the best by validation G among the settings that look
 ahead (H > 1; a horizon-1 row is its own control) and gets a per-token histogram of
-g = log p~_H - log p~_1. On tsp the model also decodes the tours of test instances
-greedily and by beam search: tour validity and optimality gap, beside the
-nearest-neighbour heuristic; on path_star evals/path_star.py gives the first step by
-goal depth, the decoders' paths and the verifier strength. A model trained with masks
+g = log p~_H - log p~_1. A testbed with a task evaluator (evals/: tsp's decoded tours
+against nearest neighbour; path_star's first step by goal depth, the decoders' paths and
+the verifier strength) adds its figures and table. A model trained with masks
 (objective.kind="spectrum") also gets its test pseudo-NLL and bidirectional next-token
-readout NLL (`masked_nll`); the suite itself reads its causal mode. With probes.enabled,
-the internal-lookahead probes (probes.py) fit on validation and scored on test.
+readout NLL (evals/masked.py); the suite itself reads its causal mode. With
+probes.enabled, the internal-lookahead probes (evals/probes.py) fit on validation and
+scored on test.
 
 Outputs in `workdir/eval/` (report.py): report.json, G_vs_horizon.png, G_vs_width.png,
 token_G_hist.png (and probes.png); the tables are printed.
@@ -45,19 +45,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lookahead_jax import decoding, monitor, report, sharding, stats
+from lookahead_jax import evals, monitor, report, sharding, stats
 from lookahead_jax import lookahead as lookahead_lib
-from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
-from lookahead_jax import probes as probes_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax.config import Settings
-from lookahead_jax.data import builders, pipeline, tsp
-from lookahead_jax.evals import path_star as path_star_eval
+from lookahead_jax.data import pipeline
+from lookahead_jax.evals import masked as masked_eval
+from lookahead_jax.evals import probes as probes_eval
 
 PARTS = report.PARTS
 
@@ -142,10 +140,6 @@ def batch_sums(params, batch, rng, beta, pick, *, config: model_lib.Config,
 # ----------------------------------------------------------------------------- passes
 
 
-def _gather(x) -> np.ndarray:
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def _pass(step, params, batches, rng, beta, pick, mesh, progress, groups) -> dict[str, Any]:
   """Sums of `step` over a split's batches (host float64), per-row sums and per-token G
   with each token's mark group (`groups(targets, marks)`, pipeline.mark_groups)."""
@@ -156,11 +150,13 @@ def _pass(step, params, batches, rng, beta, pick, mesh, progress, groups) -> dic
     out = step(params, arrays, jax.random.fold_in(rng, i), beta, pick)
     for key in ("nll", "tokens", "gain", "helps"):
       sums[key] = sums.get(key, 0.0) + np.asarray(out[key], np.float64)
-    rows.append(np.moveaxis(_gather(jnp.moveaxis(out["row_gain"], 3, 0)), 0, 3))
-    row_tokens.append(_gather(out["row_tokens"]))
-    keep = _gather(arrays["weights"]) > 0
-    token_g.append(np.moveaxis(_gather(jnp.moveaxis(out["token_G"], 2, 0)), 0, 2)[..., keep])
-    marks.append(groups(_gather(arrays["targets"]), _gather(arrays["needs_lookahead"]))[keep])
+    rows.append(np.moveaxis(sharding.gather(jnp.moveaxis(out["row_gain"], 3, 0)), 0, 3))
+    row_tokens.append(sharding.gather(out["row_tokens"]))
+    keep = sharding.gather(arrays["weights"]) > 0
+    token_g.append(np.moveaxis(sharding.gather(jnp.moveaxis(out["token_G"], 2, 0)), 0,
+                               2)[..., keep])
+    marks.append(groups(sharding.gather(arrays["targets"]),
+                        sharding.gather(arrays["needs_lookahead"]))[keep])
     progress.update(1)
   row_tokens = np.concatenate(row_tokens).astype(np.float64)  # [R, 3]
   real = row_tokens[:, 0] > 0  # rows of padding only carry no token
@@ -317,105 +313,18 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
       validation_grids=grids,
       seconds=round(time.time() - start, 1))
   if settings.objective.kind == "spectrum":
-    out["masked"] = masked_nll(params, settings, batches(ev.test_split), mesh, ev.bootstrap,
-                               ev.seed)
-  if config.data.name == "tsp":
-    out["tsp"] = tsp_tours(params, config, settings, ev.test_split, ev.tsp_instances,
-                           max(ev.widths))
-  if config.data.name == "path_star":
+    out["masked"] = masked_eval.masked_nll(params, settings, batches(ev.test_split), mesh,
+                                           ev.bootstrap, ev.seed)
+  tables = []
+  task = evals.task(config.data.name)
+  if task is not None:  # the testbed's own figures, keyed by its name
     best = out["best"]
-    out["path_star"] = path_star_eval.evaluate(params, config, settings,
-                                               best if best["horizon"] > 1 else None)
+    out[task.NAME] = task.evaluate(params, config, settings,
+                                   best if best["horizon"] > 1 else None)
+    tables.append(task.table(out[task.NAME], best))
   if settings.probes is not None:
-    out["probes"] = probe_report(params, config, settings, mesh)
+    out["probes"] = probes_eval.probe_report(params, config, settings, mesh)
   if jax.process_index() == 0:
     report.write_eval(out, hist[best_row], test["mark"], epath.Path(workdir) / "eval",
-                      monitor.trajectory(workdir))
-  return out
-
-
-# ----------------------------------------------------------------------------- masked models
-
-
-def masked_nll(params, settings: Settings, batches, mesh, bootstrap: int, seed: int
-               ) -> dict[str, Any]:
-  """A masked model's test pseudo-NLL (each token hidden in turn) and its bidirectional
-  next-token readout NLL (every future token hidden), nats/token, each with a 95%
-  bootstrap interval over rows; and the seconds it took (the row is re-encoded once per
-  position for each)."""
-  step = jax.jit(functools.partial(masked_lib.held_out_sums, config=settings.model,
-                                   mask_id=settings.objective.mask_id))
-  start, sums = time.time(), {}
-  for batch in tqdm(list(batches), desc="pll", unit="batch", disable=jax.process_index() != 0):
-    out = step(params, pipeline.global_batch(batch, sharding.batch_sharding(mesh)))
-    for key, value in out.items():
-      sums.setdefault(key, []).append(_gather(value).astype(np.float64))
-  sums = {k: np.concatenate(v) for k, v in sums.items()}
-  weights = stats.resample_counts(len(sums["pll_tokens"]), bootstrap, seed)
-  out = {"seconds": round(time.time() - start, 1)}
-  for key in ("pll_nll", "readout_nll"):
-    counts = sums[key.replace("nll", "tokens")]
-    lo, hi = stats.bootstrap_ratio(sums[key], counts, weights)
-    out[key], out[key + "_ci"] = float(sums[key].sum() / counts.sum()), [float(lo), float(hi)]
-  return out
-
-
-# ----------------------------------------------------------------------------- probes
-
-
-def probe_report(params, config: ConfigDict, settings: Settings,
-                 mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """The probes (probes.probe_metrics) fit on validation and scored on test.
-
-  Each split gives its first probes.eval_batches * eval.batch_size rows. Returns the
-  arrays as lists (future_nll, future_accuracy [1 + layers, K-1], lens_nll [L+1],
-  induction [L, h], ...), `figures` (probes.named), the offsets, layers, splits and rows.
-  """
-  ev, pr = config.eval, settings.probes
-  kwargs = dict(settings.data, global_batch_size=ev.batch_size * config.probes.eval_batches)
-  fit, score = (pipeline.global_batch(
-      next(pipeline.make_ordered_iterator(config.data.name, split, **kwargs)),
-      sharding.batch_sharding(mesh)) for split in (ev.validation_split, ev.test_split))
-  fn = jax.jit(functools.partial(probes_lib.probe_metrics, config=settings.model, probes=pr))
-  out = jax.device_get(fn(params, fit, score, jax.random.key(ev.seed)))
-  return dict({k: np.asarray(v).tolist() for k, v in out.items()},
-              figures=probes_lib.named(out, pr), offsets=list(pr.offsets),
-              layers=list(pr.layers), splits=[ev.validation_split, ev.test_split],
-              rows=int(fit["inputs"].shape[0]))
-
-
-# ----------------------------------------------------------------------------- tsp tours
-
-
-def tsp_tours(params, config: ConfigDict, settings: Settings, split: str,
-              limit: int, beam_size: int) -> dict[str, Any]:
-  """Tours of the split's first `limit` instances decoded by the model, per city count.
-
-  The prompt is a document's start, [EOD] + coordinates + separator; the next n tokens
-  are read as the tour. Returns {method: {n: {valid, gap, optimal, instances}}} for the
-  methods greedy, beam (width `beam_size`) and nearest_neighbour (no model).
-  """
-  options, tok, model_cfg = config.data.options.to_dict(), settings.tokenizer, settings.model
-  records = builders.data_source("tsp", split, config.data.data_dir, **options)
-  by_size: dict[int, list[dict[str, Any]]] = {}
-  for i in range(min(limit, len(records))):
-    by_size.setdefault(int(records[i]["num_cities"]), []).append(records[i])
-  out: dict[str, dict[int, dict[str, float]]] = {m: {} for m in ("greedy", "beam",
-                                                                  "nearest_neighbour")}
-  for n, group in sorted(by_size.items()):
-    prompts = jnp.asarray([[tok.eod_id] + tok.encode_instance(r["coords"]) for r in group])
-    greedy = decoding.generate(params, prompts, jax.random.key(0), config=model_cfg,
-                               max_new_tokens=n)
-    beams = decoding.beam_search(params, prompts, config=model_cfg, beam_size=beam_size,
-                                 max_new_tokens=n)
-    tours = {"greedy": [tok.decode_tour(t) for t in np.asarray(greedy)],
-             "beam": [tok.decode_tour(t) for t in np.asarray(beams.sequences[:, 0])],
-             "nearest_neighbour": [tsp.greedy_tour(r["coords"]) for r in group]}
-    for method, found in tours.items():
-      valid = [t is not None and tsp.is_valid_tour(t, n) for t in found]
-      gaps = [tsp.optimality_gap(r["coords"], t, r["tour"])
-              for r, t, ok in zip(group, found, valid) if ok]
-      out[method][n] = dict(instances=len(group), valid=float(np.mean(valid)),
-                            gap=float(np.mean(gaps)) if gaps else float("nan"),
-                            optimal=float(np.mean([g == 0.0 for g in gaps])) if gaps else 0.0)
+                      monitor.trajectory(workdir), tables)
   return out

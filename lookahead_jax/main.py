@@ -126,7 +126,7 @@ def main(argv):
       return
     if config is None:
       raise config_lib.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")
-    settings = config_lib.validate(config)
+    settings = config_lib.prepare_and_validate(config)
     if argv[1] == "decode":
       decode(config, settings, workdir)
       return

@@ -24,6 +24,8 @@ import tensorboardX
 from etils import epath
 from jax.experimental import multihost_utils
 
+from lookahead_jax import checkpoint
+
 JSONL = "metrics.jsonl"
 
 
@@ -38,7 +40,7 @@ class Writer:
     if enabled:
       path = epath.Path(workdir)
       path.mkdir(parents=True, exist_ok=True)
-      self._path, self._remote = path / JSONL, "://" in os.fspath(workdir)
+      self._path, self._remote = path / JSONL, checkpoint.is_url(workdir)
       if self._remote:  # kept whole, rewritten
         self._text = self._path.read_text() if self._path.exists() else ""
         self._upload_every, self._uploaded = upload_every, time.monotonic()

@@ -130,9 +130,10 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
   if monitored and "monitor_future_gain" in monitored:
     icl = cell(monitored["monitor_icl_score"], "+.4f")
     rows.insert(-1, ("probes", f"future-token gain {monitored['monitor_future_gain']:+.4f} "
-                               f"nats/token, ICL score {icl}, induction max "
-                               f"{monitored['monitor_induction_max']:.3f} at step "
-                               f"{monitored['step']} (held-out batches)"))
+                               f"nats/token, ICL score (late - early loss) {icl}, induction "
+                               f"max {monitored['monitor_induction_max']:.3f} at step "
+                               f"{monitored['step']} (the monitor's held-out batches; the "
+                               "evaluation's probe table scores the test split)"))
   return rows
 
 
@@ -194,44 +195,6 @@ def headline(report: dict[str, Any]) -> str:
           f"gain(q_1) {test[part]['control']:+.4f} and the lookahead gain(q_H) "
           f"{test[part]['gain']:+.4f}; per token, looking ahead beats sharpening on "
           f"{b['test_helps']:.1%} of {where[3:]} (the share with g > 0).")
-
-
-def tsp_table(tours: dict[str, Any]) -> str:
-  """Tour validity, mean gap of valid tours and optimal fraction per city count and method."""
-  headers = ["cities"] + [f"{m} valid/gap/opt" for m in tours]
-  rows = [[str(n)] + [f"{t[n]['valid']:.2f} {t[n]['gap']:.3f} {t[n]['optimal']:.2f}"
-                      for t in tours.values()] for n in sorted(next(iter(tours.values())))]
-  return table(headers, rows, title="TSP tours on the test split: valid fraction, mean "
-               "optimality gap of valid tours, optimal fraction")
-
-
-def path_star_table(figures: dict[str, Any], groups: dict[str, Any] | None = None) -> str:
-  """First-step accuracy and reach-the-goal share per method and goal depth, G per depth
-  (`groups`: the main evaluation's G of the headline row per depth), verifier strength."""
-  depths = [str(d) for d in figures["depths"]]
-  rows = []
-  for method, accs in figures["first_step"].items():
-    goal = figures["goal"].get(method, {})
-    rows.append([method] + [f"{accs[d]:.3f}" + (f" / {goal[d]:.3f}" if d in goal else "")
-                            for d in depths])
-  if groups:
-    rows.append(["G (first step)"] + [
-        f"{groups[d]['G']:+.3f} {cell(groups[d]['G_ci'], '+.3f')}" if d in groups
-        else "-" for d in depths])
-  counts = figures["counts"]
-  text = table(
-      ["first step right / path reaches the goal"] + [f"depth {d} ({counts[d]})" for d in depths],
-      rows, title=f"Path-star, {figures['graphs']} test graphs: the first step by goal depth "
-      f"(chance {figures['chance']:.3f} from depth 2; depth 1 is given by the query)")
-  v = figures["verifier"]
-  walk = (f"teacher-forced: walk {figures['walk']:.3f}, end of path {figures['end']:.3f}, "
-          f"log p(end) at the goal {figures['goal_end']:+.2f}")
-  if not v:
-    return text + "\n" + walk
-  return (text + "\n" + walk + "\nverifier strength, down every wrong arm (log-probs, means "
-          f"over graphs): walk {v['walk']:+.2f}, largest log p(end of path) at a wrong node "
-          f"{v['end_max']:+.2f}, largest log p at the wrong leaf {v['leaf_max']:+.2f} and "
-          f"after it {v['after_max']:+.2f}")
 
 
 GENERATION_COLUMNS = (("seq_rep_4", "seq-rep-4", ".3f"), ("rep_l", "rep-l", ".3f"),
@@ -350,7 +313,8 @@ def probes_table(probes: dict[str, Any]) -> str:
            f"future-token gain over the floor (best layer, nats/token): {gains}; mean "
            f"{f['future_gain']:+.4f}",
            f"logit lens NLL by layer: {lens}",
-           f"ICL score (late - early loss): {cell(f['icl_score'], '+.4f')} "
+           f"ICL score (late - early loss) on {probes['splits'][1]}: "
+           f"{cell(f['icl_score'], '+.4f')} "
            f"(early {cell(f['icl_early'], '.3f')}, late {cell(f['icl_late'], '.3f')})",
            f"induction (prefix-matching) score, best head: {f['induction_max']:.3f}"]
   return "\n".join(lines)
@@ -387,18 +351,17 @@ def probe_plots(probes: dict[str, Any], dataset: str, out: str | os.PathLike) ->
 
 
 def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
-               out: str | os.PathLike, trajectory: dict[str, list] | None = None) -> None:
+               out: str | os.PathLike, trajectory: dict[str, list] | None = None,
+               tables: Sequence[str] = ()) -> None:
   """report.json and the plots in `out` (the trajectory plots for a monitored run's
-  `trajectory`); prints the tables."""
+  `trajectory`); prints the tables (the grid's, then `tables`: a task evaluator's)."""
   write_json(epath.Path(out) / "report.json", report)
   eval_plots(report, token_g, mark, out)
   if trajectory and trajectory["step"]:
     trajectory_plot({"this run": trajectory}, out)
   print(eval_table(report))
-  if "tsp" in report:
-    print(tsp_table(report["tsp"]))
-  if "path_star" in report:
-    print(path_star_table(report["path_star"], report["best"].get("test_groups")))
+  for text in tables:
+    print(text)
   if "probes" in report:
     probe_plots(report["probes"], report["dataset"], out)
     print(probes_table(report["probes"]))
@@ -418,29 +381,19 @@ COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("G_dev_marked_vs_baseline", "G marked (dev) vs none", "+.4f"),
     ("nll_vs_baseline", "NLL vs none", "+.4f"),
     ("toward", "toward", ".1%"),
-    ("skipped", "skipped", ".0f"), ("tsp_greedy_gap", "tsp greedy gap", ".3f"),
-    ("tsp_beam_gap", "tsp beam gap", ".3f"),
-    *((f"G_{who}_d{d}", f"G depth {d} ({who})", "+.3f") for who in ("stunting", "dev")
-      for d in range(2, 6)),
-    ("G_dev_d2_vs_baseline", "G depth 2 (dev) vs none", "+.3f"),
-    *((f"first_d{d}", f"first step depth {d}", ".3f") for d in range(1, 6)),
-    ("first_d2_vs_baseline", "first step depth 2 vs none", "+.3f"),
-    ("first_d2_beam", "first step depth 2 (beam)", ".3f"),
-    ("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
-    ("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
-    ("walk", "walk", ".3f"), ("end", "end of path", ".3f"),
-    ("verifier_walk", "wrong arm: walk log p", "+.2f"),
-    ("verifier_end_max", "wrong arm: max log p(end)", "+.2f"),
-    ("verifier_leaf_max", "wrong leaf: max log p", "+.2f"),
-    ("verifier_after_max", "after it: max log p", "+.2f"),
+    ("skipped", "skipped", ".0f"))
+LAST_COLUMNS = (
     ("future_gain", "future-token probe gain", "+.4f"), ("icl_score", "ICL score", "+.4f"),
     ("induction_max", "induction (best head)", ".3f"),
     ("cost", "step time / baseline", ".2f"))
 
 
-def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "") -> str:
-  """The comparison as a markdown table (columns without any value are left out)."""
-  columns = [c for c in COMPARE_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "",
+                     task_columns: Sequence[tuple[str, str, str]] = ()) -> str:
+  """The comparison as a markdown table: COMPARE_COLUMNS, a task evaluator's columns,
+  LAST_COLUMNS (columns without any value are left out)."""
+  columns = [c for c in (*COMPARE_COLUMNS, *task_columns, *LAST_COLUMNS)
+             if any(r.get(c[0]) is not None for r in rows)]
   body = [[cell(r.get(k), f) + (f" {cell(r[k + '_ci'], f)}" if r.get(k + "_ci") else "")
            for k, _, f in columns] for r in rows]
   title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -138,3 +139,8 @@ def state_sharding(mesh: Mesh, abstract_state: Any) -> Any:
   fsdp = mesh.shape["fsdp"]
   return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp)),
                       abstract_state)
+
+
+def gather(x) -> np.ndarray:
+  """A batch-sharded array whole on every process, as numpy (rows in process order)."""
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

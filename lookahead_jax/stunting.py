@@ -19,7 +19,11 @@ in m_i and d_i = q_i in A, the definitions against p alone. g = -grad(loss) is t
 direction an update moves the parameters, so <g, g_A> > 0 means the update raises the
 alignment (moves the model toward the amplified one). At horizon 1 the contrast is 0.
 
-Modes (`stunting.mode`):
+Modes (`stunting.mode`) are objects with hooks (`MODES[name]`, `Stunting.hooks`): the
+train step calls them and names no mode. The base `Mode` changes nothing; a mode overrides
+what it changes: `myopic` and `needs_alignment_grad` (flags), `token_weights` (the
+per-token loss weights), `extra_loss` (a term added to the loss) and `edit_update` (the
+summed gradient, the skip and the v3_balance debt). The modes:
   none        plain next-token loss.
   v1_token    toward tokens get weight 0; the other tokens' gradient is unchanged.
   v1_update   the whole update is skipped when <g, g_A> > 0 (counted as skipped).
@@ -31,7 +35,8 @@ Modes (`stunting.mode`):
               target is minus an EMA of the movement earlier steps could not balance (a
               step with tokens on one side only), so the balance also holds over time.
   v3_project  g <- g - (<g, g_A> / |g_A|^2) g_A: no first-order movement either way.
-  v4          stunting.v4_base with SMC lookahead instead of beam lookahead.
+  v4          stunting.v4_base with SMC lookahead instead of beam lookahead (no hooks of
+              its own: config.py resolves it to its base before `Stunting` is built).
   distill     the positive control, the opposite of stunting: loss + distill *
               mean_i KL(q~_{i,H} || p_i), training toward the amplified mixture.
   myopic      attention to earlier positions reads stop-gradient keys/values, so no
@@ -44,6 +49,8 @@ except distill's KL, which reads the dense mixture (O(V)).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,18 +59,18 @@ import optax
 from lookahead_jax import lookahead as lookahead_lib
 
 Array = jax.Array
-MODES = ("none", "v1_token", "v1_update", "v2_penalty", "v3_balance", "v3_project", "v4",
-         "distill", "myopic")
-LOOKAHEAD_MODES = ("v1_token", "v1_update", "v2_penalty", "v3_balance", "v3_project",
-                   "distill")
+PyTree = Any
 CONTRASTS = ("control", "naive")
+# MODES (name -> hooks) and LOOKAHEAD_MODES (the names of modes with a lookahead) are
+# defined with the modes, at the end.
 
 
 @dataclasses.dataclass(frozen=True)
 class Stunting:
   """Static settings of the stunted step (hashable; a static argument of the jitted step).
 
-  mode:            the effective mode (v4 is resolved to its base, with an SMC lookahead).
+  mode:            the effective mode, a key of MODES (v4 is resolved to its base, with an
+                   SMC lookahead); `hooks` is its object.
   lookahead:       the stunting lookahead; None for modes without one.
   contrast:        "control" (q_H against its horizon-1 control) or "naive" (q against p).
   temperature, scheme, mixture, lam: how q and the mixture q~ are read off the paths.
@@ -89,8 +96,17 @@ class Stunting:
   alignment_every: int = 10
 
   @property
+  def hooks(self) -> Mode:
+    """The mode's hooks, MODES[mode]."""
+    hooks = MODES[self.mode]
+    if hooks is None:
+      raise ValueError(f"stunting mode {self.mode!r} has no hooks: config.validate resolves it "
+                       "to its base mode")
+    return hooks
+
+  @property
   def needs_alignment_grad(self) -> bool:
-    return self.mode in ("v1_update", "v3_project")
+    return self.hooks.needs_alignment_grad
 
   @property
   def uses_control(self) -> bool:
@@ -192,3 +208,122 @@ def project_out(grads, grads_a):
 def cosine(a, b) -> Array:
   """<a, b> / (|a| |b|) of two pytrees (0 when either is 0)."""
   return optax.tree.vdot(a, b) / jnp.maximum(optax.tree.norm(a) * optax.tree.norm(b), 1e-30)
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+class Mode:
+  """A stunting mode's hooks into the train step; this base changes nothing ("none").
+
+  The hooks of lookahead modes are called with the step's stunting quantities (the
+  token terms, the summed penalty, g and g_A); `myopic` is read by every step.
+  """
+
+  lookahead: bool = False             # the mode has a stunting lookahead
+  myopic: bool = False                # the forward pass reads stop-gradient keys/values
+  needs_alignment_grad: bool = False  # g_A every step (not only every alignment_every)
+
+  def token_weights(self, terms: Mapping[str, Array], weights: Array,
+                    target: Array) -> tuple[Array, Array]:
+    """(the per-token loss weights [b, T], the realized sum_i w_i m_i []) from token_terms,
+    the batch weights and the v3_balance target."""
+    del terms, target
+    return weights, jnp.zeros(())
+
+  def extra_loss(self, log_p: Array, amp: lookahead_lib.Amplified, weights: Array,
+                 penalty: Array, stunting: Stunting) -> tuple[Array | None, Array]:
+    """(the term added to the summed loss, None for none; the summed distill KL logged).
+
+    penalty: sum_i w_i sum_w d_i(w) p_i(w), differentiable (computed in every lookahead mode).
+    """
+    del log_p, amp, weights, penalty, stunting
+    return None, jnp.zeros(())
+
+  def edit_update(self, grads: PyTree, grads_a: PyTree, cos: Array, aux: Mapping[str, Array],
+                  debt: Array, stunting: Stunting
+                  ) -> tuple[PyTree, Array, Array, dict[str, Array]]:
+    """(grads, skip, debt, metrics) from the summed gradients of the loss and of A,
+    cos(g, g_A), the summed statistics of `objectives` and the v3_balance debt."""
+    del grads_a, cos, aux, stunting
+    return grads, jnp.zeros((), bool), debt, {}
+
+
+class LookaheadMode(Mode):
+  """A mode with a stunting lookahead whose other hooks change nothing (its statistics are
+  logged; the base of the lookahead modes)."""
+
+  lookahead = True
+
+
+class V1Token(LookaheadMode):
+  """Toward tokens get weight 0."""
+
+  def token_weights(self, terms, weights, target):
+    del target
+    return weights * ~terms["toward"], jnp.zeros(())
+
+
+class V1Update(LookaheadMode):
+  """The update is skipped when it would raise A (cos(g, g_A) > 0)."""
+
+  needs_alignment_grad = True
+
+  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+    del grads_a, aux, stunting
+    return grads, cos > 0, debt, {}
+
+
+class V2Penalty(LookaheadMode):
+  """loss + penalty * the summed penalty / norm."""
+
+  def extra_loss(self, log_p, amp, weights, penalty, stunting):
+    del log_p, amp, weights
+    return stunting.penalty * penalty, jnp.zeros(())
+
+
+class V3Balance(LookaheadMode):
+  """Balanced token weights; the movement left unbalanced is carried as a decaying debt."""
+
+  def token_weights(self, terms, weights, target):
+    return balance_weights(terms["m"], weights, target)
+
+  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+    del grads_a, cos
+    debt = stunting.debt_decay * (debt + aux["balanced"])
+    return grads, jnp.zeros((), bool), debt, {"balance_debt": debt}
+
+
+class V3Project(LookaheadMode):
+  """The update's component along g_A is removed."""
+
+  needs_alignment_grad = True
+
+  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+    del cos, aux, stunting
+    return project_out(grads, grads_a), jnp.zeros((), bool), debt, {}
+
+
+class Distill(LookaheadMode):
+  """loss + distill * the summed KL(q~_H || p) / norm."""
+
+  def extra_loss(self, log_p, amp, weights, penalty, stunting):
+    del penalty
+    distill = jnp.sum(distill_kl(log_p, amp, stunting) * weights)
+    return stunting.distill * distill, distill
+
+
+class Myopic(Mode):
+  """Stop-gradient keys/values in the forward pass; no lookahead."""
+
+  myopic = True
+
+
+# name -> hooks, in the order of the experiment configs' runs. v4 has none: config.py
+# resolves it to stunting.v4_base (with an SMC lookahead) before `Stunting` is built.
+MODES: dict[str, Mode | None] = {
+    "none": Mode(), "v1_token": V1Token(), "v1_update": V1Update(), "v2_penalty": V2Penalty(),
+    "v3_balance": V3Balance(), "v3_project": V3Project(), "v4": None, "distill": Distill(),
+    "myopic": Myopic()}
+LOOKAHEAD_MODES = tuple(name for name, hooks in MODES.items()
+                        if hooks is not None and hooks.lookahead)

@@ -14,7 +14,7 @@ per-token cross-entropy [b, T] is reduced with the batch weights and normalised 
 number of weighted tokens of the GLOBAL batch. So gradient accumulation over
 micro-batches sums to exactly the full-batch gradient, and a sharded step computes the
 same loss as an unsharded one. Stunting (docs/design.md section 3) changes the per-token
-terms there and the gradients in `train_step`.
+terms there and the gradients in `train_step`, through the mode's hooks (stunting.py).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=model_cfg,
                                     segment_ids=batch["segment_ids"],
                                     dropout_rng=dropout_key if dropout else None,
-                                    myopic=stunt.mode == "myopic",
+                                    myopic=stunt.hooks.myopic,
                                     bidirectional=batch.get("bidirectional"))
   targets, weights = batch["targets"], batch["weights"]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [b, T]
@@ -132,19 +132,12 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
         lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, stunt.beta,
                                     lookahead=stunt.lookahead), stunt.temperature, stunt.scheme)
   terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
-  token_weights, balanced = weights, jnp.zeros(())
-  if stunt.mode == "v1_token":
-    token_weights = weights * ~terms["toward"]
-  elif stunt.mode == "v3_balance":
-    token_weights, balanced = stunting_lib.balance_weights(terms["m"], weights, target)
+  token_weights, balanced = stunt.hooks.token_weights(terms, weights, target)
   penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
   loss = jnp.sum(ce * token_weights) / norm
-  if stunt.mode == "v2_penalty":
-    loss = loss + stunt.penalty * penalty / norm
-  distill = jnp.zeros(())
-  if stunt.mode == "distill":
-    distill = jnp.sum(stunting_lib.distill_kl(log_p, amp, stunt) * weights)
-    loss = loss + stunt.distill * distill / norm
+  extra, distill = stunt.hooks.extra_loss(log_p, amp, weights, penalty, stunt)
+  if extra is not None:
+    loss = loss + extra / norm
   alignment = jnp.sum(stunting_lib.alignment(log_p, amp, control) * weights) / norm
   aux.update(toward=jnp.sum(terms["toward"] * weights), movement=jnp.sum(terms["m"] * weights),
              kl=jnp.sum(terms["kl"] * weights), penalty=sg(penalty), distill=sg(distill),
@@ -171,10 +164,13 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
   One forward pass per micro-batch gives the loss and the alignment A; the gradient of the
   loss (and of A, when stunting uses it or logs cos(g, g_A)) are summed over `grad_accum`
   micro-batches by a lax.scan, exactly the full-batch gradients (see `objectives`).
-  Stunting then acts on them: v1_update skips the update when it would raise A,
-  v3_project removes the update's component along grad A. If the loss or the global
-  gradient norm is not finite, parameters and optimizer state stay as they were and the
-  non-finite counters go up.
+  Stunting then acts on them through the mode's `edit_update` hook (stunting.py): v1_update
+  skips the update when it would raise A, v3_project removes the update's component along
+  grad A. If the loss or the global gradient norm is not finite, parameters and optimizer
+  state stay as they were and the non-finite counters go up. That skip is written out here
+  rather than taken from optax.apply_if_finite, which would add its own entries to the
+  optimizer state (changing the checkpoints' structure) and could not share the skip with
+  v1_update's.
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   batch = masked_lib.apply(batch, jax.random.fold_in(rng, masked_lib.STREAM), objective)
@@ -224,13 +220,9 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
                    kl=aux["kl"] / tokens, penalty=aux["penalty"] / tokens,
                    distill=aux["distill"] / tokens,
                    alignment_cos=jnp.where(with_alignment, cos, jnp.nan))
-    if stunt.mode == "v1_update":
-      skip = cos > 0
-    elif stunt.mode == "v3_project":
-      grads = stunting_lib.project_out(grads, grads_a)
-    elif stunt.mode == "v3_balance":
-      debt = stunt.debt_decay * (debt + aux["balanced"])
-      metrics.update(balance_debt=debt)
+    grads, skip, debt, edit_metrics = stunt.hooks.edit_update(grads, grads_a, cos, aux, debt,
+                                                              stunt)
+    metrics.update(edit_metrics)
   apply = ok & ~skip
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

@@ -57,11 +57,11 @@ def gpt2_style_dir(tmp_path_factory):
   import numpy as np
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-  from lookahead_jax.data import testbeds
+  from lookahead_jax.data import article, rhyme
 
   rng = np.random.default_rng(0)
-  corpus = [testbeds.article_document(rng)[0] for _ in range(300)]
-  corpus += [testbeds.rhyme_document(rng)[0] for _ in range(300)]
+  corpus = [article.article_document(rng)[0] for _ in range(300)]
+  corpus += [rhyme.rhyme_document(rng)[0] for _ in range(300)]
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookahead_jax.data import builders, tsp
+from lookahead_jax.data import builders, rhyme, tsp
 from lookahead_jax.data.tokenizers import SentencePieceTokenizer
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -43,12 +43,12 @@ def test_prepare_text_testbed_is_idempotent(data_dir, name):
 
 
 def test_config_names(data_dir):
-  assert builders.Rhyme.make_config().name == "default"
-  assert builders.Rhyme.make_config(seed=0).name == "default"  # the defaults
-  custom = builders.Rhyme.make_config(**TINY)
+  assert rhyme.Rhyme.make_config().name == "default"
+  assert rhyme.Rhyme.make_config(seed=0).name == "default"  # the defaults
+  custom = rhyme.Rhyme.make_config(**TINY)
   assert custom.name.startswith("custom-") and custom.train_size == 40
-  assert builders.Rhyme.make_config(**TINY, seed=1).name != custom.name
-  assert builders.Rhyme.make_config(**TINY).name == custom.name
+  assert rhyme.Rhyme.make_config(**TINY, seed=1).name != custom.name
+  assert rhyme.Rhyme.make_config(**TINY).name == custom.name
   with pytest.raises(ValueError, match=r"unknown rhyme option\(s\) \['train_sise'\]"):
     builders.prepare("rhyme", data_dir, train_sise=3)
 

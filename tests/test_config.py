@@ -203,3 +203,28 @@ def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):
                             {"data.data_dir": str(tmp_path)}, argument="tfds")
   assert _error(tfds_config).startswith("data.name='tiny_shakespeare': dataset")
 
+
+
+def _files(root):
+  return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+
+
+def test_validate_writes_no_files_and_the_commands_prepare_first(tmp_path):
+  """validate of a config naming an unprepared testbed and an untrained SentencePiece
+  model reads and writes nothing; prepare_and_validate (what the commands call) builds
+  both, and validate then reads them."""
+  testbed = load_config(os.path.join(CONFIGS, "default.py"), {
+      "data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 20 for k in
+                                         ("train", "validation", "test")}})
+  settings = config_lib.validate(testbed)
+  assert settings.tokenizer.vocab_size == settings.model.vocab_size
+  text = load_config(RHYME_CONFIG, {"data.data_dir": str(tmp_path),
+                                    "data.tokenizer": "sentencepiece:320",
+                                    "model.vocab_size": 321})
+  text.data.options.update(train_size=200, validation_size=20, test_size=20)
+  assert _error(text).startswith("data.tokenizer='sentencepiece:320': no SentencePiece model")
+  assert _files(tmp_path) == []
+  trained = config_lib.prepare_and_validate(text)
+  assert trained.tokenizer.vocab_size == 320
+  assert any(f.endswith("sentencepiece_320.model") for f in _files(tmp_path))
+  assert config_lib.validate(text).tokenizer.vocab_size == 320  # now read, not trained

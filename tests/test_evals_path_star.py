@@ -9,7 +9,6 @@ import pytest
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import model as model_lib
-from lookahead_jax import report as report_lib
 from lookahead_jax.data import path_star
 from lookahead_jax.evals import path_star as ps_eval
 
@@ -85,8 +84,13 @@ def test_first_steps_by_depth_and_decoding(setup):
   # Greedy decoding's first step is the teacher-forced argmax.
   assert figures["first_step"]["greedy"] == figures["first_step"]["teacher_forced"]
   groups = {"2": {"G": 0.1, "G_ci": [0.05, 0.15], "tokens": 9}}
-  text = report_lib.path_star_table(figures, groups)
+  text = ps_eval.table(figures, {"test_groups": groups})
   assert "depth 2" in text and "+0.100 [+0.050, +0.150]" in text and "verifier strength" in text
+  cols = ps_eval.columns(figures, {"dev": {"test_groups": groups}})
+  assert cols["G_dev_d2"] == 0.1 and cols["G_dev_d2_ci"] == [0.05, 0.15]
+  assert cols["first_d2"] == figures["first_step"]["teacher_forced"]["2"]
+  assert cols["walk"] == figures["walk"] and "verifier_end_max" in cols
+  assert {k for k in cols if not k.endswith("_ci")} <= {k for k, _, _ in ps_eval.COLUMNS}
 
 
 def test_sampling_is_reproducible_and_amplified_with_lam_0_is_plain_sampling(setup):

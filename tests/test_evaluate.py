@@ -14,7 +14,7 @@ from lookahead_jax import evaluate
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import report as report_lib
-from lookahead_jax.data import builders, tsp
+from lookahead_jax.evals import masked as masked_eval
 
 from conftest import RHYME_CONFIG, load_config
 
@@ -113,7 +113,7 @@ def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_interva
   params = model_lib.init(settings.model, jax.random.key(0))
   batches = list(itertools.islice(pipeline.make_ordered_iterator(
       config.data.name, "test", **dict(settings.data, global_batch_size=8)), 2))
-  out = evaluate.masked_nll(params, settings, batches, sharding.make_mesh(), 200, 0)
+  out = masked_eval.masked_nll(params, settings, batches, sharding.make_mesh(), 200, 0)
   sums = [masked.held_out_sums(params, b, config=settings.model, mask_id=258) for b in batches]
   for key in ("pll", "readout"):
     nll = sum(float(s[f"{key}_nll"].sum()) for s in sums)
@@ -213,31 +213,3 @@ def test_g_per_mark_group_has_a_bootstrap_interval_over_tokens():
     half = 1.96 * values.std() / np.sqrt(n)
     assert lo < values.mean() < hi and hi - lo == pytest.approx(2 * half, rel=0.25)
   assert evaluate.group_gains(token_g, np.zeros(400, int), 10, 0) == {}
-
-
-def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
-  options = {"train_size": 8, "validation_size": 4, "test_size": 4, "levels": (5, 6)}
-  builders.prepare("tsp", tmp_path, **options)
-  config = config_lib.base_config()
-  config.data.name, config.data.data_dir = "tsp", str(tmp_path)
-  config.data.options.update(options)
-  tok = builders.default_tokenizer("tsp", **options)
-  config.model.update(vocab_size=tok.vocab_size, max_len=24, num_layers=1, d_model=16,
-                      num_heads=2)
-  config.data.seq_len, config.eval.batch_size, config.train.global_batch = 20, 8, 8
-  settings = config_lib.validate(config)
-  params = model_lib.init(settings.model, jax.random.key(0))
-  tours = evaluate.tsp_tours(params, config, settings, "test", limit=8, beam_size=2)
-  assert set(tours) == {"greedy", "beam", "nearest_neighbour"}
-  assert sorted(tours["beam"]) == [5, 6]
-  for nn in tours["nearest_neighbour"].values():
-    # Every kept instance has a nearest-neighbour tour longer than the optimum.
-    assert nn["instances"] == 4 and nn["valid"] == 1.0 and nn["gap"] > 0 and nn["optimal"] == 0
-  for method in ("greedy", "beam"):
-    for row in tours[method].values():
-      assert 0.0 <= row["valid"] <= 1.0 and row["instances"] == 4
-  text = report_lib.tsp_table(tours)
-  assert "nearest_neighbour" in text
-  # The gap function the report uses agrees with a direct computation.
-  record = builders.data_source("tsp", "test", str(tmp_path), **options)[0]
-  assert tsp.optimality_gap(record["coords"], record["tour"], record["tour"]) == 0.0

@@ -11,7 +11,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import decoding
 from lookahead_jax import model as model_lib
-from lookahead_jax.data import tsp
+from lookahead_jax.data import rhyme
 from lookahead_jax.evals import generation
 
 from conftest import RHYME_CONFIG, load_config, tiny_path_star
@@ -110,11 +110,11 @@ def test_rhyme_prompts_end_at_a_poems_first_line_and_the_true_second_lines_rhyme
     text = tok.decode(p[1:])
     assert text.startswith("A poem:\n") and text.count("\n") == 2
   refs = [r[:config.generate.new_tokens] for r in found["references"]]
-  judged = generation.success("rhyme", tok, found["records"], refs)["rhymed"]
+  judged = rhyme.judge(tok, found["records"], refs)["rhymed"]
   np.testing.assert_array_equal(judged, 1.0)
   wrong = [tok.encode("a line that ends in nothing\n")] * 8
   np.testing.assert_array_equal(
-      generation.success("rhyme", tok, found["records"], wrong)["rhymed"], 0.0)
+      rhyme.judge(tok, found["records"], wrong)["rhymed"], 0.0)
 
 
 @pytest.mark.parametrize("key, value, named", [
@@ -138,15 +138,3 @@ def test_a_missing_test_split_is_a_one_line_error(setup):
   with pytest.raises(config_lib.ConfigError, match="eval.test_split") as e:
     generation.prompts(bad, settings)
   assert "\n" not in str(e.value)
-
-
-def test_tsp_continuations_are_judged_by_validity_and_optimality_gap():
-  tok = tsp.TspTokenizer(grid_size=10, max_cities=4)
-  coords = np.asarray([[0, 0], [0, 5], [5, 5], [5, 0]])
-  record = {"num_cities": 4, "coords": coords, "tour": np.asarray([0, 1, 2, 3])}
-  conts = [tok.encode_tour([0, 1, 2, 3]), tok.encode_tour([0, 2, 1, 3]),
-           tok.encode_tour([0, 1, 1, 3]), tok.encode_tour([0, 1])]
-  got = generation.success("tsp", tok, [record] * 4, conts)
-  np.testing.assert_array_equal(got["valid"], [1, 1, 0, 0])
-  np.testing.assert_allclose(got["gap"][:2], [0.0, tsp.optimality_gap(coords, [0, 2, 1, 3])])
-  assert got["gap"][1] > 0 and np.isnan(got["gap"][2:]).all()

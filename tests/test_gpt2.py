@@ -344,7 +344,7 @@ def test_sharded_checkpoint_loads_and_a_missing_shard_is_named(checkpoint, expor
 @pytest.fixture
 def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
   """configs/experiments/gpt2_amplify.py on the small random checkpoint (and its path)."""
-  from lookahead_jax.data import testbeds
+  from lookahead_jax.data import rhyme
 
   from conftest import REPO, load_config
 
@@ -353,7 +353,7 @@ def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
   shutil.copy(gpt2_style_dir / "tokenizer.json", checkpoint)
   rng = np.random.default_rng(0)
   text = tmp_path / "poems.txt"
-  text.write_text("\n\n".join(testbeds.rhyme_document(rng)[0] for _ in range(300)))
+  text.write_text("\n\n".join(rhyme.rhyme_document(rng)[0] for _ in range(300)))
   overrides = {"data.options.paths": (str(text),), "data.data_dir": str(tmp_path / "data"),
                "eval.max_batches": 1, "eval.batch_size": 8, "eval.widths": (2,),
                "eval.horizons": (1, 3), "eval.temperatures": (1.0,), "eval.lams": (0.1, 0.5)}

@@ -23,6 +23,7 @@ from conftest import REPO, load_config
 
 LAUNCH = os.path.join(REPO, "launch")
 LAUNCHERS = ("tpu_pod.sh", "gpu_local.sh", "slurm.sbatch")
+SCRIPTS = (*LAUNCHERS, "common.sh")  # common.sh: sourced by gpu_local.sh and tpu_pod.sh
 ARGS = ["train", "--config=configs/default.py", "--workdir=WORKDIR",
         "--config.eval.kinds=('beam', 'smc')", "--config.data.options.paths=a file.txt"]
 
@@ -58,14 +59,14 @@ def _stand_in(path, script):
 # ----------------------------------------------------------------------------- syntax, usage
 
 
-@pytest.mark.parametrize("name", LAUNCHERS)
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_bash_syntax(name):
   result = subprocess.run(["bash", "-n", os.path.join(LAUNCH, name)], capture_output=True,
                           text=True)
   assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("name", LAUNCHERS)
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_shellcheck(name):
   if shutil.which("shellcheck") is None:
     pytest.skip("shellcheck is not installed (Debian/Ubuntu: apt-get install -y shellcheck)")

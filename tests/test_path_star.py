@@ -145,7 +145,7 @@ def test_builder_records_decode_to_valid_instances(tmp_path):
           [tok.node_id(x.path[1])] if x.depth >= 2 else [])
       keys[split].add(path_star.graph_key(x))
   assert sum(map(len, keys.values())) == 30  # distinct, and no graph in two splits
-  assert builders.PathStar.make_config().name == "default"
+  assert path_star.PathStar.make_config().name == "default"
   assert builders.prepare("path_star", tmp_path, **TINY).data_dir == built.data_dir
   with pytest.raises(ValueError, match="path_star has its own token vocabulary"):
     builders.sentencepiece_for("path_star", 300, tmp_path, **TINY)
@@ -256,7 +256,7 @@ def test_goal_depths_of_packed_rows_are_the_records_depths(tmp_path):
 def test_longest_document_bounds_every_example():
   for options in (EDGES, TINY, dict(EDGES, degree=3, max_arm=3)):
     tok = builders.default_tokenizer("path_star", **options)
-    star = builders.path_star_graph(builders.PathStar.make_config(**options))
+    star = path_star.graph_of(path_star.PathStar.make_config(**options))
     longest = max(len(tok.example(star.sample(np.random.default_rng(s)))[0]) for s in range(300))
     assert longest == builders.longest_document("path_star", **options)
   assert builders.longest_document("rhyme") is None

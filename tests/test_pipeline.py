@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from lookahead_jax.data import builders, pipeline, testbeds
+from lookahead_jax.data import builders, pipeline, rhyme
 from lookahead_jax.data.tokenizers import ByteTokenizer
 
 T = 32
@@ -253,7 +253,7 @@ def test_needs_lookahead_rhyme_marks_colour_words(data_dir):
     marked_words += [tok.decode(targets[r]) for r in runs if len(r)]
     for r in (r for r in runs if len(r)):
       assert tok.decode(inputs[r[0]:r[0] + 1]) in (" ", "")  # the word starts after "is "
-  assert marked_words and set(marked_words) <= set(testbeds.RHYMES)
+  assert marked_words and set(marked_words) <= set(rhyme.RHYMES)
   records = builders.data_source("rhyme", "validation", data_dir, **TINY)
   assert len(marked_words) == sum(len(records[i]["spans"]) for i in range(len(records)))
 

@@ -1,8 +1,11 @@
 """Stunting modes on a tiny model with exact gradients (docs/design.md section 3)."""
 
+import ast
 import dataclasses
 import functools
+import inspect
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +67,43 @@ def _terms(params, batch, *, config):
 
 def _dot(a, b):
   return sum(float(jnp.vdot(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_every_mode_is_an_object_with_hooks_and_the_train_step_names_no_mode():
+  assert list(st_lib.MODES) == ["none", "v1_token", "v1_update", "v2_penalty", "v3_balance",
+                                "v3_project", "v4", "distill", "myopic"]
+  assert st_lib.LOOKAHEAD_MODES == ("v1_token", "v1_update", "v2_penalty", "v3_balance",
+                                    "v3_project", "distill")
+  for name, hooks in st_lib.MODES.items():
+    if name == "v4":  # config.validate resolves it to its base mode
+      assert hooks is None
+      with pytest.raises(ValueError, match="no hooks"):
+        _ = st_lib.Stunting(mode=name).hooks
+      continue
+    stunt = st_lib.Stunting(mode=name)
+    assert isinstance(hooks, st_lib.Mode) and stunt.hooks is hooks, name
+    hash(stunt)  # still a static jit argument
+    assert hooks.lookahead == (name in st_lib.LOOKAHEAD_MODES), name
+    assert hooks.myopic == (name == "myopic"), name
+    assert stunt.needs_alignment_grad == (name in ("v1_update", "v3_project")), name
+  # The base hooks change nothing.
+  none, w = st_lib.MODES["none"], jnp.ones((2, 3))
+  weights, balanced = none.token_weights({}, w, jnp.zeros(()))
+  assert weights is w and float(balanced) == 0.0
+  extra, distill = none.extra_loss(None, None, w, jnp.ones(()), st_lib.Stunting())
+  assert extra is None and float(distill) == 0.0
+  grads, debt = {"w": w}, jnp.asarray(0.5)
+  edited, skip, new_debt, logged = none.edit_update(grads, grads, jnp.ones(()), {}, debt,
+                                                    st_lib.Stunting())
+  assert edited is grads and not bool(skip) and new_debt is debt and logged == {}
+  # train.py dispatches through the hooks only: no mode name as a string literal, except as
+  # a key (aux["distill"] is the logged statistic of that name).
+  tree = ast.parse(pathlib.Path(inspect.getsourcefile(train)).read_text())
+  keys = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
+  named = [(node.lineno, node.value) for node in ast.walk(tree)
+           if isinstance(node, ast.Constant) and node.value in st_lib.MODES
+           and id(node) not in keys]
+  assert not named, named
 
 
 def test_toward_tokens_and_movement_match_their_definitions(tiny_config, tiny_params):

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lookahead_jax.data import testbeds
+from lookahead_jax.data import rhyme
 from lookahead_jax.data.tokenizers import (
   ByteTokenizer,
   HFTokenizer,
@@ -51,7 +51,7 @@ def test_byte_decode_of_invalid_utf8_uses_replacement_character():
 @pytest.fixture(scope="module")
 def spm_path(tmp_path_factory):
   rng = np.random.default_rng(1)
-  corpus = [testbeds.rhyme_document(rng)[0] for _ in range(400)] + [TEXT]
+  corpus = [rhyme.rhyme_document(rng)[0] for _ in range(400)] + [TEXT]
   path = tmp_path_factory.mktemp("spm") / "sp.model"
   SentencePieceTokenizer.train(corpus, vocab_size=400, path=path)
   return path
@@ -134,10 +134,10 @@ def test_get_tokenizer_by_name_path_and_config(gpt2_style_dir, spm_path):
   assert isinstance(get_tokenizer("sentencepiece", path=spm_path), SentencePieceTokenizer)
   assert isinstance(get_tokenizer(gpt2_style_dir), HFTokenizer)
   assert isinstance(get_tokenizer("gpt2", path=gpt2_style_dir), HFTokenizer)
-  cfg = ml_collections.ConfigDict({"name": "tsp", "grid_size": 10, "max_cities": 8})
-  tsp = get_tokenizer(cfg)
-  assert isinstance(tsp, TspTokenizer) and tsp.vocab_size == 3 + 10 + 8
+  cfg = ml_collections.ConfigDict({"name": "sentencepiece", "path": str(spm_path)})
+  assert isinstance(get_tokenizer(cfg), SentencePieceTokenizer)
   assert isinstance(get_tokenizer({"name": "hf", "path": str(gpt2_style_dir)}), HFTokenizer)
+  tsp = TspTokenizer(grid_size=10, max_cities=8)
   byte = ByteTokenizer()
   assert get_tokenizer(byte) is byte
   for tok in (byte, tsp, get_tokenizer(gpt2_style_dir), get_tokenizer(str(spm_path))):
@@ -163,5 +163,5 @@ def test_get_tokenizer_errors():
     get_tokenizer("bpe")
   with pytest.raises(ValueError, match="needs path="):
     get_tokenizer("sentencepiece")
-  with pytest.raises(ValueError, match="needs max_cities="):
+  with pytest.raises(ValueError, match="unknown tokenizer 'tsp'"):  # a testbed's own: registry
     get_tokenizer("tsp", grid_size=4)

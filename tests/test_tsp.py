@@ -112,3 +112,15 @@ def test_example_tokens_and_marks_hand_checked():
   assert tok.decode(ids) == "0,0 1,0 4,0 0,1 2,3 : " + " ".join(map(str, tour))
   # x0 y0 ... x4 y4 : c0 c1 c2 c3 c4 -> marked: c1, c2, c3 (more than one city left).
   assert marks.tolist() == [False] * 11 + [False, True, True, True, False]
+
+
+def test_tsp_continuations_are_judged_by_validity_and_optimality_gap():
+  tok = tsp.TspTokenizer(grid_size=10, max_cities=4)
+  coords = np.asarray([[0, 0], [0, 5], [5, 5], [5, 0]])
+  record = {"num_cities": 4, "coords": coords, "tour": np.asarray([0, 1, 2, 3])}
+  conts = [tok.encode_tour([0, 1, 2, 3]), tok.encode_tour([0, 2, 1, 3]),
+           tok.encode_tour([0, 1, 1, 3]), tok.encode_tour([0, 1])]
+  got = tsp.judge(tok, [record] * 4, conts)
+  np.testing.assert_array_equal(got["valid"], [1, 1, 0, 0])
+  np.testing.assert_allclose(got["gap"][:2], [0.0, tsp.optimality_gap(coords, [0, 2, 1, 3])])
+  assert got["gap"][1] > 0 and np.isnan(got["gap"][2:]).all()

@@ -1,1 +1,2 @@
-"""Tokenizers, TFDS builders for the testbeds and text files, and the grain input pipeline."""
+"""Datasets: the testbeds (registry.py and one module each), text files and TFDS sets
+(builders.py), tokenizers, what the commands prepare (prepare.py), the grain pipeline."""

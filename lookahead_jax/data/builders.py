@@ -1,27 +1,15 @@
-"""TFDS builders for the testbeds and for text files, and `prepare`, the one entry point.
+"""`prepare`, the one entry point to datasets: the testbeds' builders (registry.py), the
+user's text files, and prepared TFDS datasets.
 
 Local builders generate on this machine, need no network and no TensorFlow, and write
-ArrayRecord files (random access for grain):
+ArrayRecord files (random access for grain): every testbed of registry.py (its features
+in its own module) and
 
-  rhyme       features: text, spans int32 [k, 2] (testbeds.py); splits train/validation/test
-  article     features: text, spans int32 [k, 2] (testbeds.py); splits train/validation/test
-  tsp         features: tokens int32 [3n+1], needs_lookahead bool [3n+1], coords int32
-              [n, 2], tour int32 [n] (optimal, canonical), num_cities (tsp.py); lengths
-              are not stored (TFDS keeps floats as float32): recompute them with
-              tsp.tour_length / tsp.optimality_gap. Splits train/validation/test (all
-              levels) and train_n{n}, validation_n{n}, test_n{n} per city count n (for a
-              curriculum; "train_n5+train_n6" reads two); no instance is in two splits
-  path_star   features: tokens int32 [n], needs_lookahead bool [n] (on the path's first
-              step when the goal's depth is >= 2), edges int32 [E, 2] (shuffled, pointing
-              away from the source), path int32 [P] (source .. goal), source, goal, depth
-              (the goal's place on its arm) (path_star.py); splits train/validation/test;
-              no graph is in two splits
   text_files  feature: text; the user's .txt files, each cut into train/validation/test
               by `split_fractions`, then into documents after each `document_delimiter`
 
-Builder options are passed as keyword arguments (`prepare("tsp", levels=(5, 6))`); any
-option other than the defaults gets its own config directory, named by a hash of the
-options (the options themselves are in its dataset_info.json description).
+Builder options are passed as keyword arguments (`prepare("text_files", paths=["corpus/"])`); any
+option other than the defaults gets its own config directory (local.py).
 
 Any other name is a TFDS dataset (`tiny_shakespeare`, `lm1b`, `c4/en`, ...): it is read
 if it is prepared as ArrayRecord in the data dir, and otherwise `prepare` raises
@@ -36,17 +24,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from lookahead_jax.data import path_star, testbeds, tsp
+from lookahead_jax.data import local, registry
 from lookahead_jax.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
-
-_SPLITS = ("train", "validation", "test")
 
 
 class _NoCustomConfigNotice(logging.Filter):
@@ -70,253 +55,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
   return os.path.expanduser(os.fspath(chosen))
 
 
-def _size(split: str, config: tfds.core.BuilderConfig) -> int:
-  """Examples of a split ("train", or "train_n5" per level); TFDS cannot write 0."""
-  return getattr(config, f"{split.split('_')[0]}_size")
-
-
-def _options_hash(options: Mapping[str, Any]) -> str:
-  return hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared config handling: options are the config fields after BuilderConfig's."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First version."}
-
-  @classmethod
-  def option_names(cls) -> tuple[str, ...]:
-    base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
-    return tuple(f.name for f in dataclasses.fields(cls.BUILDER_CONFIGS[0]) if f.name not in base)
-
-  @classmethod
-  def make_config(cls, **options: Any) -> tfds.core.BuilderConfig:
-    """The default config for no options (or default ones), else a config named by hash."""
-    default = cls.BUILDER_CONFIGS[0]
-    unknown = sorted(set(options) - set(cls.option_names()))
-    if unknown:
-      raise ValueError(f"unknown {cls.name} option(s) {unknown}: "
-                       f"the options are {list(cls.option_names())}")
-    values = {k: options.get(k, getattr(default, k)) for k in cls.option_names()}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    if all(values[k] == getattr(default, k) for k in values):
-      return default
-    description = json.dumps(values, sort_keys=True, default=str)
-    return type(default)(name=f"custom-{_options_hash(values)}", description=description, **values)
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing is downloaded
-    cfg = self.builder_config
-    return {split: self._generate_examples(split) for split in _SPLITS if _size(split, cfg)}
-
-
-class _MarkedText(_LocalBuilder, skip_registration=True):
-  """Texts with the character spans that need lookahead (a testbed of testbeds.py)."""
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "spans": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
-        }))
-
-  def _document(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
-    raise NotImplementedError
-
-  def _generate_examples(self, split: str):
-    cfg = self.builder_config
-    rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
-    for i in range(_size(split, cfg)):
-      text, spans = self._document(rng)
-      yield i, {"text": text, "spans": spans}
-
-
-@dataclasses.dataclass(eq=False)
-class RhymeConfig(tfds.core.BuilderConfig):
-  train_size: int = 20_000
-  validation_size: int = 1_000
-  test_size: int = 1_000
-  poem_fraction: float = 0.5
-  seed: int = 0
-
-
-class Rhyme(_MarkedText):
-  """Poems whose line-final colours must have rhymes, and prose (testbeds.py)."""
-
-  BUILDER_CONFIGS: ClassVar[list[RhymeConfig]] = [RhymeConfig(name="default")]
-
-  def _document(self, rng):
-    return testbeds.rhyme_document(rng, poem_fraction=self.builder_config.poem_fraction)
-
-
-@dataclasses.dataclass(eq=False)
-class ArticleConfig(tfds.core.BuilderConfig):
-  train_size: int = 20_000
-  validation_size: int = 1_000
-  test_size: int = 1_000
-  seed: int = 0
-
-
-class Article(_MarkedText):
-  """Riddles whose answer article ("a"/"an") anticipates the noun (testbeds.py)."""
-
-  BUILDER_CONFIGS: ClassVar[list[ArticleConfig]] = [ArticleConfig(name="default")]
-
-  def _document(self, rng):
-    return testbeds.article_document(rng)
-
-
-@dataclasses.dataclass(eq=False)
-class TspConfig(tfds.core.BuilderConfig):
-  levels: tuple[int, ...] = (5, 6, 7, 8, 9, 10)  # city counts
-  grid_size: int = 10
-  train_size: int = 4_000  # per level
-  validation_size: int = 250  # per level
-  test_size: int = 250  # per level
-  seed: int = 0
-
-
-class Tsp(_LocalBuilder):
-  """TSP instances on a grid with their optimal tours; greedy is never optimal (tsp.py)."""
-
-  BUILDER_CONFIGS: ClassVar[list[TspConfig]] = [TspConfig(name="default")]
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    tok = tsp_tokenizer(self.builder_config)
-    return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "needs_lookahead": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
-            "coords": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
-            "tour": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "num_cities": np.int32,
-        }),
-        metadata=tfds.core.MetadataDict(
-            tokenizer="tsp", grid_size=tok.grid_size, max_cities=tok.max_cities,
-            vocab_size=tok.vocab_size))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    cfg = self.builder_config
-    seen: set[tuple[int, ...]] = set()
-    instances = {}
-    for split in reversed(_SPLITS):  # test first: it never loses instances to train
-      for n in cfg.levels:
-        rng = np.random.default_rng([cfg.seed, _SPLITS.index(split), n])
-        kept = tsp.generate_instances(rng, n, cfg.grid_size, _size(split, cfg), exclude=seen)
-        seen.update(tsp.city_set(x.coords) for x in kept)
-        instances[split, n] = kept
-    tok = tsp_tokenizer(cfg)
-    examples = {key: [_tsp_example(tok, x) for x in kept] for key, kept in instances.items()}
-    generators = {}
-    for split in _SPLITS:
-      combined = [(f"{n}-{i}", x) for n in cfg.levels for i, x in enumerate(examples[split, n])]
-      generators[split] = self._generate_examples(combined)
-      for n in cfg.levels:
-        generators[f"{split}_n{n}"] = self._generate_examples(list(enumerate(examples[split, n])))
-    return {k: v for k, v in generators.items() if _size(k, cfg)}
-
-  def _generate_examples(self, keyed_examples):
-    yield from keyed_examples
-
-
-def _tsp_example(tok: tsp.TspTokenizer, x: tsp.TspInstance) -> dict[str, Any]:
-  tokens, marks = tok.example(x)
-  return {"tokens": tokens, "needs_lookahead": marks, "coords": x.coords, "tour": x.tour,
-          "num_cities": x.num_cities}
-
-
-def tsp_tokenizer(config: TspConfig) -> tsp.TspTokenizer:
-  return tsp.TspTokenizer(grid_size=config.grid_size, max_cities=max(config.levels))
-
-
-@dataclasses.dataclass(eq=False)
-class PathStarConfig(tfds.core.BuilderConfig):
-  degree: int = 2  # d, arms of the star
-  num_nodes: int = 20  # N, node labels
-  min_arm: int = 2  # nodes of the shortest arm (arm lengths uniform in min_arm .. max_arm)
-  max_arm: int = 5  # nodes of the longest arm
-  min_goal_depth: int = 2  # the goal is the k-th node of its arm, k uniform from this
-  edge_tokens: bool = True  # each edge one token, in the edge list and the path
-  train_size: int = 100_000
-  validation_size: int = 1_000
-  test_size: int = 1_000
-  seed: int = 0
-
-
-def path_star_graph(config: PathStarConfig) -> path_star.Star:
-  """The graph options of a builder config."""
-  return path_star.Star(degree=config.degree, num_nodes=config.num_nodes,
-                        min_arm=config.min_arm, max_arm=config.max_arm,
-                        min_goal_depth=config.min_goal_depth)
-
-
-class PathStar(_LocalBuilder):
-  """Star graphs, a source and a goal, and the path between them (path_star.py)."""
-
-  VERSION = tfds.core.Version("2.0.0")
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {
-      "1.0.0": "Node-label paths.",
-      "2.0.0": "Edge tokens, arm lengths min_arm..max_arm, goal depth from min_goal_depth, "
-               "marks only at depth >= 2, a depth feature."}
-  BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
-
-  @classmethod
-  def make_config(cls, **options: Any) -> PathStarConfig:
-    """As for every local builder; a graph that cannot be drawn fails here, in one line."""
-    config = super().make_config(**options)
-    path_star_graph(config).check()
-    return config
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "needs_lookahead": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
-            "edges": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
-            "path": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "source": np.int32,
-            "goal": np.int32,
-            "depth": np.int32,
-        }),
-        metadata=tfds.core.MetadataDict(
-            tokenizer="path_star", num_nodes=cfg.num_nodes, edge_tokens=cfg.edge_tokens,
-            vocab_size=path_star_tokenizer(cfg).vocab_size))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    cfg = self.builder_config
-    graph = path_star_graph(cfg)
-    seen: set[tuple[int, ...]] = set()
-    instances = {}
-    for split in reversed(_SPLITS):  # test first: it never loses graphs to train
-      rng = np.random.default_rng([cfg.seed, _SPLITS.index(split)])
-      kept = graph.generate(rng, _size(split, cfg), exclude=seen)
-      seen.update(path_star.graph_key(x) for x in kept)
-      instances[split] = kept
-    tok = path_star_tokenizer(cfg)
-    return {split: self._generate_examples(tok, instances[split])
-            for split in _SPLITS if _size(split, cfg)}
-
-  def _generate_examples(self, tok, kept):
-    for i, x in enumerate(kept):
-      tokens, marks = tok.example(x)
-      yield i, {"tokens": tokens, "needs_lookahead": marks,
-                "edges": np.asarray(x.edges, np.int32).reshape(-1, 2),
-                "path": np.asarray(x.path, np.int32), "source": x.source, "goal": x.goal,
-                "depth": x.depth}
-
-
-def path_star_tokenizer(config: PathStarConfig) -> path_star.PathStarTokenizer:
-  return path_star.PathStarTokenizer(num_nodes=config.num_nodes,
-                                     edge_tokens=config.edge_tokens)
-
-
 @dataclasses.dataclass(eq=False)
 class TextFilesConfig(tfds.core.BuilderConfig):
   paths: tuple[str, ...] = ()  # files, directories (their *.txt) or glob patterns
@@ -325,7 +63,7 @@ class TextFilesConfig(tfds.core.BuilderConfig):
   encoding_errors: str = "strict"  # "strict": reject non-UTF-8; "replace": U+FFFD
 
 
-class TextFiles(_LocalBuilder):
+class TextFiles(local.LocalBuilder):
   """The user's .txt files: every file is cut into train/validation/test by fraction.
 
   A file's characters [0, a) go to train, [a, b) to validation, [b, end) to test, with
@@ -360,7 +98,7 @@ class TextFiles(_LocalBuilder):
       raise ValueError(f"encoding_errors={values['encoding_errors']!r}: use 'strict' or 'replace'")
     values["paths"] = tuple(str(f) for f in files)
     key = dict(values, content=digest.hexdigest())
-    return TextFilesConfig(name=f"{files[0].stem}-{_options_hash(key)}",
+    return TextFilesConfig(name=f"{files[0].stem}-{local.options_hash(key)}",
                            description=json.dumps(values), **values)
 
   def _read(self) -> tuple[list[str], dict[str, int]]:
@@ -391,9 +129,9 @@ class TextFiles(_LocalBuilder):
     cfg = self.builder_config
     texts, counts = self._read()
     self.info.metadata.update(counts)
-    parts = {split: [] for split in _SPLITS}
+    parts = {split: [] for split in local.SPLITS}
     for text in texts:
-      for split, part in zip(_SPLITS, split_text(text, cfg.split_fractions)):
+      for split, part in zip(local.SPLITS, split_text(text, cfg.split_fractions)):
         parts[split].extend(split_documents(part, cfg.document_delimiter))
     for split, docs in parts.items():
       self.info.metadata[f"{split}_documents"] = len(docs)
@@ -406,9 +144,8 @@ class TextFiles(_LocalBuilder):
       yield key, {"text": doc}
 
 
-LOCAL_BUILDERS: dict[str, type[_LocalBuilder]] = {
-    "rhyme": Rhyme, "article": Article, "tsp": Tsp, "path_star": PathStar,
-    "text_files": TextFiles}
+LOCAL_BUILDERS: dict[str, type[local.LocalBuilder]] = {
+    **{name: t.builder for name, t in registry.TESTBEDS.items()}, "text_files": TextFiles}
 
 
 def resolve_text_files(paths: Sequence[str]) -> list[Path]:
@@ -490,11 +227,10 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None,
   """Prepares `name` in the data dir if needed (idempotent) and returns its builder.
 
   Args:
-    name: a local builder (rhyme, article, tsp, path_star, text_files) or a TFDS dataset
-      name.
+    name: a local builder (a testbed of registry.py, text_files) or a TFDS dataset name.
     data_dir: see `resolve_data_dir`.
-    **options: builder options (the fields of RhymeConfig, ArticleConfig, TspConfig,
-      PathStarConfig, TextFilesConfig); none for TFDS datasets.
+    **options: builder options (the fields of the builder's config, e.g. TextFilesConfig);
+      none for TFDS datasets.
 
   Raises:
     DatasetNotPreparedError: a TFDS dataset that is not prepared (one-line message).
@@ -520,11 +256,11 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike | None = None
 
 
 def default_tokenizer(name: str, **options: Any) -> Tokenizer:
-  """The tokenizer a dataset needs: tsp, path_star their own (from the options), text bytes."""
-  if name == "tsp":
-    return tsp_tokenizer(Tsp.make_config(**options))
-  if name == "path_star":
-    return path_star_tokenizer(PathStar.make_config(**options))
+  """The tokenizer a dataset needs: a testbed's own vocabulary (from the options), else
+  bytes."""
+  testbed = registry.get(name)
+  if testbed is not None and testbed.own_vocabulary:
+    return testbed.tokenizer(**options)
   return ByteTokenizer()
 
 
@@ -534,28 +270,26 @@ def longest_document(name: str, **options: Any) -> int | None:
   A framed example of n tokens gives n + 1 (input, target) pairs; a row shorter than that
   would cut the example into pieces that no longer see their prompt.
   """
-  if name == "tsp":
-    return 3 * max(Tsp.make_config(**options).levels) + 1
-  if name == "path_star":
-    cfg = PathStar.make_config(**options)
-    edges = cfg.degree * cfg.max_arm
-    prompt = (edges if cfg.edge_tokens else 3 * edges - 1) + 4  # edges, ? s g :
-    path = cfg.max_arm + (0 if cfg.edge_tokens else 1) + 1  # steps (nodes), end of path
-    return prompt + path
-  return None
+  testbed = registry.get(name)
+  if testbed is None or testbed.longest_document is None:
+    return None
+  return testbed.longest_document(**options)
+
+
+def sentencepiece_path(name: str, vocab_size: int, data_dir: str | os.PathLike | None = None,
+                       **options: Any) -> Path:
+  """Where `sentencepiece_for` keeps the model: `<dataset dir>/sentencepiece_<N>.model`."""
+  if registry.own_vocabulary(name):
+    raise ValueError(f"{name} has its own token vocabulary; it takes no SentencePiece model")
+  return Path(builder(name, data_dir, **options).data_dir) / f"sentencepiece_{vocab_size}.model"
 
 
 def sentencepiece_for(name: str, vocab_size: int, data_dir: str | os.PathLike | None = None,
                       split: str = "train", text_key: str = "text",
                       **options: Any) -> SentencePieceTokenizer:
-  """A SentencePiece model trained on the split's texts, saved beside the dataset.
-
-  The model lives at `<dataset dir>/sentencepiece_<vocab_size>.model` and is reused.
-  """
-  if name in ("tsp", "path_star"):
-    raise ValueError(f"{name} has its own token vocabulary; it takes no SentencePiece model")
-  found = prepare(name, data_dir, **options)
-  path = Path(found.data_dir) / f"sentencepiece_{vocab_size}.model"
+  """A SentencePiece model trained on the split's texts, saved beside the dataset
+  (`sentencepiece_path`) and reused."""
+  path = sentencepiece_path(name, vocab_size, data_dir, **options)
   if path.is_file():
     return SentencePieceTokenizer(path)
   source = data_source(name, split, data_dir, **options)

@@ -1,6 +1,5 @@
-"""Path-star testbed (Bachmann & Nagarajan 2024): star graphs, paths, vocabulary, accuracy.
-
-Pure numpy; no TFDS, so the evaluation can import the accuracy helpers.
+"""Path-star testbed (Bachmann & Nagarajan 2024): star graphs, paths, vocabulary,
+accuracy, its builder and its record.
 
 A graph (`Star`) has a source with `degree` arms (simple paths leaving the source), each
 of `min_arm .. max_arm` nodes drawn independently and uniformly; node labels are distinct
@@ -41,10 +40,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+import tensorflow_datasets as tfds
+
+from lookahead_jax.data import local
+from lookahead_jax.data.tokenizers import FixedSpecialIds
+
+NAME = "path_star"
 
 
 class PathStarInstance(NamedTuple):
@@ -175,7 +180,7 @@ def chance_first_node(degree: int) -> float:
   return 1.0 / degree
 
 
-class PathStarTokenizer:
+class PathStarTokenizer(FixedSpecialIds):
   """Token vocabulary of the path-star testbed.
 
       0                  pad
@@ -191,7 +196,7 @@ class PathStarTokenizer:
   "4>9 4>7 ? 4 7 : 4>7 ." (edge tokens).
   """
 
-  PAD, EOD, EDGE_SEP, QUERY, PATH, END_PATH = 0, 1, 2, 3, 4, 5
+  EDGE_SEP, QUERY, PATH, END_PATH = 2, 3, 4, 5
   _FIRST_NODE = 6
   _SYMBOLS = {"|": EDGE_SEP, "?": QUERY, ":": PATH, ".": END_PATH}
 
@@ -204,19 +209,6 @@ class PathStarTokenizer:
   @property
   def vocab_size(self) -> int:
     return self._first_edge + (self.num_nodes ** 2 if self.edge_tokens else 0)
-
-  @property
-  def pad_id(self) -> int:
-    return self.PAD
-
-  @property
-  def eod_id(self) -> int:
-    return self.EOD
-
-  @property
-  def mask_id(self) -> int:
-    """[MASK] of the masked objective: the first id past the vocabulary (tokenizers.py)."""
-    return self.vocab_size
 
   def node_id(self, node: int) -> int:
     if not 0 <= node < self.num_nodes:
@@ -333,3 +325,128 @@ class PathStarTokenizer:
       words.append(str(node) if node is not None else f"{edge[0]}>{edge[1]}"
                    if edge is not None else symbols.get(t, f"<{t}>"))
     return " ".join(words)
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@dataclasses.dataclass(eq=False)
+class PathStarConfig(tfds.core.BuilderConfig):
+  degree: int = 2  # d, arms of the star
+  num_nodes: int = 20  # N, node labels
+  min_arm: int = 2  # nodes of the shortest arm (arm lengths uniform in min_arm .. max_arm)
+  max_arm: int = 5  # nodes of the longest arm
+  min_goal_depth: int = 2  # the goal is the k-th node of its arm, k uniform from this
+  edge_tokens: bool = True  # each edge one token, in the edge list and the path
+  train_size: int = 100_000
+  validation_size: int = 1_000
+  test_size: int = 1_000
+  seed: int = 0
+
+
+def graph_of(config: PathStarConfig) -> Star:
+  """The graph options of a builder config."""
+  return Star(degree=config.degree, num_nodes=config.num_nodes, min_arm=config.min_arm,
+              max_arm=config.max_arm, min_goal_depth=config.min_goal_depth)
+
+
+class PathStar(local.LocalBuilder):
+  """Star graphs, a source and a goal, and the path between them (path_star.py).
+
+  Features: tokens int32 [n], needs_lookahead bool [n] (on the path's first step when the
+  goal's depth is >= 2), edges int32 [E, 2] (shuffled, pointing away from the source),
+  path int32 [P] (source .. goal), source, goal, depth (the goal's place on its arm).
+  Splits train/validation/test; no graph is in two splits.
+  """
+
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+      "1.0.0": "Node-label paths.",
+      "2.0.0": "Edge tokens, arm lengths min_arm..max_arm, goal depth from min_goal_depth, "
+               "marks only at depth >= 2, a depth feature."}
+  BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
+
+  @classmethod
+  def make_config(cls, **options: Any) -> PathStarConfig:
+    """As for every local builder; a graph that cannot be drawn fails here, in one line."""
+    config = super().make_config(**options)
+    graph_of(config).check()
+    return config
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "needs_lookahead": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+            "edges": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+            "path": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "source": np.int32,
+            "goal": np.int32,
+            "depth": np.int32,
+        }),
+        metadata=tfds.core.MetadataDict(
+            tokenizer=NAME, num_nodes=cfg.num_nodes, edge_tokens=cfg.edge_tokens,
+            vocab_size=_tokenizer_of(cfg).vocab_size))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    cfg = self.builder_config
+    graph = graph_of(cfg)
+    seen: set[tuple[int, ...]] = set()
+    instances = {}
+    for split in reversed(local.SPLITS):  # test first: it never loses graphs to train
+      rng = np.random.default_rng([cfg.seed, local.SPLITS.index(split)])
+      kept = graph.generate(rng, local.split_size(split, cfg), exclude=seen)
+      seen.update(graph_key(x) for x in kept)
+      instances[split] = kept
+    tok = _tokenizer_of(cfg)
+    return {split: self._generate_examples(tok, instances[split])
+            for split in local.SPLITS if local.split_size(split, cfg)}
+
+  def _generate_examples(self, tok, kept):
+    for i, x in enumerate(kept):
+      tokens, marks = tok.example(x)
+      yield i, {"tokens": tokens, "needs_lookahead": marks,
+                "edges": np.asarray(x.edges, np.int32).reshape(-1, 2),
+                "path": np.asarray(x.path, np.int32), "source": x.source, "goal": x.goal,
+                "depth": x.depth}
+
+
+def _tokenizer_of(config: PathStarConfig) -> PathStarTokenizer:
+  return PathStarTokenizer(num_nodes=config.num_nodes, edge_tokens=config.edge_tokens)
+
+
+def tokenizer(**options: Any) -> PathStarTokenizer:
+  """The vocabulary of the dataset built with these builder options."""
+  return _tokenizer_of(PathStar.make_config(**options))
+
+
+def longest_document(**options: Any) -> int:
+  """Tokens of the longest example: the edge list, the query, the longest path, its end."""
+  cfg = PathStar.make_config(**options)
+  edges = cfg.degree * cfg.max_arm
+  prompt = (edges if cfg.edge_tokens else 3 * edges - 1) + 4  # edges, ? s g :
+  path = cfg.max_arm + (0 if cfg.edge_tokens else 1) + 1  # steps (nodes), end of path
+  return prompt + path
+
+
+def instance_of(record: Mapping[str, Any]) -> PathStarInstance:
+  """The graph, source, goal and path of a stored example."""
+  return PathStarInstance([tuple(map(int, e)) for e in record["edges"]], int(record["source"]),
+                          int(record["goal"]), [int(v) for v in record["path"]])
+
+
+def judge(tok: PathStarTokenizer, records: Sequence[Mapping[str, Any]],
+          continuations: list[list[int]]) -> dict[str, np.ndarray]:
+  """goal: the continuation is a path of the graph from the source to the goal."""
+  return {"goal": np.asarray([is_valid_path(tok.decode_path(c), instance_of(r))
+                              for r, c in zip(records, continuations)], np.float64)}
+
+
+TESTBED = local.Testbed(
+    name=NAME, builder=PathStar, tokenizer=tokenizer, longest_document=longest_document,
+    mark_groups=lambda tok, targets, marks: goal_depths(np.asarray(targets), np.asarray(marks),
+                                                        tok.END_PATH),
+    judge=judge, marked_probe=True)

@@ -49,7 +49,7 @@ import grain
 import jax
 import numpy as np
 
-from lookahead_jax.data import builders, path_star, testbeds
+from lookahead_jax.data import builders, local, registry
 from lookahead_jax.data.tokenizers import Tokenizer, get_tokenizer
 
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions", "needs_lookahead")
@@ -57,20 +57,15 @@ COUNTERS = ("documents", "empty_documents", "short_documents", "split_documents"
             "tokens_in", "tokens_out", "padding")
 _PACKED = ("inputs", "targets", "needs_lookahead", "scored")
 _READ_CHUNK = 64  # documents read, tokenized and cut together
-OWN_VOCABULARY = ("tsp", "path_star")  # stored as tokens and marks of their own vocabulary
-
-
-def base_name(dataset: str) -> str:
-  """"c4/en:3.1.0" -> "c4"."""
-  return dataset.split("/")[0].split(":")[0]
 
 
 def mark_groups(dataset: str, tokenizer: Tokenizer, targets: np.ndarray,
                 marks: np.ndarray) -> np.ndarray:
-  """int32 [b, T] group of each marked target, 0 unmarked: the goal's depth on path_star
-  (reports split G and accuracy by it), 1 on every other testbed."""
-  if base_name(dataset) == "path_star":
-    return path_star.goal_depths(np.asarray(targets), np.asarray(marks), tokenizer.END_PATH)
+  """int32 [b, T] group of each marked target, 0 unmarked: the testbed's groups (path_star:
+  the goal's depth; reports split G and accuracy by them), 1 on every other dataset."""
+  testbed = registry.get(dataset)
+  if testbed is not None:
+    return testbed.mark_groups(tokenizer, targets, marks)
   return np.asarray(marks).astype(np.int32)
 
 
@@ -84,32 +79,28 @@ def document_fn(dataset: str, tokenizer: Tokenizer, text_key: str = "text",
   scored[i]: content token i is a target of the loss (all, except a testbed's prompt
   under `answer_only`).
   """
-  base = base_name(dataset)
-  if answer_only and base not in OWN_VOCABULARY:
+  testbed = registry.get(dataset)
+  if answer_only and not registry.own_vocabulary(dataset):
     raise ValueError(f"answer_only needs a testbed with a prompt and an answer "
-                     f"({', '.join(OWN_VOCABULARY)}), not {base!r}")
-  if base in OWN_VOCABULARY:
+                     f"({', '.join(registry.own_vocabulary_names())}), not {dataset!r}")
+  if registry.own_vocabulary(dataset):
     def own(record):
       ids = np.asarray(record["tokens"], np.int32)
       start = tokenizer.prompt_length(ids) if answer_only else 0
       return ids, np.asarray(record["needs_lookahead"], bool), np.arange(len(ids)) >= start
 
     return own
-  marker = {"rhyme": testbeds.rhyme_marks, "article": testbeds.article_marks}.get(base)
+  marker = testbed.marks if testbed is not None else None
 
   def text(record):
     if marker is not None:
-      ids, marks = marker(tokenizer, _text(record["text"]), record["spans"])
+      ids, marks = marker(tokenizer, local.text_of(record["text"]), record["spans"])
     else:
-      ids = np.asarray(tokenizer.encode(_text(record[text_key])), np.int32)
+      ids = np.asarray(tokenizer.encode(local.text_of(record[text_key])), np.int32)
       marks = np.zeros(len(ids), bool)
     return ids, marks, np.ones(len(ids), bool)
 
   return text
-
-
-def _text(value: bytes | str) -> str:
-  return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,14 +259,14 @@ def _source(dataset: str, split: str, data_dir, options, tokenizer, text_key, an
   """(records, tokenizer, record -> (ids, marks)) after checking that they go together."""
   options = dict(options or {})
   records = builders.data_source(dataset, split, data_dir, **options)
-  base = base_name(dataset)
+  base = registry.base_name(dataset)
   expected = builders.default_tokenizer(base, **options)
   tokenizer = expected if tokenizer is None else get_tokenizer(tokenizer)
-  if base in OWN_VOCABULARY:
+  if registry.own_vocabulary(base):
     if not (isinstance(tokenizer, type(expected)) and tokenizer.vocab_size == expected.vocab_size):
       raise ValueError(f"{base} is stored as tokens of its own vocabulary: pass tokenizer=None "
                        f"(or builders.default_tokenizer({base!r}, **options))")
-  elif base not in builders.LOCAL_BUILDERS or base == "text_files":
+  elif registry.get(base) is None:  # text files and TFDS sets: the text feature
     features = records.dataset_info.features
     if text_key not in features:
       raise ValueError(f"dataset {dataset!r} has no feature {text_key!r} (features: "

@@ -37,8 +37,6 @@ import numpy as np
 import sentencepiece as spm
 import tokenizers as hf
 
-from lookahead_jax.data.tsp import TspTokenizer
-
 
 @runtime_checkable
 class Tokenizer(Protocol):
@@ -70,14 +68,11 @@ def _char_index_of_bytes(data: bytes) -> np.ndarray:
   return np.concatenate([[0], np.cumsum(starts)])
 
 
-class ByteTokenizer:
-  """UTF-8 bytes: 0 pad, 1 EOD, 2 + byte. Undecodable byte runs decode to U+FFFD."""
+class FixedSpecialIds:
+  """pad 0, EOD 1 and [MASK] = vocab_size: the byte tokenizer's and the testbeds' own
+  vocabularies (a subclass defines `vocab_size`)."""
 
-  PAD, EOD, OFFSET = 0, 1, 2
-
-  @property
-  def vocab_size(self) -> int:
-    return 256 + self.OFFSET
+  PAD, EOD = 0, 1
 
   @property
   def pad_id(self) -> int:
@@ -89,7 +84,18 @@ class ByteTokenizer:
 
   @property
   def mask_id(self) -> int:
+    """[MASK] of the masked objective: the first id past the vocabulary."""
     return self.vocab_size
+
+
+class ByteTokenizer(FixedSpecialIds):
+  """UTF-8 bytes: 0 pad, 1 EOD, 2 + byte. Undecodable byte runs decode to U+FFFD."""
+
+  OFFSET = 2
+
+  @property
+  def vocab_size(self) -> int:
+    return 256 + self.OFFSET
 
   def encode(self, text: str) -> list[int]:
     return self._encode_bytes(text.encode("utf-8")).tolist()
@@ -259,7 +265,7 @@ class HFTokenizer:
     return np.asarray(enc.ids, dtype=np.int32), offsets
 
 
-TOKENIZERS = ("byte", "sentencepiece", "hf", "gpt2", "tsp")
+TOKENIZERS = ("byte", "sentencepiece", "hf", "gpt2")
 
 
 def get_tokenizer(name_or_config: str | Mapping[str, Any] | Tokenizer | Any = "byte",
@@ -272,7 +278,6 @@ def get_tokenizer(name_or_config: str | Mapping[str, Any] | Tokenizer | Any = "b
       - "sentencepiece" with `path=` (a .model file), or the .model path itself;
       - "hf" / "gpt2" with `path=` (a directory with tokenizer.json or
         vocab.json + merges.txt), or that directory itself;
-      - "tsp" with `grid_size=` and `max_cities=`;
       - a mapping or config object with a `name` entry and the arguments above;
       - an object that already has the tokenizer interface.
     **kwargs: the arguments above (they override a config's entries).
@@ -292,9 +297,6 @@ def get_tokenizer(name_or_config: str | Mapping[str, Any] | Tokenizer | Any = "b
     return SentencePieceTokenizer(_arg(kwargs, "path", name) if name == "sentencepiece" else name)
   if name in ("hf", "gpt2") or Path(name).is_dir():
     return HFTokenizer.from_dir(_arg(kwargs, "path", name) if name in ("hf", "gpt2") else name)
-  if name == "tsp":
-    return TspTokenizer(grid_size=_arg(kwargs, "grid_size", name),
-                        max_cities=_arg(kwargs, "max_cities", name))
   raise ValueError(f"unknown tokenizer {name!r}: use one of {', '.join(TOKENIZERS)}, "
                    "a SentencePiece .model file or a directory with tokenizer.json")
 

@@ -1,6 +1,5 @@
-"""Travelling-salesman testbed: instances, exact and greedy tours, checks, vocabulary.
-
-Pure numpy; no TFDS, so the evaluation can import the tour checker and the gap function.
+"""Travelling-salesman testbed: instances, exact and greedy tours, checks, vocabulary,
+its builder and its record.
 
 An instance is `coords`, int32 [n, 2]: n distinct cities on a `grid_size` x `grid_size`
 grid, in random order; city `i` is row `i`. A tour is a sequence of the n city indices
@@ -27,9 +26,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
+import tensorflow_datasets as tfds
+
+from lookahead_jax.data import local
+from lookahead_jax.data.tokenizers import FixedSpecialIds
+
+NAME = "tsp"
 
 _REL_TOL = 1e-9  # two tour lengths closer than this (relative) are equal
 
@@ -217,13 +223,13 @@ def city_set(coords: np.ndarray) -> tuple[int, ...]:
   return tuple(int(v) for xy in sorted(map(tuple, np.asarray(coords).tolist())) for v in xy)
 
 
-class TspTokenizer:
+class TspTokenizer(FixedSpecialIds):
   """Token vocabulary of the TSP testbed (layout in the module docstring).
 
   Text form, for `encode`/`decode`: "x,y x,y ... : c c ..." e.g. "3,4 0,0 1,2 : 0 2 1".
   """
 
-  PAD, EOD, SEP = 0, 1, 2
+  SEP = 2
   _FIRST_COORD = 3
 
   def __init__(self, grid_size: int, max_cities: int):
@@ -236,19 +242,6 @@ class TspTokenizer:
   @property
   def vocab_size(self) -> int:
     return self._first_city + self.max_cities
-
-  @property
-  def pad_id(self) -> int:
-    return self.PAD
-
-  @property
-  def eod_id(self) -> int:
-    return self.EOD
-
-  @property
-  def mask_id(self) -> int:
-    """[MASK] of the masked objective: the first id past the vocabulary (tokenizers.py)."""
-    return self.vocab_size
 
   @property
   def sep_id(self) -> int:
@@ -340,3 +333,107 @@ class TspTokenizer:
     if coords:
       words.append(coords.pop() + ",")
     return " ".join(words)
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@dataclasses.dataclass(eq=False)
+class TspConfig(tfds.core.BuilderConfig):
+  levels: tuple[int, ...] = (5, 6, 7, 8, 9, 10)  # city counts
+  grid_size: int = 10
+  train_size: int = 4_000  # per level
+  validation_size: int = 250  # per level
+  test_size: int = 250  # per level
+  seed: int = 0
+
+
+class Tsp(local.LocalBuilder):
+  """TSP instances on a grid with their optimal tours; greedy is never optimal (tsp.py).
+
+  Features: tokens int32 [3n+1], needs_lookahead bool [3n+1], coords int32 [n, 2], tour
+  int32 [n] (optimal, canonical), num_cities. Lengths are not stored (TFDS keeps floats
+  as float32): recompute them with tour_length / optimality_gap. Splits train/validation/
+  test (all levels) and train_n{n}, validation_n{n}, test_n{n} per city count n (for a
+  curriculum; "train_n5+train_n6" reads two); no instance is in two splits.
+  """
+
+  BUILDER_CONFIGS: ClassVar[list[TspConfig]] = [TspConfig(name="default")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    tok = _tokenizer_of(self.builder_config)
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "needs_lookahead": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+            "coords": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+            "tour": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "num_cities": np.int32,
+        }),
+        metadata=tfds.core.MetadataDict(
+            tokenizer=NAME, grid_size=tok.grid_size, max_cities=tok.max_cities,
+            vocab_size=tok.vocab_size))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    cfg = self.builder_config
+    seen: set[tuple[int, ...]] = set()
+    instances = {}
+    for split in reversed(local.SPLITS):  # test first: it never loses instances to train
+      for n in cfg.levels:
+        rng = np.random.default_rng([cfg.seed, local.SPLITS.index(split), n])
+        kept = generate_instances(rng, n, cfg.grid_size, local.split_size(split, cfg),
+                                  exclude=seen)
+        seen.update(city_set(x.coords) for x in kept)
+        instances[split, n] = kept
+    tok = _tokenizer_of(cfg)
+    examples = {key: [_example(tok, x) for x in kept] for key, kept in instances.items()}
+    generators = {}
+    for split in local.SPLITS:
+      combined = [(f"{n}-{i}", x) for n in cfg.levels for i, x in enumerate(examples[split, n])]
+      generators[split] = self._generate_examples(combined)
+      for n in cfg.levels:
+        generators[f"{split}_n{n}"] = self._generate_examples(list(enumerate(examples[split, n])))
+    return {k: v for k, v in generators.items() if local.split_size(k, cfg)}
+
+  def _generate_examples(self, keyed_examples):
+    yield from keyed_examples
+
+
+def _example(tok: TspTokenizer, x: TspInstance) -> dict[str, Any]:
+  tokens, marks = tok.example(x)
+  return {"tokens": tokens, "needs_lookahead": marks, "coords": x.coords, "tour": x.tour,
+          "num_cities": x.num_cities}
+
+
+def _tokenizer_of(config: TspConfig) -> TspTokenizer:
+  return TspTokenizer(grid_size=config.grid_size, max_cities=max(config.levels))
+
+
+def tokenizer(**options: Any) -> TspTokenizer:
+  """The vocabulary of the dataset built with these builder options."""
+  return _tokenizer_of(Tsp.make_config(**options))
+
+
+def longest_document(**options: Any) -> int:
+  """Tokens of the longest example: 2n coordinates, the separator and n cities."""
+  return 3 * max(Tsp.make_config(**options).levels) + 1
+
+
+def judge(tok: TspTokenizer, records: Sequence[Mapping[str, Any]],
+          continuations: list[list[int]]) -> dict[str, np.ndarray]:
+  """valid: the first n tokens are a tour of the n cities; gap: its optimality gap (NaN
+  when not valid)."""
+  valid, gap = [], []
+  for r, c in zip(records, continuations):
+    n = int(r["num_cities"])
+    found = tok.decode_tour(c[:n])
+    ok = found is not None and len(c) >= n and is_valid_tour(found, n)
+    valid.append(float(ok))
+    gap.append(optimality_gap(r["coords"], found, r["tour"]) if ok else np.nan)
+  return {"valid": np.asarray(valid), "gap": np.asarray(gap)}
+
+
+TESTBED = local.Testbed(name=NAME, builder=Tsp, tokenizer=tokenizer,
+                        longest_document=longest_document, judge=judge)

@@ -48,7 +48,7 @@ from lookahead_jax import decoding, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax.config import ConfigError, Settings
-from lookahead_jax.data import builders, path_star, pipeline, testbeds, tsp
+from lookahead_jax.data import builders, pipeline, registry
 
 REFERENCE = "held_out"  # the row of the true continuations
 JACKKNIFE_GROUPS = 16
@@ -101,7 +101,7 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
   Raises ConfigError when the split does not exist or gives no prompt.
   """
   d, g, tok = config.data, config.generate, settings.tokenizer
-  name = pipeline.base_name(d.name)
+  testbed = registry.get(d.name)
   try:
     records = builders.data_source(d.name, config.eval.test_split, d.data_dir,
                                    **d.options.to_dict())
@@ -113,16 +113,14 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
   for i in range(len(records)):
     if len(out["prompts"]) == g.prompts:
       break
-    ids = to_ids(records[i])[0].tolist()
-    cut = g.prompt_tokens
-    if name in pipeline.OWN_VOCABULARY:
-      cut = tok.prompt_length(ids)
-    elif name == "rhyme":  # a poem's first line, then what follows it
-      first = testbeds.first_couplet_line(records[i]["text"].decode())
-      if first is None:
+    if testbed is not None and testbed.prompt is not None:  # the testbed's own prompt
+      found = testbed.prompt(tok, records[i])
+      if found is None:
         continue
-      ids = tok.encode(first) + tok.encode(records[i]["text"].decode()[len(first):])
-      cut = len(tok.encode(first))
+      ids, cut = found
+    else:
+      ids = to_ids(records[i])[0].tolist()
+      cut = tok.prompt_length(ids) if registry.own_vocabulary(d.name) else g.prompt_tokens
     if len(ids) <= cut:
       continue
     out["prompts"].append([tok.eod_id] + ids[:cut])
@@ -132,31 +130,6 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
     raise ConfigError(f"eval.test_split={config.eval.test_split!r} has no document longer "
                       f"than a prompt; lower generate.prompt_tokens={g.prompt_tokens}")
   return out
-
-
-def success(name: str, tok, records, conts: list[list[int]]) -> dict[str, np.ndarray]:
-  """The testbed's own per-prompt figures of continuations (module docstring); {} for
-  datasets without one."""
-  if name == "path_star":
-    graphs = [path_star.PathStarInstance([tuple(map(int, e)) for e in r["edges"]],
-                                         int(r["source"]), int(r["goal"]),
-                                         [int(v) for v in r["path"]]) for r in records]
-    return {"goal": np.asarray([path_star.is_valid_path(tok.decode_path(c), x)
-                                for x, c in zip(graphs, conts)], np.float64)}
-  if name == "tsp":
-    valid, gap = [], []
-    for r, c in zip(records, conts):
-      n = int(r["num_cities"])
-      found = tok.decode_tour(c[:n])
-      ok = found is not None and len(c) >= n and tsp.is_valid_tour(found, n)
-      valid.append(float(ok))
-      gap.append(tsp.optimality_gap(r["coords"], found, r["tour"]) if ok else np.nan)
-    return {"valid": np.asarray(valid), "gap": np.asarray(gap)}
-  if name == "rhyme":
-    return {"rhymed": np.asarray([
-        testbeds.rhymes(testbeds.first_couplet_line(r["text"].decode()), tok.decode(c))
-        for r, c in zip(records, conts)], np.float64)}
-  return {}
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -242,7 +215,7 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
         ) -> dict[str, Any]:
   """The report of the module docstring on the prompts `found` (from `prompts`); written
   to workdir/generate (process 0)."""
-  g, tok, name = config.generate, settings.tokenizer, pipeline.base_name(config.data.name)
+  g, tok, testbed = config.generate, settings.tokenizer, registry.get(config.data.name)
   ids = found["prompts"]
   tokens, lengths = decoding.left_pad(ids, tok.pad_id)
   new_tokens = min(g.new_tokens, settings.model.max_len - tokens.shape[1])
@@ -275,8 +248,9 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
     row = figures(ids, conts, sums, counts, g.rep_window, config.eval.bootstrap, config.eval.seed)
     if seconds is not None:
       row["tok_s"] = len(tokens) * new_tokens / seconds
-    for key, values in success(name, tok, found["records"], conts).items():
-      row[key] = _mean(values)
+    if testbed is not None and testbed.judge is not None:  # the testbed's own success
+      for key, values in testbed.judge(tok, found["records"], conts).items():
+        row[key] = _mean(values)
     rows[sampler] = row
     samples[sampler] = [tok.decode(c) for c in conts[:3]]
   out = {"rows": rows, "samples": samples, "prompts": n, "new_tokens": new_tokens,

@@ -39,23 +39,37 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lookahead_jax import decoding
+from lookahead_jax import decoding, report
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax.config import Settings
 from lookahead_jax.data import builders, path_star
 
+NAME = path_star.NAME
 AFTER_LEAF = 2  # greedy tokens after a wrong leaf whose confidence is reported
 METHODS = ("teacher_forced", "greedy", "beam", "sample", "amplified")
+# compare's columns: (key, header, format); an interval sits in key + "_ci"
+COLUMNS = (
+    *((f"G_{who}_d{d}", f"G depth {d} ({who})", "+.3f") for who in ("stunting", "dev")
+      for d in range(2, 6)),
+    ("G_dev_d2_vs_baseline", "G depth 2 (dev) vs none", "+.3f"),
+    *((f"first_d{d}", f"first step depth {d}", ".3f") for d in range(1, 6)),
+    ("first_d2_vs_baseline", "first step depth 2 vs none", "+.3f"),
+    ("first_d2_beam", "first step depth 2 (beam)", ".3f"),
+    ("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
+    ("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
+    ("walk", "walk", ".3f"), ("end", "end of path", ".3f"),
+    ("verifier_walk", "wrong arm: walk log p", "+.2f"),
+    ("verifier_end_max", "wrong arm: max log p(end)", "+.2f"),
+    ("verifier_leaf_max", "wrong leaf: max log p", "+.2f"),
+    ("verifier_after_max", "after it: max log p", "+.2f"))
 
 
 def test_graphs(config: ConfigDict, split: str, limit: int) -> list[path_star.PathStarInstance]:
   """The split's first `limit` graphs."""
-  records = builders.data_source("path_star", split, config.data.data_dir,
+  records = builders.data_source(NAME, split, config.data.data_dir,
                                  **config.data.options.to_dict())
-  return [path_star.PathStarInstance([tuple(map(int, e)) for e in r["edges"]], int(r["source"]),
-                                     int(r["goal"]), [int(v) for v in r["path"]])
-          for r in (records[i] for i in range(min(limit, len(records))))]
+  return [path_star.instance_of(records[i]) for i in range(min(limit, len(records)))]
 
 
 def _right_padded(rows: list[list[int]], pad: int, width: int) -> tuple[jax.Array, jax.Array]:
@@ -197,3 +211,51 @@ def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str,
       walk=float(np.nanmean(tf["walk"])), end=float(tf["end"].mean()),
       goal_end=float(tf["goal_end"].mean()),
       verifier=verifier_strength(params, graphs, tok, settings.model))
+
+
+def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
+  """First-step accuracy and reach-the-goal share per method and goal depth, G per depth
+  (the evaluation's headline row's G grouped by goal depth), verifier strength."""
+  groups = (headline or {}).get("test_groups")
+  depths = [str(d) for d in figures["depths"]]
+  rows = []
+  for method, accs in figures["first_step"].items():
+    goal = figures["goal"].get(method, {})
+    rows.append([method] + [f"{accs[d]:.3f}" + (f" / {goal[d]:.3f}" if d in goal else "")
+                            for d in depths])
+  if groups:
+    rows.append(["G (first step)"] + [
+        f"{groups[d]['G']:+.3f} {report.cell(groups[d]['G_ci'], '+.3f')}" if d in groups
+        else "-" for d in depths])
+  counts = figures["counts"]
+  text = report.table(
+      ["first step right / path reaches the goal"] + [f"depth {d} ({counts[d]})" for d in depths],
+      rows, title=f"Path-star, {figures['graphs']} test graphs: the first step by goal depth "
+      f"(chance {figures['chance']:.3f} from depth 2; depth 1 is given by the query)")
+  v = figures["verifier"]
+  walk = (f"teacher-forced: walk {figures['walk']:.3f}, end of path {figures['end']:.3f}, "
+          f"log p(end) at the goal {figures['goal_end']:+.2f}")
+  if not v:
+    return text + "\n" + walk
+  return (text + "\n" + walk + "\nverifier strength, down every wrong arm (log-probs, means "
+          f"over graphs): walk {v['walk']:+.2f}, largest log p(end of path) at a wrong node "
+          f"{v['end_max']:+.2f}, largest log p at the wrong leaf {v['leaf_max']:+.2f} and "
+          f"after it {v['after_max']:+.2f}")
+
+
+def columns(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """compare's figures of a run: G on the first steps per goal depth of each lookahead's
+  best row (`best_rows`: label -> row), teacher-forced first-step accuracy per goal depth,
+  the first step of beam decoding and the share of sampled (plain, amplified) paths that
+  reach a depth-2 goal, walk and end-of-path accuracy, and the verifier strength."""
+  out = {}
+  for label, row in best_rows.items():
+    for depth, g in row["test_groups"].items():
+      out[f"G_{label}_d{depth}"], out[f"G_{label}_d{depth}_ci"] = g["G"], g["G_ci"]
+  out.update({f"first_d{d}": a for d, a in figures["first_step"]["teacher_forced"].items()})
+  out["first_d2_beam"] = figures["first_step"]["beam"].get("2")
+  for method in ("amplified", "sample"):
+    out[f"goal_d2_{method}"] = figures["goal"].get(method, {}).get("2")
+  out.update(walk=figures["walk"], end=figures["end"])
+  out.update({f"verifier_{k}": v for k, v in figures["verifier"].items()})
+  return out

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -49,22 +48,11 @@ from etils import epath
 from ml_collections import ConfigDict
 
 from lookahead_jax import checkpoint, evals, evaluate, monitor, report, stats, train
+from lookahead_jax import config as config_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
 
 BASELINE = "none"
-DEPTHS = (1, 2, 3, 4, 5)  # path_star goal depths with columns of their own
-VERIFIER = ("walk", "end_max", "leaf_max", "after_max")  # evals/path_star.py
-METRICS = ("test_nll", "pll_nll", "readout_nll", "G_stunting", "G_dev", "G_stunting_marked",
-           "G_dev_marked",
-           *(f"G_{who}_d{d}" for who in ("stunting", "dev") for d in DEPTHS[1:]),
-           "gain_stunting", "control_stunting", "toward", "skipped", "tsp_greedy_gap",
-           "tsp_beam_gap", *(f"first_d{d}" for d in DEPTHS), "first_d2_beam",
-           "goal_d2_amplified", "goal_d2_sample", "walk", "end",
-           *(f"verifier_{k}" for k in VERIFIER),
-           "future_gain", "icl_score", "induction_max",
-           "cost", "G_vs_baseline", "G_dev_marked_vs_baseline", "G_dev_d2_vs_baseline",
-           "first_d2_vs_baseline", "nll_vs_baseline")
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 RUN_FILE = "compare_run.json"  # a run's figures and the config they were measured with
 
@@ -72,11 +60,10 @@ RUN_FILE = "compare_run.json"  # a run's figures and the config they were measur
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
   """(name, config) of a spec `path.py:arg` (one run) or `path.py` (its EXPERIMENTS)."""
   path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"--configs: no config file {path!r}")
-  module_spec = importlib.util.spec_from_file_location(f"experiment_{len(path)}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module = config_lib.load_file(path)
+  except ConfigError as e:
+    raise ConfigError(f"--configs: {e}") from None
   args = [arg] if arg else list(getattr(module, "EXPERIMENTS", ()))
   if not args:
     raise ConfigError(f"--configs: {path} has no EXPERIMENTS; name a run as {path}:ARG")
@@ -99,16 +86,16 @@ def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
       raise ConfigError(f"--set={assignment!r}: {e}") from None
 
 
-def _step_time(workdir: str) -> float | None:
+def _step_time(log: list[dict[str, Any]]) -> float | None:
   """Median logged step time of a run, without the first log (it includes compilation)."""
-  times = [r["step_time"] for r in metrics_lib.read(workdir) if r.get("step_time")]
+  times = [r["step_time"] for r in log if r.get("step_time")]
   return statistics.median(times[1:] or times) if times else None
 
 
-def _toward(workdir: str) -> float | None:
+def _toward(log: list[dict[str, Any]]) -> float | None:
   """Mean logged share of toward tokens over a run's training (None: no stunting), read
   from its log, so a run finished earlier counts as one trained now does."""
-  shares = [r["toward"] for r in metrics_lib.read(workdir) if "toward" in r]
+  shares = [r["toward"] for r in log if "toward" in r]
   return statistics.fmean(shares) if shares else None
 
 
@@ -143,13 +130,14 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   if saved is not None:
     logging.info("%s: figures of the finished run read from %s", workdir, RUN_FILE)
     return saved
-  summary = train.train_and_evaluate(config, settings, workdir)
-  stunt, dev = settings.monitor, settings.dev_lookahead
+  summary = train.run(config, settings, workdir)
+  stunt, dev = settings.monitor_lookahead, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
-  out = {"test_nll": rep["naive"]["test_nll"], "toward": _toward(workdir),
-         "skipped": float(summary["skipped_total"]), "step_time": _step_time(workdir),
-         "trajectory": monitor.trajectory(workdir)}
+  log = metrics_lib.read(workdir)  # the run's log, read once
+  out = {"test_nll": rep["naive"]["test_nll"], "toward": _toward(log),
+         "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
+         "trajectory": monitor.trajectory(log)}
   best_rows = {"stunting": _best(rep, *setups[0]), "dev": _best(rep, *setups[1])}
   task = evals.task(config.data.name)
   if task is not None:  # the testbed's own figures
@@ -173,10 +161,10 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   return json.loads(json.dumps(out))  # the same types as when read back
 
 
-def _aggregate(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-  """One row of the table: a mode's figures over its seeds (mean and t-interval)."""
+def _aggregate(mode: str, runs: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+  """One row of the table: a mode's figures `keys` over its seeds (mean and t-interval)."""
   row: dict[str, Any] = {"mode": mode, "seeds": len(runs)}
-  for key in METRICS:
+  for key in keys:
     values = [r.get(key) for r in runs]
     if all(v is None for v in values):
       continue
@@ -244,14 +232,16 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
                       ("first_d2_vs_baseline", "first_d2")):
         mine, theirs = r.get(of), b.get(of)
         r[key] = mine - theirs if paired and mine is not None and theirs is not None else None
-  rows = [_aggregate(name, per_seed) for name, per_seed in results.items()]
+  task = evals.task(runs[0][1].data.name)
+  columns = report.compare_columns(task.COLUMNS if task else ())
+  keys = [key for key, _, _ in columns if key not in ("mode", "seeds")]
+  rows = [_aggregate(name, per_seed, keys) for name, per_seed in results.items()]
   trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
   if jax.process_index() == 0:
     dataset = runs[0][1].data.name
     note = ("one seed, 95% bootstrap intervals over test rows" if seeds == 1 else
             f"mean and 95% t-interval over {seeds} seeds; G vs none paired by seed")
-    task = evals.task(dataset)
-    text = report.compare_markdown(rows, dataset, note, task.COLUMNS if task else ())
+    text = report.compare_markdown(rows, dataset, note, columns)
     out = epath.Path(workdir)
     report.write_json(out / "compare.json", {"dataset": dataset, "specs": specs, "seeds": seeds,
                                              "rows": rows, "trajectories": trajectories,

@@ -17,8 +17,11 @@ Configs import this module only (not the trainer, not the comparison).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import json
 import os
+import types
 from typing import Any
 
 import jax
@@ -47,6 +50,12 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------- schema
 
 
+def _default(settings_class: type, field: str) -> Any:
+  """The default of a field of the settings dataclass a section configures: declared once,
+  there, and read here."""
+  return next(f.default for f in dataclasses.fields(settings_class) if f.name == field)
+
+
 def base_config() -> ConfigDict:
   """The schema: every key a command reads, with its default. configs/*.py start here.
 
@@ -56,6 +65,9 @@ def base_config() -> ConfigDict:
   evaluation suite); probes (internal-lookahead probes). The result is locked: new keys
   cannot be added, except inside data.options (the builder's own options).
   """
+  # Defaults of the keys that configure a settings dataclass are read from it.
+  la, st, ob, pr = (functools.partial(_default, cls) for cls in (
+      lookahead_lib.Lookahead, stunting_lib.Stunting, masked_lib.Objective, probes_lib.Probes))
   c = ConfigDict()
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
 
@@ -75,16 +87,17 @@ def base_config() -> ConfigDict:
   c.data.prefetch = 2  # batches prepared ahead of the step (a background thread)
 
   c.lookahead = ConfigDict()
-  c.lookahead.kind = "beam"  # beam | smc
-  c.lookahead.width = 4  # beams B, or SMC particles N
-  c.lookahead.horizon = 4  # H tokens, the predicted one included
-  c.lookahead.temperature = 1.0  # tau of the amplified distribution
-  c.lookahead.scheme = "sum"  # sum | max
-  c.lookahead.mixture = "linear"  # linear | loglinear
-  c.lookahead.lam = 0.5  # weight of q in the mixture
-  c.lookahead.chunk = 0  # anchors per vmapped chunk; 0: all
-  c.lookahead.length_penalty = 1.0  # beam paths that end early at EOS: S * (H / L)**alpha
-  c.lookahead.beta = 4.0  # SMC tempering
+  c.lookahead.kind = la("kind")  # beam | smc
+  c.lookahead.width = la("width")  # beams B, or SMC particles N
+  c.lookahead.horizon = la("horizon")  # H tokens, the predicted one included
+  c.lookahead.temperature = st("temperature")  # tau of the amplified distribution
+  c.lookahead.scheme = st("scheme")  # sum | max
+  c.lookahead.mixture = st("mixture")  # linear | loglinear
+  c.lookahead.lam = st("lam")  # weight of q in the mixture
+  c.lookahead.chunk = la("chunk")  # anchors per vmapped chunk; 0: all
+  # beam paths that end early at EOS score S * (H / L)**alpha
+  c.lookahead.length_penalty = la("length_penalty")
+  c.lookahead.beta = st("beta")  # SMC tempering
 
   c.model = ConfigDict(dataclasses.asdict(model_lib.Config()))  # model.Config's fields
   # Every anchor of a row can look H tokens ahead; assign an int to fix it (GPT-2: 1024).
@@ -114,26 +127,27 @@ def base_config() -> ConfigDict:
 
   # The training objective (masked.py, docs/design.md section 8).
   c.objective = ConfigDict()
-  c.objective.kind = "next_token"  # next_token | spectrum (next-token and masked examples)
-  c.objective.rho = 1.0  # spectrum: share of next-token examples (1: GPT, 0: BERT-like)
-  c.objective.suffix = 0.0  # spectrum: share of examples whose suffix from a cut is masked
-  c.objective.mask_rate = 0.15  # spectrum: share r of each span example's tokens masked
-  c.objective.mean_span = 0.0  # spectrum: mean span length s (>= 1); 0: tokens independent
+  c.objective.kind = ob("kind")  # next_token | spectrum (next-token and masked examples)
+  c.objective.rho = ob("rho")  # spectrum: share of next-token examples (1: GPT, 0: BERT-like)
+  c.objective.suffix = ob("suffix")  # spectrum: share of examples whose suffix from a cut is masked
+  c.objective.mask_rate = ob("mask_rate")  # spectrum: share r of each span example's tokens masked
+  c.objective.mean_span = ob("mean_span")  # spectrum: mean span s (>= 1); 0: tokens independent
 
   c.mesh = ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axis
   c.mesh.fsdp = 1  # parameters and optimizer state sharded over this many devices
 
   c.stunting = ConfigDict()
-  c.stunting.mode = "none"  # one of stunting.MODES
+  c.stunting.mode = st("mode")  # one of stunting.MODES
   # What toward, m, A and g_A compare: "control" the lookahead with its horizon-1 control
   # (q_H - q_1, lookahead beyond sharpening); "naive" the lookahead with p alone.
-  c.stunting.contrast = "control"
+  c.stunting.contrast = st("contrast")
   c.stunting.v4_base = "v3_balance"  # v4: this mode with SMC lookahead
-  c.stunting.penalty = 1.0  # v2_penalty coefficient
-  c.stunting.distill = 1.0  # distill: coefficient c of KL(q~_H || p) beside the loss
-  c.stunting.debt_decay = 0.9  # v3_balance: per-step decay of unbalanced movement
-  c.stunting.alignment_every = 10  # steps between cos(g, g_A) logs (v1_update, v3_project: 1)
+  c.stunting.penalty = st("penalty")  # v2_penalty coefficient
+  c.stunting.distill = st("distill")  # distill: coefficient c of KL(q~_H || p) beside the loss
+  c.stunting.debt_decay = st("debt_decay")  # v3_balance: per-step decay of unbalanced movement
+  # steps between cos(g, g_A) logs (v1_update, v3_project: every step)
+  c.stunting.alignment_every = st("alignment_every")
   # Monitoring: the lookahead-specific gain G on held-out batches with the stunting
   # lookahead and a dev lookahead that stunting never uses; a warning when the dev G is
   # not positive for monitor_patience evaluations in a row (the model may have learned
@@ -184,13 +198,13 @@ def base_config() -> ConfigDict:
   # evaluation report (fit on eval.validation_split, scored on eval.test_split).
   c.probes = ConfigDict()
   c.probes.enabled = True  # False: neither the monitor nor the evaluation runs them
-  c.probes.max_offset = 3  # K: future-token probes of x_{t+k}, k = 2..K
+  c.probes.max_offset = pr("max_offset")  # K: future-token probes of x_{t+k}, k = 2..K
   c.probes.layers = ()  # layers (1..model.num_layers) whose residual stream is probed; (): all
-  c.probes.steps = 50  # full-batch Adam steps of every linear probe
-  c.probes.learning_rate = 0.1  # Adam, on standardised features
-  c.probes.l2 = 0.03  # L2 penalty on the probe's weights (the fit sets are small)
+  c.probes.steps = pr("steps")  # full-batch Adam steps of every linear probe
+  c.probes.learning_rate = pr("learning_rate")  # Adam, on standardised features
+  c.probes.l2 = pr("l2")  # L2 penalty on the probe's weights (the fit sets are small)
   c.probes.eval_batches = 2  # evaluation: eval.batch_size batches of each split
-  c.probes.induction_rows = 8  # random sequences of the induction score
+  c.probes.induction_rows = pr("induction_rows")  # random sequences of the induction score
   c.probes.induction_length = 0  # tokens before the repeat; 0: half of data.seq_len
   c.lock()
   c.data.options.unlock()
@@ -221,10 +235,10 @@ class Settings:
   lookahead:     the config's lookahead section (paths end at the tokenizer's EOD).
   stunting:      the stunted step's settings (v4 resolved to its base with SMC).
   objective:     the training objective, with the tokenizer's [MASK] id.
-  monitor:       the stunting lookahead the monitor reads (lookahead for modes without one).
+  monitor_lookahead: the stunting lookahead the monitor reads (lookahead for modes
+                 without one).
   dev_lookahead: the monitoring lookahead that stunting never uses.
   data:          keyword arguments of the input pipeline (pipeline.make_iterator).
-  devices:       devices of the mesh.
   probes:        the probes' static settings (None: probes.enabled is False).
   """
 
@@ -233,10 +247,9 @@ class Settings:
   lookahead: lookahead_lib.Lookahead
   stunting: stunting_lib.Stunting
   objective: masked_lib.Objective
-  monitor: lookahead_lib.Lookahead
+  monitor_lookahead: lookahead_lib.Lookahead
   dev_lookahead: lookahead_lib.Lookahead
   data: dict[str, Any]
-  devices: int
   probes: probes_lib.Probes | None
 
 
@@ -268,6 +281,19 @@ def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
 
 
 # ----------------------------------------------------------------------------- validation
+
+
+def load_file(path: str) -> types.ModuleType:
+  """A config file as a module: its get_config([argument]) and, for an experiment, its
+  EXPERIMENTS. The loader of `compare` (several configs at once) and of the tests; the
+  other commands read their one --config through ml_collections' config_flags."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"no config file {path!r}")
+  spec = importlib.util.spec_from_file_location(
+      "config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def check_workdir(workdir: str) -> None:
@@ -317,7 +343,7 @@ def _check_train(t: ConfigDict) -> None:
 
 
 def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
-  la, st = config.lookahead, config.stunting
+  la = config.lookahead
   try:
     _lookahead(config, None).check(mc)
   except ValueError as e:
@@ -332,6 +358,10 @@ def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
            "must be in [0, 1) for a linear mixture, [0, 1] for a loglinear one")
   _require(la.chunk >= 0, "lookahead.chunk", la.chunk, "must be >= 0 (0: all anchors)")
   _require(la.beta >= 1.0, "lookahead.beta", la.beta, "must be >= 1")
+
+
+def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
+  st = config.stunting
   _require(st.mode in stunting_lib.MODES, "stunting.mode", st.mode,
            f"use one of {', '.join(stunting_lib.MODES)}")
   _require(st.contrast in stunting_lib.CONTRASTS, "stunting.contrast", st.contrast,
@@ -479,6 +509,7 @@ def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings
   for key in ("read_threads", "prefetch"):
     _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
   _check_lookahead(config, mc)
+  _check_stunting(config, mc)
   _check_objective(config)
   _check_eval(config.eval, mc, devices)
   _check_probes(config, mc)
@@ -496,7 +527,7 @@ def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings
   _require(config.objective.kind == "next_token" or m.vocab_size > tokenizer.mask_id,
            "model.vocab_size", m.vocab_size, f"the masked objective needs [MASK] (id "
            f"{tokenizer.mask_id}); set model.vocab_size={tokenizer.mask_id + 1} (or more)")
-  return derive(config, tokenizer, devices)
+  return derive(config, tokenizer)
 
 
 def prepare_and_validate(config: ConfigDict) -> Settings:
@@ -511,22 +542,22 @@ def prepare_and_validate(config: ConfigDict) -> Settings:
   return validate(config, tokenizer)
 
 
-def derive(config: ConfigDict, tokenizer: Tokenizer, devices: int) -> Settings:
+def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   """The `Settings` of a config whose values are checked (`validate` calls it), for a
-  tokenizer and a device count; benchmarks call it directly, without a dataset."""
+  tokenizer; benchmarks call it directly, without a dataset."""
   d = config.data
   lookahead = _lookahead(config, tokenizer.eod_id)
   stunt = _stunting(config, lookahead)
   return Settings(
       model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
       lookahead=lookahead, stunting=stunt, objective=_objective(config, tokenizer.mask_id),
-      monitor=stunt.lookahead or lookahead,
+      monitor_lookahead=stunt.lookahead or lookahead,
       dev_lookahead=_dev_lookahead(config, lookahead),
       data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,
                 tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
                 text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
                 read_threads=d.read_threads),
-      devices=devices, probes=_probes(config))
+      probes=_probes(config))
 
 
 def pretrained_model(path: str) -> model_lib.Config:

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from lookahead_jax import evals, monitor, report, sharding, stats
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax.config import Settings
@@ -326,5 +327,5 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     out["probes"] = probes_eval.probe_report(params, config, settings, mesh)
   if jax.process_index() == 0:
     report.write_eval(out, hist[best_row], test["mark"], epath.Path(workdir) / "eval",
-                      monitor.trajectory(workdir), tables)
+                      monitor.trajectory(metrics_lib.read(workdir)), tables)
   return out

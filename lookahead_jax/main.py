@@ -134,7 +134,7 @@ def main(argv):
       generate_report(config, settings, workdir)
       return
     if argv[1] == "train":
-      summary = train.train_and_evaluate(config, settings, workdir)
+      summary = train.run(config, settings, workdir)
       if summary["preempted"] or not config.eval.at_end:
         return
     evaluate.run(config, settings, workdir)

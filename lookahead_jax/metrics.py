@@ -20,7 +20,6 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
-import tensorboardX
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -46,6 +45,10 @@ class Writer:
         self._upload_every, self._uploaded = upload_every, time.monotonic()
       else:
         self._jsonl = self._path.open("a", encoding="utf-8")
+      # Imported here, by the one process that writes events: tensorboardX imports torch
+      # when it is installed (2.4 s), which no other command or process needs.
+      import tensorboardX  # noqa: PLC0415
+
       self._tb = tensorboardX.SummaryWriter(os.fspath(path / "tb"))
 
   def write(self, step: int, values: Mapping[str, float]) -> None:
@@ -79,9 +82,13 @@ class Writer:
 
 
 def read(workdir: str) -> list[dict[str, float]]:
-  """The records of metrics.jsonl in step order, the last one kept for a repeated step."""
+  """The records of metrics.jsonl in step order, the last one kept for a repeated step;
+  [] when the run has no log (here)."""
+  path = epath.Path(workdir) / JSONL
+  if not path.exists():
+    return []
   records: dict[tuple[int, tuple[str, ...]], dict[str, float]] = {}
-  with (epath.Path(workdir) / JSONL).open(encoding="utf-8") as f:
+  with path.open(encoding="utf-8") as f:
     for line in f:
       record = json.loads(line)
       records[record["step"], tuple(sorted(record))] = record

@@ -22,10 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from lookahead_jax import lookahead as lookahead_lib
-from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
 from lookahead_jax import sharding
@@ -121,7 +119,7 @@ class Monitor:
     self.helped, self.said_not_yet = False, False
     if not self.every:
       return
-    lookaheads = {"stunting": settings.monitor, "dev": settings.dev_lookahead}
+    lookaheads = {"stunting": settings.monitor_lookahead, "dev": settings.dev_lookahead}
     batch_sharding = sharding.batch_sharding(mesh)
     host = list(itertools.islice(
         pipeline.make_ordered_iterator(config.data.name, config.data.val_split, **settings.data),
@@ -136,13 +134,12 @@ class Monitor:
                                         lookaheads=lookaheads, stunting=settings.stunting,
                                         groups=groups))
     self.rng = jax.random.key(config.seed + 1)
-    s = settings.stunting
+    s, mon, dev = settings.stunting, settings.monitor_lookahead, settings.dev_lookahead
     logging.info("monitor: G every %d steps on %d held-out batches (%s tokens) at tau %g, lam "
                  "%g (%s, %s) for the stunting lookahead %s B=%d H=%d and the dev lookahead "
                  "%s B=%d H=%d", self.every, len(host), self.part, s.temperature, s.lam,
-                 s.scheme, s.mixture, settings.monitor.kind, settings.monitor.width,
-                 settings.monitor.horizon, settings.dev_lookahead.kind,
-                 settings.dev_lookahead.width, settings.dev_lookahead.horizon)
+                 s.scheme, s.mixture, mon.kind, mon.width, mon.horizon, dev.kind, dev.width,
+                 dev.horizon)
     self.probes = settings.probes
     if self.probes is not None:
       half = len(host) // 2
@@ -195,16 +192,15 @@ class Monitor:
                       "lookahead", step, self.part, self.streak, now)
 
 
-def trajectory(workdir: str) -> dict[str, list[float | None]]:
-  """The monitor's G over a run's training, from its metrics log.
+def trajectory(log: list[dict[str, float]]) -> dict[str, list[float | None]]:
+  """The monitor's G over a run's training, from its metrics log (metrics.read).
 
   {"step": [...]} and one list per TRAJECTORY_KEYS entry and per logged GROUP_KEYS entry
   (None where a monitoring batch had no marked token, and for the probe's future_gain
   when the probes were off); empty lists when the run was not monitored (or not trained
   here).
   """
-  logged = (epath.Path(workdir) / metrics_lib.JSONL).exists()
-  records = [r for r in metrics_lib.read(workdir) if "monitor_G_dev" in r] if logged else []
+  records = [r for r in log if "monitor_G_dev" in r]
   out: dict[str, list] = {"step": [r["step"] for r in records]}
   grouped = sorted({k[len("monitor_"):] for r in records for k in r
                     if k.startswith(tuple("monitor_" + g for g in GROUP_KEYS))})

@@ -388,12 +388,16 @@ LAST_COLUMNS = (
     ("cost", "step time / baseline", ".2f"))
 
 
+def compare_columns(task_columns: Sequence[tuple[str, str, str]] = ()
+                    ) -> tuple[tuple[str, str, str], ...]:
+  """The comparison's columns: COMPARE_COLUMNS, a task evaluator's, LAST_COLUMNS."""
+  return (*COMPARE_COLUMNS, *task_columns, *LAST_COLUMNS)
+
+
 def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "",
-                     task_columns: Sequence[tuple[str, str, str]] = ()) -> str:
-  """The comparison as a markdown table: COMPARE_COLUMNS, a task evaluator's columns,
-  LAST_COLUMNS (columns without any value are left out)."""
-  columns = [c for c in (*COMPARE_COLUMNS, *task_columns, *LAST_COLUMNS)
-             if any(r.get(c[0]) is not None for r in rows)]
+                     columns: Sequence[tuple[str, str, str]] = compare_columns()) -> str:
+  """The comparison as a markdown table (columns without any value are left out)."""
+  columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
   body = [[cell(r.get(k), f) + (f" {cell(r[k + '_ci'], f)}" if r.get(k + "_ci") else "")
            for k, _, f in columns] for r in rows]
   title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "

@@ -305,7 +305,7 @@ def validation_loss(val_fn: Callable, params: model_lib.Params, config: ConfigDi
           "val_accuracy": float(sums["correct"]) / tokens, "val_tokens": float(sums["tokens"])}
 
 
-def train_and_evaluate(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
+def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest readable checkpoint.
 
   Saves every `train.checkpoint_every` steps and at the end; on SIGTERM (at any time)
@@ -442,8 +442,7 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
   one that had nothing left to train, reports its training), else from this session's
   records; the monitor's figures are its last logged ones.
   """
-  logged = (epath.Path(workdir) / metrics_lib.JSONL).exists()
-  run_log = metrics_lib.read(workdir) if logged else []
+  run_log = metrics_lib.read(workdir)
   records = [r for r in run_log if "tokens_per_s" in r] or records
   monitored = monitored or next((r for r in reversed(run_log) if "monitor_G_dev" in r), {})
   last = records[-1] if records else {}

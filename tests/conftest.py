@@ -87,11 +87,9 @@ def load_config(path, overrides=None, argument=None):
 
   `argument` is what follows the path in --config=path:argument.
   """
-  import importlib.util
+  from lookahead_jax import config as config_lib
 
-  spec = importlib.util.spec_from_file_location("config_under_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_file(path)
   config = module.get_config() if argument is None else module.get_config(argument)
   config.update_from_flattened_dict(dict(overrides or {}))
   return config

@@ -7,7 +7,7 @@ The training pipeline shards documents by process: process p of N reads document
 p::N and packs and shuffles them with its own seed (pipeline.make_dataset), so the
 global batch of an N-process run is [rows of shard 0; rows of shard 1; ...]. A plain
 1-process run reads all documents in another order and sees other batches. This helper
-runs train.train_and_evaluate unchanged except for its input: the iterator builds the
+runs train.run unchanged except for its input: the iterator builds the
 N shards' iterators (pipeline.make_iterator with process_index=i, process_count=N) and
 concatenates their batches, so a 1-process run computes the same steps on the same
 global batches as the N-process run, which tests/test_multihost.py compares against.
@@ -71,7 +71,7 @@ def main(argv):
   train.make_train_iterator = lambda config, settings: emulated_train_iterator(
       config, settings, _SHARDS.value)
   config = flags.FLAGS.config
-  train.train_and_evaluate(config, config_lib.validate(config), flags.FLAGS.workdir)
+  train.run(config, config_lib.validate(config), flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def eight_steps(tiny_run, tmp_path_factory):
   """A finished run of 8 steps with checkpoints at steps 4 and 8."""
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 8})
   workdir = tmp_path_factory.mktemp("eight_steps")
-  train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
+  train.run(config, config_lib.validate(config), str(workdir))
   assert _steps(workdir) == [4, 8]
   return config, workdir
 
@@ -146,7 +146,7 @@ def test_corrupt_newest_checkpoint_falls_back(eight_steps, tmp_path, caplog, dam
   config = copy.deepcopy(config)
   config.train.steps = 12
   with caplog.at_level(logging.WARNING):
-    summary = train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
+    summary = train.run(config, config_lib.validate(config), str(workdir))
   assert "checkpoint step 8 is unreadable" in caplog.text
   assert summary["resumed_from"] == 4 and summary["step"] == 12
   assert _steps(workdir) == [4, 8, 12]

@@ -387,7 +387,8 @@ def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(ampli
   from lookahead_jax import state as state_lib
 
   config, checkpoint, path, overrides = amplify_config
-  params, source = state_lib.load_params(config, config_lib.validate(config), str(tmp_path / "w"))
+  settings = config_lib.prepare_and_validate(config)  # as every command does first
+  params, source = state_lib.load_params(config, settings, str(tmp_path / "w"))
   assert source == f"the pretrained {checkpoint}"
   jax.tree.map(np.testing.assert_array_equal, params, gpt2.load(checkpoint)[1])
   flags = [f"--config.{k}={v}" for k, v in overrides.items()

@@ -67,7 +67,7 @@ def test_a_bad_command_is_a_usage_error(tmp_path):
 def trained(tiny_run, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("trained")
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 4})
-  train.train_and_evaluate(config, config_lib.validate(config), str(workdir))
+  train.run(config, config_lib.validate(config), str(workdir))
   return workdir
 
 

@@ -8,7 +8,7 @@ from lookahead_jax import metrics, monitor, report
 
 
 def test_trajectory_reads_the_monitor_records_and_the_plot_is_saved(tmp_path):
-  assert monitor.trajectory(str(tmp_path)) == {"step": [], **{
+  assert monitor.trajectory(metrics.read(str(tmp_path))) == {"step": [], **{
       k: [] for k in monitor.TRAJECTORY_KEYS}}  # a run that was not trained here
   writer = metrics.Writer(str(tmp_path))
   writer.write(5, {"loss": 2.0})  # a training record: not part of the trajectory
@@ -16,7 +16,7 @@ def test_trajectory_reads_the_monitor_records_and_the_plot_is_saved(tmp_path):
     writer.write(step, {"monitor_G_dev": g, "monitor_G_stunting": g / 2,
                         "monitor_G_dev_marked": 10 * g, "monitor_G_stunting_marked": math.nan})
   writer.close()
-  found = monitor.trajectory(str(tmp_path))
+  found = monitor.trajectory(metrics.read(str(tmp_path)))
   assert found == {"step": [10, 20], "G_dev": [0.02, 0.05], "G_stunting": [0.01, 0.025],
                    "G_dev_marked": [0.2, 0.5], "G_stunting_marked": [None, None],
                    "G_dev_lo": [None, None], "G_dev_hi": [None, None],

@@ -12,7 +12,7 @@ a cluster does: the processes must not build the same dataset files at once.
 
 What is compared with what:
   - training: the 2-process run against tests/multihost_worker.py, which is train.
-    train_and_evaluate in one process fed the same global batches. The pipeline gives
+    train.run in one process fed the same global batches. The pipeline gives
     each process its own documents (p::N) and shuffling, so a plain 1-process run sees
     other batches by design; the worker concatenates the batches of the 2 shards, which
     is what the 2-process run's global batch is. Same seed, same config: the logged

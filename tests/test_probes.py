@@ -175,7 +175,7 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
       **tiny_run, "train.steps": 4, "train.checkpoint_every": 0, "lookahead.width": 2,
       "lookahead.horizon": 2, "stunting.monitor_every": 2, "stunting.dev_width": 2,
       "probes.steps": 5, "probes.induction_rows": 2})
-  summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
+  summary = train.run(config, config_lib.validate(config), str(tmp_path))
   records = [r for r in metrics_lib.read(str(tmp_path)) if "monitor_future_gain" in r]
   assert [r["step"] for r in records] == [2, 4]
   for r in records:

@@ -429,7 +429,7 @@ def test_monitoring_logs_g_and_a_dev_g_never_positive_gives_no_warning(
   # absl's verbosity sets the "absl" logger's level (a command run in-process may have
   # raised it): INFO on that logger for the run.
   with caplog.at_level("INFO", logger="absl"):
-    summary = train.train_and_evaluate(config, config_lib.validate(config), str(tmp_path))
+    summary = train.run(config, config_lib.validate(config), str(tmp_path))
   records = [r for r in metrics.read(str(tmp_path)) if "monitor_G_dev" in r]
   assert [r["step"] for r in records] == [1, 2, 3]
   for r in records:

@@ -469,8 +469,7 @@ def _probes(config: ConfigDict) -> probes_lib.Probes | None:
       max_offset=p.max_offset, layers=tuple(p.layers) or every_layer,
       steps=p.steps, learning_rate=p.learning_rate, l2=p.l2, induction_rows=p.induction_rows,
       induction_length=p.induction_length or config.data.seq_len // 2,
-      marked=registry.get(config.data.name) is not None
-      and registry.get(config.data.name).marked_probe)
+      marked=getattr(registry.get(config.data.name), "marked_probe", False))
 
 
 def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings:

@@ -116,7 +116,8 @@ def text_of(value: bytes | str) -> str:
   return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
-def _mark_flags(tokenizer, targets: np.ndarray, marks: np.ndarray) -> np.ndarray:
+def mark_flags(tokenizer, targets: np.ndarray, marks: np.ndarray) -> np.ndarray:
+  """int32 [b, T]: group 1 on every marked target, 0 elsewhere (no groups of its own)."""
   del tokenizer, targets
   return np.asarray(marks).astype(np.int32)
 
@@ -149,7 +150,7 @@ class Testbed:
   tokenizer: Callable[..., Any] | None = None
   marks: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
   longest_document: Callable[..., int] | None = None
-  mark_groups: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] = _mark_flags
+  mark_groups: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] = mark_flags
   prompt: Callable[[Any, Mapping[str, Any]], tuple[list[int], int] | None] | None = None
   judge: Callable[[Any, Sequence[Mapping[str, Any]], list[list[int]]],
                   dict[str, np.ndarray]] | None = None

@@ -64,9 +64,8 @@ def mark_groups(dataset: str, tokenizer: Tokenizer, targets: np.ndarray,
   """int32 [b, T] group of each marked target, 0 unmarked: the testbed's groups (path_star:
   the goal's depth; reports split G and accuracy by them), 1 on every other dataset."""
   testbed = registry.get(dataset)
-  if testbed is not None:
-    return testbed.mark_groups(tokenizer, targets, marks)
-  return np.asarray(marks).astype(np.int32)
+  groups = testbed.mark_groups if testbed is not None else local.mark_flags
+  return groups(tokenizer, targets, marks)
 
 
 _ToTokens = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray]]

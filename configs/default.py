@@ -25,8 +25,8 @@ def get_config():
   config = config_lib.base_config()
   config.data.name = "path_star"
   config.data.options.update(degree=2, num_nodes=20, min_arm=2, max_arm=5, min_goal_depth=2,
-                             edge_tokens=True, train_size=50_000, validation_size=256,
-                             test_size=256)
+                             leaf_goals=True, edge_tokens=True, train_size=50_000,
+                             validation_size=512, test_size=1024)
   config.data.seq_len = 32  # the longest example is 20 tokens (+ its EOD); rows pack 1-2
   config.data.answer_only = True  # no loss on the random edge list
 
@@ -37,7 +37,7 @@ def get_config():
 
   config.lookahead.width = 2  # one beam per arm
   config.lookahead.horizon = 8  # the first step, up to 4 more down an arm, 3 past its leaf
-  config.lookahead.lam = 0.9  # the monitor's mixture weight (the evaluation chooses its own)
+  config.lookahead.lam = 0.9  # the stunted step's and the amplified sampler's mixture weight
   config.lookahead.length_penalty = 0.0  # a path that reaches its end early is not rescaled
   config.lookahead.chunk = 32
 
@@ -54,8 +54,11 @@ def get_config():
   # G_trajectory.png and accuracy_trajectory.png
   config.stunting.monitor_every = (config.train.get_ref("steps") + 7) // 8
   config.stunting.monitor_batches = 2
-  config.stunting.dev_kind = "beam"
-  config.stunting.dev_width = 4  # the dev lookahead: a wider beam than the stunting one
+  # The dev lookahead differs from the stunting one in kind (a wider beam of the same
+  # horizon on a 2-arm graph would restate it): SMC, 8 particles, tempered by beta.
+  config.stunting.dev_kind = "smc"
+  config.stunting.dev_width = 8
+  config.lookahead.beta = 4.0
 
   # After training: G of beam lookahead on the first steps of held-out graphs.
   config.eval.at_end = True
@@ -65,5 +68,4 @@ def get_config():
   config.eval.schemes = ("sum",)
   config.eval.mixtures = ("linear",)
   config.eval.batch_size = 32
-  config.eval.tsp_instances = 256  # graphs decoded for the path figures
   return config

@@ -24,11 +24,27 @@ With one seed, intervals are the evaluation's bootstrap over test rows; with sev
 mean and 95% t-interval over seeds, and the `vs none` columns (G of the stunting
 lookahead, G of the dev lookahead on marked tokens, test NLL) are differences to the
 baseline paired by seed (on path_star also G of the dev lookahead and the first-step
-accuracy at depth 2). Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and
-DIR/G_trajectory.png (and DIR/accuracy_trajectory.png, DIR/probe_trajectory.png). Each
-run's figures are also kept in DIR/<mode>/seed_<s>/compare_run.json with its config: a
-run finished under the same config is neither trained nor evaluated again, so extending a
-comparison with seeds or modes costs only the new runs.
+accuracy at depth 2). Every interval in the table states the n behind it: "n=3 seeds", or
+"n=2 of 3 seeds" when a figure is missing in some seeds (the t-interval is over the seeds
+that have it), or "n=1000 rows" for one seed's bootstrap over test rows (graphs, for the
+per-depth figures).
+
+Where a mode and the baseline share the test graphs (path_star: the same testbed, data
+options and test split, and the per-graph report of evals/path_star.py), their differences
+at goal depth 2 also get a bootstrap over test graphs paired across runs (seed i of the
+mode against seed i of the baseline, the same resampled graphs for every seed and both
+modes; stats.paired_bootstrap_diff): `first_d2_paired` (teacher-forced first-step
+accuracy) and `G_d2_paired` (G of each run's headline row on the depth-2 first steps).
+
+Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and DIR/G_trajectory.png (and
+DIR/accuracy_trajectory.png, DIR/probe_trajectory.png). Each run's figures are also kept
+in DIR/<mode>/seed_<s>/compare_run.json with its config and the code version that measured
+them: a run finished under the same config and code version is neither trained nor
+evaluated again, so extending a comparison with seeds or modes costs only the new runs;
+under another code version it is evaluated again (not trained). Each run records the code
+it was trained with in its workdir's version.json (metrics.write_version), and the table's
+"code version" column shows it per mode; when runs of different code versions meet in one
+table, compare prints a warning and the table says so.
 """
 
 from __future__ import annotations
@@ -43,6 +59,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
@@ -54,7 +71,15 @@ from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
 
 BASELINE = "none"
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
-RUN_FILE = "compare_run.json"  # a run's figures and the config they were measured with
+RUN_FILE = "compare_run.json"  # a run's figures, the config and code version that made them
+VERSION_COLUMN = ("version", "code version", "s")
+# Differences to the baseline at goal depth 2, bootstrapped over test graphs paired across
+# runs: key -> the per-graph field of `_per_graph` it is taken from; their columns.
+PAIRED = {"first_d2_paired": "first", "G_d2_paired": "g"}
+PAIRED_DEPTH = 2
+PAIRED_COLUMNS = (
+    ("G_d2_paired", "G depth 2 (headline la.) vs none, paired by graph", "+.3f"),
+    ("first_d2_paired", "first step depth 2 vs none, paired by graph", "+.3f"))
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -110,17 +135,63 @@ def _config_key(config: ConfigDict) -> Any:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def _finished(config: ConfigDict, workdir: str) -> bool:
+  """Whether the run's newest checkpoint is its last step (nothing left to train)."""
+  return checkpoint.kept_steps(workdir)[-1:] == [config.train.steps]
+
+
 def _saved_figures(config: ConfigDict, workdir: str) -> dict[str, Any] | None:
-  """The figures of `workdir/RUN_FILE` when they were measured with this config on its
-  final checkpoint; else None (the run is trained, or resumed, and evaluated)."""
+  """The figures of `workdir/RUN_FILE` when they were measured with this config and this
+  code version (metrics.code_version) on its final checkpoint; else None (the run is
+  trained, or resumed, and evaluated)."""
   path = epath.Path(workdir) / RUN_FILE
-  if not path.exists() or checkpoint.kept_steps(workdir)[-1:] != [config.train.steps]:
+  if not path.exists() or not _finished(config, workdir):
     return None
   try:
     saved = json.loads(path.read_text())
   except ValueError:  # a write cut short
     return None
-  return saved["figures"] if saved.get("config") == _config_key(config) else None
+  if saved.get("config") != _config_key(config):
+    return None
+  if saved.get("version") != metrics_lib.code_version():
+    logging.info("%s: figures of code version %s, evaluated again with %s", workdir,
+                 metrics_lib.version_label(saved.get("version")),
+                 metrics_lib.version_label(metrics_lib.code_version()))
+    return None
+  return saved["figures"]
+
+
+def _data_key(config: ConfigDict) -> dict[str, Any]:
+  """What fixes the test graphs: the testbed, its data options and the test split."""
+  return {"name": config.data.name, "split": config.eval.test_split,
+          "options": json.loads(config.data.options.to_json_best_effort(sort_keys=True))}
+
+
+def _per_graph(rep: dict[str, Any], config: ConfigDict) -> dict[str, Any] | None:
+  """A run's per-test-graph figures for the comparisons paired by graph: {data (_data_key),
+  depth [int], first [0/1] (teacher-forced first step right), g [float | None] (the
+  headline row's g on the graph's marked first step; None on graphs without one)}, in the
+  test split's order; None when the testbed's report has no per-graph figures.
+
+  The headline row's marked test tokens (report["best"]["test_marked_g"], in the split's
+  order) are the first steps of the graphs of goal depth >= 2, one each."""
+  task = evals.task(config.data.name)
+  per = rep.get(task.NAME, {}).get("per_graph") if task is not None else None
+  if not per or "teacher_forced" not in per.get("first_step", {}):
+    return None
+  depth = [int(d) for d in per["depth"]]
+  out = {"data": _data_key(config), "depth": depth,
+         "first": [float(v) for v in per["first_step"]["teacher_forced"]], "g": None}
+  marked_g = rep.get("best", {}).get("test_marked_g")
+  marked = [i for i, d in enumerate(depth) if d >= 2]
+  if marked_g is not None and len(marked_g) == len(marked):
+    out["g"] = [None] * len(depth)
+    for i, g in zip(marked, marked_g):
+      out["g"][i] = float(g)
+  elif marked_g is not None:
+    logging.warning("%d marked test tokens for %d graphs of depth >= 2: G is not paired by "
+                    "graph", len(marked_g), len(marked))
+  return out
 
 
 def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
@@ -130,18 +201,28 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
   if saved is not None:
     logging.info("%s: figures of the finished run read from %s", workdir, RUN_FILE)
     return saved
+  if not _finished(config, workdir):  # training starts or resumes: record its code
+    metrics_lib.write_version(workdir, enabled=jax.process_index() == 0)
   summary = train.run(config, settings, workdir)
   stunt, dev = settings.monitor_lookahead, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   log = metrics_lib.read(workdir)  # the run's log, read once
-  out = {"test_nll": rep["naive"]["test_nll"], "toward": _toward(log),
+  out = {"seed": config.seed, "test_nll": rep["naive"]["test_nll"], "toward": _toward(log),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
-         "trajectory": monitor.trajectory(log)}
+         "trajectory": monitor.trajectory(log),
+         "test_rows": rep.get("tokens", {}).get("test_rows"),
+         "version": {"train": metrics_lib.read_version(workdir),
+                     "eval": metrics_lib.code_version()},
+         "per_graph": _per_graph(rep, config)}
   best_rows = {"stunting": _best(rep, *setups[0]), "dev": _best(rep, *setups[1])}
   task = evals.task(config.data.name)
   if task is not None:  # the testbed's own figures
     out.update(task.columns(rep[task.NAME], best_rows))
+  for label, row in best_rows.items():  # what the per-depth intervals resample: graphs
+    for depth, g in row.get("test_groups", {}).items():
+      if g.get("tokens") is not None:
+        out[f"G_{label}_d{depth}_n"] = f"{g['tokens']} graphs"
   for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
     if key in rep.get("masked", {}):
       out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
@@ -156,13 +237,20 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
       out["control_stunting"] = test["all"]["control"]
       out["control_stunting_ci"] = test["all"]["control_ci"]
   if jax.process_index() == 0:
-    report.write_json(epath.Path(workdir) / RUN_FILE, {"config": _config_key(config),
-                                                       "figures": out})
+    report.write_json(epath.Path(workdir) / RUN_FILE, {
+        "config": _config_key(config), "version": metrics_lib.code_version(), "figures": out})
   return json.loads(json.dumps(out))  # the same types as when read back
 
 
+def _has_value(v: Any) -> bool:
+  return v is not None and not (isinstance(v, float) and not math.isfinite(v))
+
+
 def _aggregate(mode: str, runs: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
-  """One row of the table: a mode's figures `keys` over its seeds (mean and t-interval)."""
+  """One row of the table: a mode's figures `keys` over its seeds (mean and t-interval),
+  each interval with the n behind it in key + "_n": "3 seeds", "2 of 3 seeds" when some
+  seeds lack the figure (the t-interval leaves them out), or for one seed the rows its
+  bootstrap resamples ("1000 rows"; a figure's own key + "_n" where it has one)."""
   row: dict[str, Any] = {"mode": mode, "seeds": len(runs)}
   for key in keys:
     values = [r.get(key) for r in runs]
@@ -172,11 +260,100 @@ def _aggregate(mode: str, runs: list[dict[str, Any]], keys: Sequence[str]) -> di
       row[key] = values[0]
       if runs[0].get(key + "_ci"):
         row[key + "_ci"] = runs[0][key + "_ci"]
+        n = runs[0].get(key + "_n") or (
+            f"{runs[0]['test_rows']} rows" if runs[0].get("test_rows") else None)
+        if n:
+          row[key + "_n"] = n
       continue
     mean, lo, hi = stats.t_interval(values)
+    have = sum(map(_has_value, values))
     row[key], row[key + "_ci"] = mean, [lo, hi]
+    row[key + "_n"] = f"{have} seeds" if have == len(runs) else f"{have} of {len(runs)} seeds"
     row[key + "_per_seed"] = values
   return row
+
+
+def _version_of(run: dict[str, Any]) -> str:
+  """A run's code version as text: the training's, then the evaluation's when other."""
+  version = run.get("version") or {}
+  train, evaluated = version.get("train"), version.get("eval")
+  last = {k: v for k, v in train.items() if k != "earlier"} if train else None
+  label = metrics_lib.version_label(train)
+  if evaluated is not None and last != evaluated:
+    label += f" (eval {metrics_lib.version_label(evaluated)})"
+  return label
+
+
+def _versions(results: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], str]:
+  """(mode -> its runs' code versions as text, a warning: "" when every run was trained
+  and evaluated with one code version)."""
+  labels = {name: ", ".join(dict.fromkeys(_version_of(r) for r in runs))
+            for name, runs in results.items()}
+  seen = set()
+  for runs in results.values():
+    for r in runs:
+      version = r.get("version") or {}
+      for part in ("train", "eval"):
+        seen.add(json.dumps(version.get(part), sort_keys=True))
+  if len(seen) <= 1:
+    return labels, ""
+  unrecorded = json.dumps(None) in seen
+  warning = ("figures from different code versions meet in this table"
+             + (" (\"?\": a run whose code version was not recorded)" if unrecorded else "")
+             + ": " + "; ".join(f"{name} {label}" for name, label in labels.items()))
+  return labels, warning
+
+
+def _paired_by_graph(mode: list[dict[str, Any]], base: list[dict[str, Any]],
+                     resamples: int, seed: int) -> dict[str, Any]:
+  """The PAIRED figures of a mode against the baseline: seed i against seed i (runs
+  matched by seed), resampled over the test graphs of goal depth PAIRED_DEPTH, paired
+  across runs (stats.paired_bootstrap_diff); {} unless both share the test graphs."""
+  by_seed = {b.get("seed", i): b for i, b in enumerate(base)}
+  pairs = [(r.get("per_graph"), by_seed[r.get("seed", i)].get("per_graph"))
+           for i, r in enumerate(mode) if r.get("seed", i) in by_seed]
+  pairs = [(a, b) for a, b in pairs if a and b]
+  if not pairs:
+    return {}
+  first = pairs[0][0]
+  if any(p["data"] != first["data"] or p["depth"] != first["depth"]
+         for pair in pairs for p in pair):
+    return {}  # not the same test graphs: nothing to pair by
+  chosen = np.asarray(first["depth"]) == PAIRED_DEPTH
+  out = {}
+  for key, field in PAIRED.items():
+    if any(p[field] is None for pair in pairs for p in pair) or not chosen.any():
+      continue
+
+    def values(side: int, field=field) -> np.ndarray:
+      return np.asarray([[np.nan if v is None else v for v in pair[side][field]]
+                         for pair in pairs], np.float64)[:, chosen]
+
+    diff, lo, hi = stats.paired_bootstrap_diff(values(0), values(1), resamples, seed)
+    out[key], out[key + "_ci"] = diff, [lo, hi]
+    out[key + "_n"] = (f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''} x "
+                       f"{int(chosen.sum())} graphs")
+  return out
+
+
+def _markdown(rows: list[dict[str, Any]], dataset: str, note: str,
+              columns: Sequence[tuple[str, str, str]]) -> str:
+  """The comparison as a markdown table (columns without any value are left out), each
+  interval followed by the n behind it."""
+  columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+
+  def text(r: dict[str, Any], key: str, fmt: str) -> str:
+    out = report.cell(r.get(key), fmt)
+    if r.get(key + "_ci"):
+      out += f" {report.cell(r[key + '_ci'], fmt)}"
+      if r.get(key + "_n"):
+        out += f" n={r[key + '_n']}"
+    return out
+
+  body = [[text(r, k, f) for k, _, f in columns] for r in rows]
+  title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "
+           f"test split, tau and lam chosen on validation; {note}")
+  return report.table([h for _, h, _ in columns], body, style="markdown", title=title)
 
 
 def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
@@ -220,34 +397,74 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (),
   results: dict[str, list[dict[str, Any]]] = {}
   for name, config, settings in jobs:
     out = run_one(config, settings, os.path.join(workdir, name, f"seed_{config.seed}"))
+    out["seed"] = config.seed
     results.setdefault(name, []).append(out)
-  base = results.get(BASELINE, next(iter(results.values())))
+  first = runs[0][1]
+  return tabulate(results, workdir, first.data.name, specs,
+                  resamples=first.eval.bootstrap, seed=first.eval.seed)
+
+
+def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: str,
+             specs: str = "", resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+  """The comparison of runs' figures (mode -> one figures dict per seed, as run_one
+  returns them, with "seed"): the differences to the baseline paired by seed and by graph,
+  one row per mode, the code versions; writes compare.json, compare.md and the plots to
+  `workdir` (process 0) and returns the rows."""
+  base_name = BASELINE if BASELINE in results else next(iter(results))
+  base = results[base_name]
+  base_by_seed = {b.get("seed", i): b for i, b in enumerate(base)}
+  paired = BASELINE in results
   for per_seed in results.values():
-    for r, b in zip(per_seed, base):
-      r["cost"] = r["step_time"] / b["step_time"] if r["step_time"] and b["step_time"] else None
-      paired = BASELINE in results
+    for i, r in enumerate(per_seed):
+      b = base_by_seed.get(r.get("seed", i), {})  # seed i against the baseline's seed i
+      r["cost"] = (r["step_time"] / b["step_time"]
+                   if r.get("step_time") and b.get("step_time") else None)
       for key, of in (("G_vs_baseline", "G_stunting"), ("nll_vs_baseline", "test_nll"),
                       ("G_dev_marked_vs_baseline", "G_dev_marked"),
                       ("G_dev_d2_vs_baseline", "G_dev_d2"),
                       ("first_d2_vs_baseline", "first_d2")):
         mine, theirs = r.get(of), b.get(of)
         r[key] = mine - theirs if paired and mine is not None and theirs is not None else None
-  task = evals.task(runs[0][1].data.name)
-  columns = report.compare_columns(task.COLUMNS if task else ())
-  keys = [key for key, _, _ in columns if key not in ("mode", "seeds")]
-  rows = [_aggregate(name, per_seed, keys) for name, per_seed in results.items()]
+  task = evals.task(dataset)
+  columns = list(report.compare_columns(task.COLUMNS if task else ()))
+  known = {c[0] for c in columns}
+  columns.insert(2, VERSION_COLUMN)
+  if task is not None:
+    columns[-len(report.LAST_COLUMNS):-len(report.LAST_COLUMNS)] = [
+        c for c in PAIRED_COLUMNS if c[0] not in known]
+  keys = [key for key, _, _ in columns if key not in ("mode", "seeds", "version", *PAIRED)]
+  labels, warning = _versions(results)
+  rows = []
+  for name, per_seed in results.items():
+    row = _aggregate(name, per_seed, keys)
+    row["version"] = labels[name]
+    if paired and name != BASELINE:
+      row.update(_paired_by_graph(per_seed, base, resamples, seed))
+    rows.append(row)
   trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
+  if warning:
+    logging.warning("compare: %s", warning)
   if jax.process_index() == 0:
-    dataset = runs[0][1].data.name
+    seeds = max(len(per_seed) for per_seed in results.values())
     note = ("one seed, 95% bootstrap intervals over test rows" if seeds == 1 else
-            f"mean and 95% t-interval over {seeds} seeds; G vs none paired by seed")
-    text = report.compare_markdown(rows, dataset, note, columns)
+            f"mean and 95% t-interval over up to {seeds} seeds (n: the seeds that have the "
+            "figure); vs none paired by seed")
+    if any(r.get(k) is not None for r in rows for k in PAIRED):
+      note += ("; 'paired by graph': bootstrap over the depth-2 test graphs, the same "
+               "resample for every seed and both modes")
+    if warning:
+      note += f". WARNING: {warning}"
+    text = _markdown(rows, dataset, note, columns)
     out = epath.Path(workdir)
+    kept = {name: [{k: v for k, v in r.items() if k != "per_graph"} for r in per_seed]
+            for name, per_seed in results.items()}  # per-graph lists: in each run's RUN_FILE
     report.write_json(out / "compare.json", {"dataset": dataset, "specs": specs, "seeds": seeds,
                                              "rows": rows, "trajectories": trajectories,
-                                             "runs": results})
+                                             "runs": kept, "version_warning": warning or None})
     report.write_text(out / "compare.md", text + "\n")
     report.compare_plots(rows, trajectories, dataset, out)
+    if warning:
+      print(f"WARNING: {warning}")
     print(text)
     print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png"
           + (", probe_trajectory.png" if report.has_series(trajectories, "future_gain")

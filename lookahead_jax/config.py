@@ -145,26 +145,45 @@ def base_config() -> ConfigDict:
   c.stunting.v4_base = "v3_balance"  # v4: this mode with SMC lookahead
   c.stunting.penalty = st("penalty")  # v2_penalty coefficient
   c.stunting.distill = st("distill")  # distill: coefficient c of KL(q~_H || p) beside the loss
+  # A token is toward when log q~_H(y) - log q~_1(y) (naive: - log p(y)) exceeds this, in
+  # nats. 0.01: ~50x the ~2e-4 nats by which a confident correct token (p(y) = 0.999) is
+  # "better" looked ahead, and 10-70x below the log(1 + lam) ~ 0.1-0.7 nats a lookahead
+  # that tells two equally likely arms apart gives; without it v1_token drops every
+  # confidently predicted token (90-97% of path_star's answer tokens).
+  c.stunting.margin = st("margin")
   c.stunting.debt_decay = st("debt_decay")  # v3_balance: per-step decay of unbalanced movement
   # steps between cos(g, g_A) logs (v1_update, v3_project: every step)
   c.stunting.alignment_every = st("alignment_every")
-  # Monitoring: the lookahead-specific gain G on held-out batches with the stunting
-  # lookahead and a dev lookahead that stunting never uses; a warning when the dev G is
-  # not positive for monitor_patience evaluations in a row (the model may have learned
+  # Monitoring (monitor.py): the lookahead-specific gain G on held-out batches with the
+  # stunting lookahead and a dev lookahead that stunting never uses, each side's tau and
+  # lam (and the control's top-k) fitted on other held-out batches than those G is
+  # reported on; a warning when the dev G is not positive for monitor_patience
+  # evaluations in a row after it had been clearly positive (the model may have learned
   # the lookahead).
   c.stunting.monitor_every = 0  # steps; 0: off
-  c.stunting.monitor_batches = 2  # batches of data.val_split, fixed for the whole run
+  # batches of data.val_split G is reported on (pooled, with row-bootstrap intervals),
+  # fixed for the whole run
+  c.stunting.monitor_batches = 2
+  # the next batches of data.val_split, where tau, lam and the control's width are fitted.
+  # As many as the report batches by default (an override of monitor_batches moves it):
+  # the control's fit sits near its bounds (tau -> inf, lam -> 1), where the NLL is flat
+  # and a fit on few marked tokens is noisy, so the fit gets as many tokens as G does, at
+  # twice the monitor's cost of lookahead passes.
+  c.stunting.monitor_fit_batches = c.stunting.get_ref("monitor_batches")
   c.stunting.monitor_patience = 3  # evaluations in a row before the warning
-  c.stunting.dev_kind = ""  # "": the other kind than lookahead.kind
-  c.stunting.dev_width = 8  # beams or particles of the dev lookahead
-  c.stunting.dev_horizon = 0  # 0: lookahead.horizon
+  # The dev lookahead differs from the stunting lookahead (v4: SMC) in kind or in horizon
+  # (validate checks it): a wider beam of the same kind and horizon restates the stunting
+  # signal (on a 2-arm graph its q nearly coincides).
+  c.stunting.dev_kind = ""  # "": the other kind than the stunting lookahead's
+  c.stunting.dev_width = 8  # beams or particles of the dev lookahead (SMC: lookahead.beta)
+  c.stunting.dev_horizon = 0  # 0: the stunting lookahead's horizon (lookahead.horizon)
 
   # The evaluation suite (evaluate.py): every (kind, width, horizon) is a lookahead; every
-  # (scheme, temperature, mixture, lam) is read off the same paths. tau and lam are chosen
-  # on validation_split, the gain is reported on test_split.
+  # (scheme, mixture) is read off the same paths, each side's tau and lam fitted on
+  # validation_split (fit.py), the gain reported on test_split.
   c.eval = ConfigDict()
   c.eval.at_end = False  # `lookahead-jax train` runs the suite after its last step
-  c.eval.validation_split = "validation"  # where tau and lam are chosen
+  c.eval.validation_split = "validation"  # where tau and lam are fitted
   c.eval.test_split = "test"  # where the gains are reported
   c.eval.batch_size = 16  # rows per global batch
   c.eval.max_batches = 0  # per split; 0: the whole split
@@ -173,10 +192,8 @@ def base_config() -> ConfigDict:
   c.eval.horizons = (1, 2, 4)
   c.eval.schemes = ("sum", "max")
   c.eval.mixtures = ("linear", "loglinear")
-  c.eval.temperatures = (0.25, 0.5, 1.0, 2.0, 4.0)
-  c.eval.lams = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99)
   c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
-  c.eval.tsp_instances = 300  # tsp, path_star: test instances the model decodes
+  c.eval.tsp_instances = 300  # tsp: test instances the model decodes
   c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
 
   # The generation report (`lookahead-jax generate-report`, evals/generation.py): each
@@ -194,7 +211,7 @@ def base_config() -> ConfigDict:
   c.generate.seed = 0  # keys of the sampled continuations
 
   # Internal-lookahead probes (probes.py): with the monitor (every stunting.monitor_every
-  # steps: fit on the first half of its batches, scored on the second) and in the
+  # steps: fit on its fit batches, scored on its report batches) and in the
   # evaluation report (fit on eval.validation_split, scored on eval.test_split).
   c.probes = ConfigDict()
   c.probes.enabled = True  # False: neither the monitor nor the evaluation runs them
@@ -269,15 +286,20 @@ def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stuntin
   return stunting_lib.Stunting(
       mode=mode, lookahead=lookahead, contrast=st.contrast, temperature=la.temperature,
       scheme=la.scheme, mixture=la.mixture, lam=la.lam, beta=la.beta, penalty=st.penalty,
-      distill=st.distill, debt_decay=st.debt_decay, alignment_every=st.alignment_every)
+      distill=st.distill, margin=st.margin, debt_decay=st.debt_decay,
+      alignment_every=st.alignment_every)
 
 
 def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
                    ) -> lookahead_lib.Lookahead:
+  """The monitor's dev lookahead, from the stunting lookahead the monitor reads (v4: SMC;
+  `lookahead` for modes without one): stunting.dev_kind ("": the other kind),
+  stunting.dev_width, stunting.dev_horizon (0: the stunting lookahead's)."""
   st = config.stunting
-  kind = st.dev_kind or ("smc" if lookahead.kind == "beam" else "beam")
-  return dataclasses.replace(lookahead, kind=kind, width=st.dev_width,
-                             horizon=st.dev_horizon or lookahead.horizon)
+  base = _stunting(config, lookahead).lookahead or lookahead
+  kind = st.dev_kind or ("smc" if base.kind == "beam" else "beam")
+  return dataclasses.replace(base, kind=kind, width=st.dev_width,
+                             horizon=st.dev_horizon or base.horizon)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -368,10 +390,11 @@ def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
            f"use one of {', '.join(stunting_lib.CONTRASTS)}")
   _require(st.v4_base in stunting_lib.LOOKAHEAD_MODES, "stunting.v4_base", st.v4_base,
            f"use one of {', '.join(stunting_lib.LOOKAHEAD_MODES)}")
-  for key in ("penalty", "distill"):
+  for key in ("penalty", "distill", "margin"):
     _require(st[key] >= 0, f"stunting.{key}", st[key], "must be >= 0")
   _require(0.0 <= st.debt_decay <= 1.0, "stunting.debt_decay", st.debt_decay, "must be in [0, 1]")
-  for key in ("alignment_every", "monitor_batches", "monitor_patience", "dev_width"):
+  for key in ("alignment_every", "monitor_batches", "monitor_fit_batches", "monitor_patience",
+              "dev_width"):
     _require(st[key] >= 1, f"stunting.{key}", st[key], "must be >= 1")
   _require(st.monitor_every >= 0, "stunting.monitor_every", st.monitor_every,
            "must be >= 0 (0: no monitoring)")
@@ -379,12 +402,22 @@ def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
            f"use one of {', '.join(lookahead_lib.KINDS)} (or '' for the other kind)")
   try:
     lookahead = _lookahead(config, None)
-    _dev_lookahead(config, lookahead).check(mc)
+    dev = _dev_lookahead(config, lookahead)
+    dev.check(mc)
     stunt = _stunting(config, lookahead)
     if stunt.lookahead is not None:
       stunt.lookahead.check(mc)
   except ValueError as e:
     raise ConfigError(f"stunting: {e}") from None
+  base = stunt.lookahead or lookahead
+  _require(
+      (dev.kind, dev.horizon) != (base.kind, base.horizon), "stunting.dev_kind/dev_horizon",
+      (st.dev_kind, st.dev_horizon),
+      f"the dev lookahead ({dev.kind} H={dev.horizon}) has the stunting lookahead's kind and "
+      f"horizon ({base.kind} H={base.horizon}), so its G restates the stunting signal; set "
+      f"stunting.dev_kind='' (the other kind, "
+      f"{'smc' if base.kind == 'beam' else 'beam'}) or a stunting.dev_horizon other than "
+      f"{base.horizon}")
 
 
 def _objective(config: ConfigDict, mask_id: int) -> masked_lib.Objective:
@@ -418,11 +451,6 @@ def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
           lookahead_lib.Lookahead(kind=kind, width=width, horizon=horizon).check(mc)
         except ValueError as e:
           raise ConfigError(f"eval.widths/eval.horizons: {e}") from None
-  _require(ev.temperatures and all(x > 0 for x in ev.temperatures), "eval.temperatures",
-           tuple(ev.temperatures), "must be a non-empty list of values > 0")
-  top = 1.0 if "linear" in ev.mixtures else 1.0 + 1e-9  # lam = 1 only in a loglinear mixture
-  _require(bool(ev.lams) and min(ev.lams) >= 0 and max(ev.lams) < top, "eval.lams",
-           tuple(ev.lams), "must be a non-empty list in [0, 1) (1 only for a loglinear mixture)")
 
 
 def _check_generate(g: ConfigDict, mc: model_lib.Config) -> None:
@@ -511,6 +539,9 @@ def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings
   _check_stunting(config, mc)
   _check_objective(config)
   _check_eval(config.eval, mc, devices)
+  _require(d.name != "path_star" or config.eval.max_batches == 0, "eval.max_batches",
+           config.eval.max_batches, "path_star's figures (evals/path_star.py) use every test "
+           "graph; set eval.max_batches=0 so G per depth comes from the same graphs")
   _check_probes(config, mc)
   _check_generate(config.generate, mc)
   if config.pretrained:

@@ -73,6 +73,12 @@ class Lookahead:
       raise ValueError(
           f"lookahead.width={self.width} and lookahead.horizon={self.horizon} must be >= 1.")
 
+  def describe(self, beta: float | None = None) -> str:
+    """e.g. "beam B=2 H=8" or "smc N=8 H=8 beta=4" (beta: SMC tempering, when given)."""
+    if self.kind == "beam":
+      return f"beam B={self.width} H={self.horizon}"
+    return f"smc N={self.width} H={self.horizon}" + (f" beta={beta:g}" if beta else "")
+
   def check(self, config: model_lib.Config):
     """One-line errors for settings the model cannot run."""
     if self.kind == "beam" and self.width > config.vocab_size:
@@ -296,13 +302,27 @@ class Amplified:
 
 
 def amplify(paths: Paths, temperature=1.0, scheme: str = "sum") -> Amplified:
-  """q from the paths with temperature tau > 0 and scheme "sum" or "max"."""
+  """q from the paths with temperature tau > 0 (inf: uniform over the paths) and scheme
+  "sum" or "max"."""
+  return amplify_inverse(paths, 1.0 / temperature, scheme)
+
+
+def amplify_inverse(paths: Paths, inverse_temperature, scheme: str = "sum") -> Amplified:
+  """q from the paths at inverse temperature 1/tau >= 0, differentiable in it (fit.py).
+
+  At 0 (tau -> inf) every non-empty path weighs the same: q is uniform over the paths
+  ("sum") or over their distinct first tokens ("max"); empty paths (score decoding.NEG)
+  never get mass.
+  """
   if scheme not in SCHEMES:
     raise ValueError(f"scheme={scheme!r} is not one of {SCHEMES}.")
   k = paths.first.shape[-1]
-  s = paths.score / temperature  # [b, T, K]
+  real = paths.score > decoding.NEG / 2
+  real |= ~jnp.any(real, axis=-1, keepdims=True)  # an anchor without paths keeps its scores
+  s = jnp.where(real, paths.score * inverse_temperature, -jnp.inf)  # [b, T, K]
   same = paths.first[..., :, None] == paths.first[..., None, :]  # [b, T, K, K]
-  first = ~jnp.any(same & jnp.tri(k, k, -1, dtype=bool), axis=-1)  # no earlier path has it
+  earlier = same & jnp.tri(k, k, -1, dtype=bool) & real[..., None, :]
+  first = real & ~jnp.any(earlier, axis=-1)  # no earlier path (with a score) has it
   peers = jnp.where(same, s[..., None, :], -jnp.inf)  # scores of the paths sharing a token
   if scheme == "sum":
     log_mass = jax.nn.logsumexp(peers, axis=-1) - jax.nn.logsumexp(s, axis=-1, keepdims=True)
@@ -332,17 +352,35 @@ def mix_at(amp: Amplified, log_p, targets, lam, kind: str = "linear", eps: float
   The loglinear normaliser splits into the part every token shares and the paths' tokens:
   Z = eps^lam sum_w p(w)^(1-lam) + sum_k p_k^(1-lam) ((q_k + eps)^lam - eps^lam).
   """
-  log_p_y = token_log_prob(log_p, targets)
+  shared = None
+  if kind == "loglinear":
+    shared = jax.nn.logsumexp((1.0 - lam) * log_p, axis=-1)
+  return mix_target(amp, token_log_prob(log_p, targets),
+                    jnp.take_along_axis(log_p, amp.tokens, axis=-1), shared, targets, lam,
+                    kind, eps)
+
+
+def mix_target(amp: Amplified, log_p_y, log_p_k, shared, targets, lam,
+               kind: str = "linear", eps: float = 1e-6):
+  """log p~(targets) [b, T] from what the mixture needs of p at the target and the paths.
+
+  log_p_y: [b, T] log p(targets); log_p_k: [b, T, K] log p at amp.tokens; shared: [b, T]
+  log sum_w p(w)^(1-lam) (loglinear only; None for linear). `mix_at` computes these from
+  the dense log p; fit.py from its cached tokens.
+  """
   log_q_y = amp.at(targets)
   if kind == "linear":
     out = jnp.logaddexp(jnp.log1p(-lam) + log_p_y, jnp.log(lam) + log_q_y)
   elif kind == "loglinear":
     log_eps = jnp.log(eps)
-    shared = lam * log_eps + jax.nn.logsumexp((1.0 - lam) * log_p, axis=-1)
-    lifted = lam * jnp.logaddexp(amp.log_q, log_eps)  # log (q_k + eps)^lam
-    extra = ((1.0 - lam) * jnp.take_along_axis(log_p, amp.tokens, axis=-1) + lifted
+    # Atoms without mass (a repeated token) add nothing; kept out of the log of the
+    # difference (whose gradient would be NaN there) by a double where.
+    atom = amp.log_q > -jnp.inf
+    lifted = lam * jnp.logaddexp(jnp.where(atom, amp.log_q, 0.0), log_eps)  # log (q_k+eps)^lam
+    extra = ((1.0 - lam) * log_p_k + lifted
              + jnp.log(-jnp.expm1(lam * log_eps - lifted)))  # log of the difference
-    log_z = jnp.logaddexp(shared, jax.nn.logsumexp(extra, axis=-1))
+    extra = jnp.where(atom, extra, -jnp.inf)
+    log_z = jnp.logaddexp(lam * log_eps + shared, jax.nn.logsumexp(extra, axis=-1))
     out = (1.0 - lam) * log_p_y + lam * jnp.logaddexp(log_q_y, log_eps) - log_z
   else:
     raise ValueError(f"mixture={kind!r} is not one of {MIXTURES}.")

@@ -7,16 +7,24 @@ an interrupted run appear twice; `read` keeps the last record of each (step, nam
 The workdir may be a URL (gs://bucket/dir: etils.epath with gcsfs, and tensorboardX with
 google-cloud-storage). Cloud objects cannot be appended to, so there metrics.jsonl is
 rewritten whole, at most every `upload_every` seconds and when the writer closes.
+
+`workdir/version.json` records the code a run was trained with (`code_version`, written
+by `write_version` when training starts or resumes), so that figures from different code
+can be told apart (compare.py).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -26,6 +34,8 @@ from jax.experimental import multihost_utils
 from lookahead_jax import checkpoint
 
 JSONL = "metrics.jsonl"
+VERSION = "version.json"
+UNKNOWN = "unknown"  # the commit outside a git checkout (an installed wheel)
 
 
 class Writer:
@@ -52,7 +62,8 @@ class Writer:
       self._tb = tensorboardX.SummaryWriter(os.fspath(path / "tb"))
 
   def write(self, step: int, values: Mapping[str, float]) -> None:
-    """One record of `values` at `step` (non-finite values are written as null)."""
+    """One record of `values` at `step` (non-finite values are written as null to the
+    JSONL log and left out of TensorBoard)."""
     if not self._enabled:
       return
     values = {k: float(v) for k, v in values.items()}
@@ -66,7 +77,8 @@ class Writer:
       self._jsonl.write(line)
       self._jsonl.flush()
     for name, value in values.items():
-      self._tb.add_scalar(name, value, step)
+      if math.isfinite(value):  # TensorBoard has no null: a non-finite value is left out
+        self._tb.add_scalar(name, value, step)
 
   def _upload(self) -> None:
     self._path.write_text(self._text)
@@ -169,3 +181,87 @@ class Profile:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
       self.active = False
+
+
+def _git_version(root: str) -> dict[str, Any]:
+  """The code version of the git checkout whose top level is `root` (see code_version)."""
+
+  def git(*args: str) -> bytes:
+    return subprocess.run(["git", "-C", root, *args], capture_output=True, check=True,
+                          timeout=60).stdout
+
+  try:
+    top = git("rev-parse", "--show-toplevel").decode().strip()
+    if os.path.realpath(top) != os.path.realpath(root):  # the package is not this checkout's
+      raise ValueError(top)
+    commit = git("rev-parse", "HEAD").decode().strip()
+    changes = git("diff", "HEAD", "--binary")
+    untracked = [p for p in git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
+                 if p]
+  except (OSError, subprocess.SubprocessError, ValueError):
+    return {"commit": UNKNOWN, "dirty": None, "diff": None, "short": UNKNOWN}
+  digest = hashlib.sha1(changes)
+  for name in sorted(untracked):  # new files count, ignored ones (runs, caches) do not
+    path = os.path.join(root, os.fsdecode(name))
+    digest.update(name + b"\0")
+    if os.path.isfile(path) and os.path.getsize(path) <= 1 << 20:
+      with open(path, "rb") as f:
+        digest.update(f.read())
+  dirty = bool(changes or untracked)
+  diff = digest.hexdigest()[:12] if dirty else None
+  return {"commit": commit, "dirty": dirty, "diff": diff,
+          "short": commit[:7] + (f"+{diff[:4]}" if dirty else "")}
+
+
+@functools.cache
+def _this_version() -> dict[str, Any]:
+  return _git_version(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def code_version() -> dict[str, Any]:
+  """The version of the code this process runs: {"commit": the git commit of the checkout
+  the package was imported from, "dirty": whether the tree differs from it (changes to
+  tracked files, or files git does not ignore), "diff": a hash of those differences (None
+  when clean), "short": the commit's first 7 digits, with "+" and the hash's first 4 when
+  dirty}. Commit and short "unknown", dirty None, outside a git checkout (an installed
+  package). Read once per process: a process runs the code it imported at its start."""
+  return dict(_this_version())
+
+
+def version_label(version: dict[str, Any] | None) -> str:
+  """A recorded version as short text: "?" when none was recorded, and each earlier
+  version of a resumed run before the last, "old/new"."""
+  if not version:
+    return "?"
+  return "/".join([*(v.get("short", UNKNOWN) for v in version.get("earlier", ())),
+                   version.get("short", UNKNOWN)])
+
+
+def read_version(workdir: str) -> dict[str, Any] | None:
+  """The code version recorded in workdir/version.json; None when the run has none."""
+  path = epath.Path(workdir) / VERSION
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError:  # a write cut short
+    return None
+
+
+def write_version(workdir: str, enabled: bool = True) -> dict[str, Any]:
+  """Records `code_version()` in workdir/version.json when a run's training starts or
+  resumes, and returns the record. A run resumed under other code keeps the versions it
+  was trained with before in "earlier" (oldest first), so that no run is credited to one
+  version it was only partly trained with. Only the writing process (`enabled`) writes."""
+  version = code_version()
+  old = read_version(workdir)
+  if old is not None:
+    earlier = old.pop("earlier", [])
+    if old == version:
+      return dict(old, earlier=earlier) if earlier else old
+    version = dict(version, earlier=[*earlier, old])
+  if enabled:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / VERSION).write_text(json.dumps(version, indent=2) + "\n")
+  return version

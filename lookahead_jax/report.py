@@ -114,27 +114,51 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
                    + (f", {summary['skipped_total']} updates skipped" if summary["skipped_total"]
                       else "")
                    + (f", toward tokens {summary['toward']:.1%}" if summary["toward"] is not None
-                      else "")),
+                      else "")
+                   + "".join(f" ({name} {summary[key]:.1%})" for key, name in (
+                       ("toward_marked", "marked"), ("toward_unmarked", "unmarked"))
+                             if summary.get(key) is not None)
+                   + (f", balanced steps {summary['balanced_step']:.1%}"
+                      if summary.get("balanced_step") is not None else "")),
       ("data", ", ".join(f"{k} {v:,}" for k, v in counters.items())),
   ]
-  if monitored:
-    marked = not math.isnan(monitored.get("monitor_G_dev_marked", math.nan))
+  if monitored and monitored.get("monitor_G_dev") is not None:
+    marked = monitored.get("monitor_G_dev_marked") is not None
     part = "_marked" if marked else ""
-    ci = cell([monitored["monitor_G_dev_lo"], monitored["monitor_G_dev_hi"]], "+.4f")
-    rows.insert(-1, ("lookahead G", f"stunting {monitored['monitor_G_stunting' + part]:+.4f}, "
-                                    f"dev {monitored['monitor_G_dev' + part]:+.4f} {ci} "
-                                    f"nats/token on {'marked' if marked else 'all'} tokens at "
-                                    f"step {monitored['step']} (held-out batches; G = gain(q_H) "
-                                    f"- gain(q_1) at tau {config.lookahead.temperature:g}, lam "
-                                    f"{config.lookahead.lam:g})"))
+    ci = cell([monitored.get(f"monitor_G_dev{part}_lo"), monitored.get(f"monitor_G_dev{part}_hi")],
+              "+.4f")
+    stunted = monitored.get("monitor_G_stunting" + part)
+    width = monitored.get("monitor_control_width")
+    rows.insert(-1, ("lookahead G", f"dev {monitored['monitor_G_dev' + part]:+.4f} {ci}"
+                                    + (f", stunting {stunted:+.4f}" if stunted is not None
+                                       else "")
+                                    + f" nats/token on {'marked' if marked else 'all'} tokens "
+                                    f"at step {monitored['step']} (G = gain(q_H) - gain(q_1) of "
+                                    f"the dev lookahead {summary.get('dev_lookahead', '')}, on "
+                                    f"{config.stunting.monitor_batches} held-out batches; each "
+                                    "side's tau and lam"
+                                    + (f", and q_1's top-{int(width)}" if width else "")
+                                    + f", fitted on {config.stunting.monitor_fit_batches} other "
+                                    "held-out batches)"))
   if monitored and "monitor_future_gain" in monitored:
-    icl = cell(monitored["monitor_icl_score"], "+.4f")
+    icl = monitored.get("monitor_icl_score")
+    has = icl is not None and math.isfinite(icl)
     rows.insert(-1, ("probes", f"future-token gain {monitored['monitor_future_gain']:+.4f} "
-                               f"nats/token, ICL score (late - early loss) {icl}, induction "
-                               f"max {monitored['monitor_induction_max']:.3f} at step "
-                               f"{monitored['step']} (the monitor's held-out batches; the "
-                               "evaluation's probe table scores the test split)"))
+                               "nats/token, "
+                               + (f"ICL score (late - early loss) {icl:+.4f}, " if has else "")
+                               + f"induction max {monitored['monitor_induction_max']:.3f} at "
+                               f"step {monitored['step']} (the monitor's held-out batches; the "
+                               "evaluation's probe table scores the test split)"
+                               + ("" if has else f"; {NO_ICL}")))
   return rows
+
+
+NO_ICL = ("no ICL score: no scored token of these rows falls in the late window of a row "
+          "(probes.icl_positions)")
+
+
+def _finite(x) -> bool:
+  return x is not None and math.isfinite(x)
 
 
 def summary_table(rows: Sequence[tuple[str, str]], title: str) -> str:
@@ -155,11 +179,13 @@ def eval_table(report: dict[str, Any]) -> str:
            f"{report['tokens']['test']:.0f} test tokens in {report['tokens']['test_rows']} rows "
            f"({report['tokens']['test_marked']:.0f} marked as needing lookahead). G = gain(q_H) - "
            "gain(q_1), the lookahead-specific gain, in nats/token with paired 95% bootstrap "
-           "intervals over test rows; tau, lam chosen on validation for each side. g>0: the "
-           "share of test tokens where q_H's mixture gives the target more probability than "
-           "q_1's, whatever the size (so it can pass 1/2 while G < 0).")
+           "intervals over test rows; each side's tau and lam fitted on the validation tokens "
+           "of the part it reports (fit.py), q_1 the best horizon-1 sharpening of the family "
+           f"({report['control_family']}); '*': a fitted value on its bound. g>0: the share of "
+           "test tokens where q_H's mixture gives the target more probability than q_1's, "
+           "whatever the size (so it can pass 1/2 while G < 0).")
   headers = ("kind", "B", "H", "scheme", "mixture", "G", "G 95%", "G marked", "G marked 95%",
-             "gain q_H", "gain q_1", "tau,lam H", "tau,lam 1", "g>0", "val G")
+             "gain q_H", "gain q_1", "tau,lam H", "k,tau,lam 1", "g>0", "val G")
   rows = []
   for r in report["rows"]:
     t = r["test"]
@@ -167,10 +193,18 @@ def eval_table(report: dict[str, Any]) -> str:
                  cell(t["all"]["G"], "+.4f"), cell(t["all"]["G_ci"], "+.4f"),
                  cell(t["marked"]["G"], "+.4f"), cell(t["marked"]["G_ci"], "+.4f"),
                  cell(t["all"]["gain"], "+.4f"), cell(t["all"]["control"], "+.4f"),
-                 f"{r['temperature']:g},{r['lam']:g}",
-                 f"{r['control_temperature']:g},{r['control_lam']:g}",
+                 f"{r['temperature']:.3g},{r['lam']:.4g}{'*' if r['on_bound'] else ''}",
+                 f"{r['control_width']},{r['control_temperature']:.3g},"
+                 f"{r['control_lam']:.4g}{'*' if r['control_on_bound'] else ''}",
                  cell(r["test_helps"], ".3f"), cell(r["validation_G"], "+.4f")))
-  return "\n".join([headline(report), title, table(headers, rows)])
+  lines = [headline(report), title, table(headers, rows)]
+  if report.get("monitor") and report["monitor"]["G"] is not None:
+    m = report["monitor"]
+    lines.append(f"The training summary's G ({m['G']:+.4f} {cell(m['G_ci'], '+.4f')} at step "
+                 f"{m['step']}) is the dev lookahead's, {m['lookahead']}, on the monitor's "
+                 f"held-out validation batches; this G is the headline lookahead's on the test "
+                 "split. Different lookaheads on different tokens, so the two may differ.")
+  return "\n".join(lines)
 
 
 def headline(report: dict[str, Any]) -> str:
@@ -186,15 +220,22 @@ def headline(report: dict[str, Any]) -> str:
   verdict = ("Looking ahead beats sharpening here" if lo > 0 else
              "Looking ahead does worse than sharpening here" if hi < 0 else
              "No lookahead setting beats its control here: the interval contains 0")
+  h, c = _fit_text(b, ""), _fit_text(b, "control_")
   return (f"{verdict}. Lookahead-specific gain G {where}: {test[part]['G']:+.4f} "
           f"{cell(test[part]['G_ci'], '+.4f')} nats/token{other}, for the validation's best "
           f"setting that looks ahead, {b['kind']} B={b['width']} H={b['horizon']} "
-          f"{b['scheme']} {b['mixture']} (q_H at tau {b['temperature']:g}, lam {b['lam']:g}; "
-          f"its horizon-1 control q_1 at tau {b['control_temperature']:g}, lam "
-          f"{b['control_lam']:g}; chosen on validation). Beside it, sharpening alone gains "
-          f"gain(q_1) {test[part]['control']:+.4f} and the lookahead gain(q_H) "
-          f"{test[part]['gain']:+.4f}; per token, looking ahead beats sharpening on "
+          f"{b['scheme']} {b['mixture']} (q_H at {h}), against the best horizon-1 sharpening "
+          f"q_1, top-{b['control_width']} of p at {c} (each fitted on validation). Beside it, "
+          f"sharpening alone gains gain(q_1) {test[part]['control']:+.4f} and the lookahead "
+          f"gain(q_H) {test[part]['gain']:+.4f}; per token, looking ahead beats sharpening on "
           f"{b['test_helps']:.1%} of {where[3:]} (the share with g > 0).")
+
+
+def _fit_text(row: dict[str, Any], prefix: str) -> str:
+  """ "tau 1.02, lam 0.97" of a row's side, naming any bound its fit sits on."""
+  bound = row[f"{prefix}on_bound"]
+  return (f"tau {row[prefix + 'temperature']:.3g}, lam {row[prefix + 'lam']:.4g}"
+          + (f", on its bound {' and '.join(bound)}" if bound else ""))
 
 
 GENERATION_COLUMNS = (("seq_rep_4", "seq-rep-4", ".3f"), ("rep_l", "rep-l", ".3f"),
@@ -313,9 +354,9 @@ def probes_table(probes: dict[str, Any]) -> str:
            f"future-token gain over the floor (best layer, nats/token): {gains}; mean "
            f"{f['future_gain']:+.4f}",
            f"logit lens NLL by layer: {lens}",
-           f"ICL score (late - early loss) on {probes['splits'][1]}: "
-           f"{cell(f['icl_score'], '+.4f')} "
-           f"(early {cell(f['icl_early'], '.3f')}, late {cell(f['icl_late'], '.3f')})",
+           (f"ICL score (late - early loss) on {probes['splits'][1]}: "
+            f"{f['icl_score']:+.4f} (early {f['icl_early']:.3f}, late {f['icl_late']:.3f})"
+            if _finite(f["icl_score"]) else NO_ICL),
            f"induction (prefix-matching) score, best head: {f['induction_max']:.3f}"]
   return "\n".join(lines)
 
@@ -442,17 +483,24 @@ def has_series(trajectories: dict[str, dict[str, list]], key: str) -> bool:
 
 def _plot_series(ax, trajectories: dict[str, dict[str, list]], key: str, ylabel: str,
                  title: str) -> None:
-  """One line per run name of trajectories[name][key] over "step", with its 95% band
-  where the series has one (key + "_ci", [lo, hi] per step)."""
+  """One line per run name of trajectories[name][key] over "step", with its 95% band:
+  over seeds where the series has one (key + "_ci", [lo, hi] per step: compare's mean of
+  several runs), else the monitor's own interval over held-out rows (key + "_lo",
+  key + "_hi": one run). A step without a value is a gap."""
   for name, series in trajectories.items():
     if not series.get("step"):
       continue
     steps = np.asarray(series["step"])
-    values = np.array([np.nan if v is None else v for v in series[key]], float)
+    floats = lambda xs: np.array([np.nan if v is None else v for v in xs], float)
+    values = floats(series.get(key) or [None] * len(steps))
     (line,) = ax.plot(steps, values, "-o", ms=3, label=name)
     cis = series.get(key + "_ci") or []
     if any(c is not None for c in cis):
       lo, hi = (np.array([np.nan if c is None else c[i] for c in cis], float) for i in (0, 1))
+    else:
+      lo, hi = (floats(series.get(f"{key}_{end}") or [None] * len(steps))
+                for end in ("lo", "hi"))
+    if np.isfinite(lo).any() and np.isfinite(hi).any():
       ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
   ax.axhline(0.0, color="gray", lw=0.8)
   ax.set_xlabel("step")
@@ -464,21 +512,25 @@ def _plot_series(ax, trajectories: dict[str, dict[str, list]], key: str, ylabel:
 
 def trajectory_plot(trajectories: dict[str, dict[str, list]], out: str | os.PathLike) -> None:
   """G_trajectory.png in `out`: G of the dev lookahead over training (marked tokens, all
-  tokens), one line per run name with its band over seeds; accuracy_trajectory.png, the
-  teacher-forced accuracy and G of the first two mark groups (path_star: goal depths 2
-  and 3), when the monitor split by groups; and probe_trajectory.png, the future-token
-  probe gain over training, when the probes ran."""
+  tokens), one line per run name with its 95% band (over seeds for several runs, over
+  held-out rows for one: `_plot_series`); accuracy_trajectory.png, the teacher-forced
+  accuracy and G of every mark group (path_star: goal depths), when the monitor split by
+  groups; and probe_trajectory.png, the future-token probe gain over training, when the
+  probes ran. G is the monitor's: each side's tau and lam fitted on other held-out
+  batches than those it is reported on (monitor.py)."""
   fig, axes = figure(1, 2, size=(11, 4))
   for ax, key, title in ((axes[0], "G_dev_marked", "needs-lookahead tokens"),
                          (axes[1], "G_dev", "all tokens")):
     _plot_series(ax, trajectories, key, "G on held-out batches (nats/token)",
-                 f"G of the dev lookahead over training, {title}")
+                 f"G of the dev lookahead over training, {title} (95%)")
   save_figure(fig, epath.Path(out) / "G_trajectory.png")
-  groups = sorted({k.rsplit("_", 1)[1] for series in trajectories.values() for k in series
-                   if k.startswith("accuracy_marked_") and not k.endswith("_ci")}, key=int)
-  if groups and has_series(trajectories, f"accuracy_marked_{groups[0]}"):
-    fig, axes = figure(len(groups[:2]), 2, size=(11, 4 * len(groups[:2])), squeeze=False)
-    for row, g in zip(axes, groups[:2]):
+  prefix = "accuracy_marked_"
+  groups = sorted({int(k[len(prefix):]) for series in trajectories.values() for k in series
+                   if k.startswith(prefix) and k[len(prefix):].isdigit()})
+  groups = [g for g in groups if has_series(trajectories, f"accuracy_marked_{g}")]
+  if groups:
+    fig, axes = figure(len(groups), 2, size=(11, 4 * len(groups)), squeeze=False)
+    for row, g in zip(axes, groups):
       _plot_series(row[0], trajectories, f"accuracy_marked_{g}", "teacher-forced accuracy",
                    f"marked tokens of group {g} (path_star: goal depth {g}): accuracy")
       _plot_series(row[1], trajectories, f"G_dev_marked_{g}", "G (nats/token)",

@@ -43,7 +43,8 @@ class TrainState:
   rng:                [2] uint32 key data of the run's base key; step i uses fold_in(key, i).
   nonfinite_in_a_row: [] int32 non-finite steps since the last finite one.
   nonfinite_total:    [] int32 non-finite (skipped) steps of the whole run.
-  skipped_total:      [] int32 updates skipped by stunting (v1_update) in the whole run.
+  skipped_total:      [] int32 updates skipped by stunting (v1_update) in the whole run;
+                      a skipped step changes neither params nor opt_state.
   balance_debt:       [] float32 movement v3_balance has yet to balance (see stunting.py).
   """
 
@@ -63,7 +64,11 @@ def _decay_mask(params: model_lib.Params) -> Any:
 
 
 def make_optimizer(train: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Clip by global norm, then AdamW on a linear warm-up + cosine decay schedule."""
+  """Clip by global norm, then AdamW on a linear warm-up + cosine decay schedule.
+
+  Its `updates` (clipped, preconditioned, weight decay included) are what train_step
+  applies and what stunting's v1_update tests and v3_project projects (stunting.py).
+  """
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
       decay_steps=train.steps, end_value=train.learning_rate * train.min_lr_ratio)

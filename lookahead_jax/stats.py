@@ -11,6 +11,7 @@ delete-a-group jackknife interval.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -78,3 +79,61 @@ def jackknife(statistic: Callable[[np.ndarray], float], n: int, groups: int,
   se = float(np.sqrt((g - 1) / g * np.sum((left_out - left_out.mean()) ** 2)))
   z = float(scipy.stats.norm.ppf(0.5 + level / 2))
   return estimate, estimate - z * se, estimate + z * se
+
+
+def row_interval(values: np.ndarray, rows: np.ndarray, weights: np.ndarray,
+                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mean, lo, hi) of per-token values, the interval resampling whole rows.
+
+  values: [..., n] per-token values (several quantities at once, paired); rows: [n] int
+  the row of each token, in 0..R-1; weights: [resamples, R] (`resample_counts`, the same
+  for every quantity compared). Tokens of one row (several marks of one poem) move
+  together, so the interval is wider than one that resamples tokens when they correlate.
+  NaN without a token.
+  """
+  values = np.asarray(values, np.float64)
+  n_rows = weights.shape[1]
+  sums = np.zeros(values.shape[:-1] + (n_rows,))
+  np.add.at(sums, (..., rows), values)
+  counts = np.bincount(rows, minlength=n_rows).astype(np.float64)
+  total = counts.sum()
+  mean = sums.sum(-1) / total if total else np.full(values.shape[:-1], np.nan)
+  lo, hi = bootstrap_ratio(sums, counts, weights, level)
+  return mean, lo, hi
+
+
+def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0,
+                          level: float = 0.95, paired: bool = True
+                          ) -> tuple[float, float, float]:
+  """(diff, lo, hi): the mean over seeds of mean_graphs(a) - mean_graphs(b), with a
+  percentile interval from a bootstrap over graphs (items), paired across runs.
+
+  a, b: [seeds, n] per-graph values of two modes; row i of each is the same seed index
+  (seed i of the mode against seed i of the baseline), column j the same test graph. Each
+  resample draws n graph indices with replacement, the same for every seed and for both
+  modes (`paired`; False draws b's graphs independently, for contrast), and takes the
+  difference of the means over seeds. NaN entries (a graph without a value) are left out
+  of their run's mean. The seeds themselves are not resampled: the interval is over graphs.
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.ndim != 2 or a.shape != b.shape:
+    raise ValueError(f"a and b must be [seeds, n] of one shape; got {a.shape} and {b.shape}")
+  n = a.shape[1]
+
+  def means(x: np.ndarray, weights: np.ndarray) -> np.ndarray:  # [seeds, n] -> [resamples]
+    valid = np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      per_seed = (np.where(valid, x, 0.0) @ weights.T) / (valid.astype(np.float64) @ weights.T)
+    return per_seed.mean(0)
+
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a run without any value: NaN
+    diff = float(np.mean(np.nanmean(a, 1) - np.nanmean(b, 1)))
+  weights = resample_counts(n, resamples, seed)
+  other = weights if paired else resample_counts(n, resamples, seed + 1)
+  diffs = means(a, weights) - means(b, other)
+  if n == 0 or np.isnan(diffs).all():
+    return diff, float("nan"), float("nan")
+  tail = 100 * (1 - level) / 2
+  lo, hi = np.nanpercentile(diffs, [tail, 100 - tail])
+  return diff, float(lo), float(hi)

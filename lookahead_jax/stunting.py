@@ -8,33 +8,55 @@ horizon-1 control gives q_{i,1} and q~_{i,1} (p sharpened, no look ahead). Stunt
 must act on lookahead, not on sharpening, so with `contrast="control"` (the default)
 every quantity is taken on the contrast d_i = q_{i,H} - q_{i,1}:
 
-  toward_i = q~_{i,H}(y_i) > q~_{i,1}(y_i)   looking ahead predicts the truth better
-                                             than sharpening does
-  m_i      = <e_{y_i} - p_i, d_i>            first-order change of alignment caused by a
-                                             gradient step on token i, on its logits
-  A        = sum_i sum_w d_i(w) log p_i(w)   alignment; g_A = grad A
+  gain_i   = log q~_{i,H}(y_i) - log q~_{i,1}(y_i)   how much better (in nats) looking
+                                                    ahead predicts the truth than
+                                                    sharpening does
+  toward_i = gain_i > margin                        ... by more than `stunting.margin`
+  m_i      = <e_{y_i} - p_i, d_i>                   first-order change of alignment caused by
+                                                    a gradient step on token i, on its logits
+  A        = sum_i sum_w d_i(w) log p_i(w)          alignment; g_A = grad A
 
-With `contrast="naive"` (earlier runs): toward_i = q~_i(y_i) > p_i(y_i), d_i = q_i - p_i
-in m_i and d_i = q_i in A, the definitions against p alone. g = -grad(loss) is the
-direction an update moves the parameters, so <g, g_A> > 0 means the update raises the
+The margin (default 0.01 nats, `Stunting.margin`) keeps confident correct tokens from
+counting as toward: at p(y) = 0.999 both mixtures are within ~1e-3 of 1 and gain_i is
+~2e-4 nats, while a lookahead that tells two equally likely arms apart gives gain_i of
+log(1 + lam) ~ 0.1-0.7 nats at lam 0.1-0.97 (q~_H(y) = (1 - lam) / 2 + lam against
+q~_1(y) = 1 / 2).
+
+With `contrast="naive"` (earlier runs): gain_i = log q~_i(y_i) - log p_i(y_i), d_i =
+q_i - p_i in m_i and d_i = q_i in A, the definitions against p alone. g = -grad(loss) is
+the direction a gradient step moves the parameters, so <g, g_A> > 0 means it raises the
 alignment (moves the model toward the amplified one). At horizon 1 the contrast is 0.
 
 Modes (`stunting.mode`) are objects with hooks (`MODES[name]`, `Stunting.hooks`): the
 train step calls them and names no mode. The base `Mode` changes nothing; a mode overrides
 what it changes: `myopic` and `needs_alignment_grad` (flags), `token_weights` (the
-per-token loss weights), `extra_loss` (a term added to the loss) and `edit_update` (the
-summed gradient, the skip and the v3_balance debt). The modes:
+per-token loss weights and their summed statistics), `extra_loss` (a term added to the
+loss) and `edit_update` (the update the optimizer would apply, the skip and the v3_balance
+debt). The modes:
   none        plain next-token loss.
-  v1_token    toward tokens get weight 0; the other tokens' gradient is unchanged.
-  v1_update   the whole update is skipped when <g, g_A> > 0 (counted as skipped).
+  v1_token    toward tokens (gain_i > margin) get weight 0; the other tokens' gradient is
+              unchanged.
+  v1_update   the whole update is skipped when <u, g_A> > 0, u the update the optimizer
+              would apply (optax's `updates`: after clipping, Adam's preconditioning and
+              AdamW's weight decay, already in the descent direction). A skipped step
+              changes neither the parameters nor the optimizer state (the Adam moments and
+              the schedule's count do not advance) and is counted as skipped.
   v2_penalty  loss + penalty * mean_i sum_w d_i(w) p_i(w) (naive: q_i for d_i): a
               bounded (|.| <= 1) push away from the tokens lookahead favours.
-  v3_balance  per-token weights, one for toward tokens (m > 0) and one for away tokens
-              (m < 0), chosen so that sum_i w_i m_i hits its target exactly within the
-              step while the mean weight stays 1 (counts and magnitudes balanced). The
-              target is minus an EMA of the movement earlier steps could not balance (a
-              step with tokens on one side only), so the balance also holds over time.
-  v3_project  g <- g - (<g, g_A> / |g_A|^2) g_A: no first-order movement either way.
+  v3_balance  per-token weights, a for toward tokens (m > 0) and b for away tokens (m < 0),
+              chosen so that sum_i w_i m_i hits its target within the step while the mean
+              weight stays 1 (counts and magnitudes balanced). The target is minus a
+              decaying debt, the movement earlier steps left unbalanced, so the balance also
+              holds over time. A target out of reach in the step (beyond a = 0 or b = 0) is
+              clipped to the nearest reachable movement and met there; a step with tokens
+              on one side only cannot balance and keeps weight 1 (see balance_weights).
+              Logged every step: balanced_step (1 when both sides were present, so the
+              movement met the clipped target; with grad_accum the share of micro-batches),
+              balance_clipped (the target was out of reach) and balance_debt.
+  v3_project  u <- u - (<u, g_A> / |g_A|^2) g_A on the update u the optimizer would apply
+              (weight decay included), which is then applied: the applied step has no
+              first-order movement of A either way. The optimizer state is updated from the
+              raw gradient as in a plain step.
   v4          stunting.v4_base with SMC lookahead instead of beam lookahead (no hooks of
               its own: config.py resolves it to its base before `Stunting` is built).
   distill     the positive control, the opposite of stunting: loss + distill *
@@ -77,6 +99,8 @@ class Stunting:
   beta:            SMC tempering.
   penalty:         v2_penalty coefficient.
   distill:         distill: coefficient of KL(q~_H || p).
+  margin:          a token is toward when log q~_H(y) - log q~_1(y) (naive: - log p(y))
+                   exceeds it, in nats (see the module docstring for the default).
   debt_decay:      v3_balance: per-step decay of the movement left unbalanced.
   alignment_every: steps between computations of g_A for the logged cos(g, g_A) in modes
                    that do not need g_A (v1_update and v3_project compute it every step).
@@ -92,6 +116,7 @@ class Stunting:
   beta: float = 4.0
   penalty: float = 1.0
   distill: float = 1.0
+  margin: float = 0.01
   debt_decay: float = 0.9
   alignment_every: int = 10
 
@@ -125,7 +150,8 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
                 control: lookahead_lib.Amplified | None, stunting: Stunting) -> dict[str, Array]:
   """Per-token quantities [b, T] of section 3, from log p [b, T, V] (pass it stop-gradient).
 
-  amp: q_H; control: q_1 (None with contrast "naive"). Returns toward (bool), m
+  amp: q_H; control: q_1 (None with contrast "naive"). Returns gain (log q~_H(y) minus
+  log q~_1(y), naive: minus log p(y)), toward (bool, gain > stunting.margin), m
   (movement) and kl (KL(q_H || p)); all 0 / False where an anchor has no lookahead.
   """
   log_p_y = lookahead_lib.token_log_prob(log_p, targets)
@@ -141,8 +167,9 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
     m = (jnp.exp(amp.at(targets)) - jnp.exp(control.at(targets)) - p_dot_q
          + control.expect(jnp.exp(_at_tokens(log_p, control))))
   kl = amp.expect(jnp.where(amp.log_q > -jnp.inf, amp.log_q - log_p_k, 0.0))
-  return dict(toward=amp.valid & (mix_y > reference_y), m=jnp.where(amp.valid, m, 0.0),
-              kl=jnp.where(amp.valid, kl, 0.0))
+  gain = jnp.where(amp.valid, mix_y - reference_y, 0.0)
+  return dict(gain=gain, toward=amp.valid & (gain > stunting.margin),
+              m=jnp.where(amp.valid, m, 0.0), kl=jnp.where(amp.valid, kl, 0.0))
 
 
 def _contrast_expect(log_p, amp, control, values_of) -> Array:
@@ -173,36 +200,62 @@ def distill_kl(log_p, amp: lookahead_lib.Amplified, stunting: Stunting) -> Array
   return jnp.where(amp.valid, kl, 0.0)
 
 
-def balance_weights(m, weights, target) -> tuple[Array, Array]:
-  """v3_balance: token weights [b, T] with sum_i w_i m_i = target and mean weight 1.
+def balance_weights(m, weights, target) -> tuple[Array, dict[str, Array]]:
+  """v3_balance: token weights [b, T] with sum_i w_i m_i as close to `target` as the step
+  allows, mean weight 1.
 
   m: movements [b, T]; weights: the batch weights [b, T] (0 = padding); target: [].
-  Toward tokens (m > 0, total P over n+ tokens) get a, away tokens (m < 0, total |.| N over
-  n- tokens) get b, the rest 1:  a P - b N = target  and  a n+ + b n- = n+ + n-.
-  Weights are clipped at 0. When one side is empty (or the solution would need a negative
-  weight) the step keeps weight 1 on both sides and returns the movement it leaves.
-  Returns (per-token weights times `weights`, realized sum_i w_i m_i).
+  Toward tokens (m > 0, weighted count n+, total movement P) get weight a, away tokens
+  (m < 0, count n-, total |movement| N) get b, tokens with m = 0 keep 1:
+    a P - b N = t   and   a n+ + b n- = n+ + n-   (mean weight 1),   a, b >= 0.
+  With both sides present the movements t this reaches form the interval
+  [-N (n+ + n-) / n-, P (n+ + n-) / n+] (its ends are a = 0 and b = 0); the target is
+  clipped into it and met there; the part beyond reach is left to the caller (v3_balance
+  carries it on in its debt). With one side empty the mean-weight
+  constraint leaves a = b = 1: the step keeps its plain weights, realizes its own
+  movement P or -N (0 with no moving token) and is not balanced.
+
+  Returns (per-token weights times `weights`, statistics summed over the batch):
+    balance_realized: sum_i w_i m_i, the movement realized;
+    balance_target:   the target clipped into reach (the realized movement when one side
+                      is empty);
+    balanced_step:    1.0 when both sides are present, so the realized movement is the
+                      clipped target, else 0.0;
+    balance_clipped:  1.0 when the target was out of reach and clipped (both sides
+                      present), else 0.0;
+    balance_parts:    1.0 (summed over micro-batches: their number, by which the logged
+                      shares divide).
   """
   up, down = (m > 0) * weights, (m < 0) * weights
   p_sum, n_sum = jnp.sum(up * m), -jnp.sum(down * m)
   n_up, n_down = jnp.sum(up), jnp.sum(down)
-  denom = n_sum * n_up + p_sum * n_down
   count = n_up + n_down
-  a = (n_sum * count + target * n_down) / jnp.where(denom > 0, denom, 1.0)
-  b = (p_sum * count - target * n_up) / jnp.where(denom > 0, denom, 1.0)
-  ok = (denom > 0) & (a >= 0) & (b >= 0)
-  a, b = jnp.where(ok, a, 1.0), jnp.where(ok, b, 1.0)
+  both = (p_sum > 0) & (n_sum > 0)
+  highest = p_sum * count / jnp.maximum(n_up, 1e-30)  # b = 0
+  lowest = -n_sum * count / jnp.maximum(n_down, 1e-30)  # a = 0
+  reach = jnp.clip(target, lowest, highest)
+  denom = jnp.where(both, n_sum * n_up + p_sum * n_down, 1.0)
+  a = jnp.maximum((n_sum * count + reach * n_down) / denom, 0.0)
+  b = jnp.maximum((p_sum * count - reach * n_up) / denom, 0.0)
+  a, b = jnp.where(both, a, 1.0), jnp.where(both, b, 1.0)
   w = weights * jnp.where(m > 0, a, jnp.where(m < 0, b, 1.0))
-  return w, jnp.sum(w * m)
+  realized = jnp.sum(w * m)
+  one, zero = jnp.ones(()), jnp.zeros(())
+  return w, {"balance_realized": realized,
+             "balance_target": jnp.where(both, reach, realized),
+             "balanced_step": jnp.where(both, one, zero),
+             "balance_clipped": jnp.where(both & (reach != target), one, zero),
+             "balance_parts": one}
 
 
 # ----------------------------------------------------------------------------- gradients
 
 
-def project_out(grads, grads_a):
-  """grads minus its component along grads_a (v3_project); grads_a = 0 leaves grads."""
-  scale = optax.tree.vdot(grads, grads_a) / jnp.maximum(optax.tree.vdot(grads_a, grads_a), 1e-30)
-  return optax.tree.add_scale(grads, -scale, grads_a)
+def project_out(tree, grads_a):
+  """`tree` (v3_project: the optimizer's update) minus its component along grads_a;
+  grads_a = 0 leaves it."""
+  scale = optax.tree.vdot(tree, grads_a) / jnp.maximum(optax.tree.vdot(grads_a, grads_a), 1e-30)
+  return optax.tree.add_scale(tree, -scale, grads_a)
 
 
 def cosine(a, b) -> Array:
@@ -217,7 +270,8 @@ class Mode:
   """A stunting mode's hooks into the train step; this base changes nothing ("none").
 
   The hooks of lookahead modes are called with the step's stunting quantities (the
-  token terms, the summed penalty, g and g_A); `myopic` is read by every step.
+  token terms, the summed penalty, the optimizer's update u and g_A); `myopic` is read by
+  every step.
   """
 
   lookahead: bool = False             # the mode has a stunting lookahead
@@ -225,11 +279,12 @@ class Mode:
   needs_alignment_grad: bool = False  # g_A every step (not only every alignment_every)
 
   def token_weights(self, terms: Mapping[str, Array], weights: Array,
-                    target: Array) -> tuple[Array, Array]:
-    """(the per-token loss weights [b, T], the realized sum_i w_i m_i []) from token_terms,
-    the batch weights and the v3_balance target."""
+                    target: Array) -> tuple[Array, dict[str, Array]]:
+    """(the per-token loss weights [b, T], statistics [] summed over micro-batches into the
+    step's aux, which `edit_update` reads) from token_terms, the batch weights and the
+    v3_balance target."""
     del terms, target
-    return weights, jnp.zeros(())
+    return weights, {}
 
   def extra_loss(self, log_p: Array, amp: lookahead_lib.Amplified, weights: Array,
                  penalty: Array, stunting: Stunting) -> tuple[Array | None, Array]:
@@ -240,13 +295,16 @@ class Mode:
     del log_p, amp, weights, penalty, stunting
     return None, jnp.zeros(())
 
-  def edit_update(self, grads: PyTree, grads_a: PyTree, cos: Array, aux: Mapping[str, Array],
-                  debt: Array, stunting: Stunting
+  def edit_update(self, updates: PyTree, grads_a: PyTree, cos: Array,
+                  aux: Mapping[str, Array], debt: Array, stunting: Stunting
                   ) -> tuple[PyTree, Array, Array, dict[str, Array]]:
-    """(grads, skip, debt, metrics) from the summed gradients of the loss and of A,
-    cos(g, g_A), the summed statistics of `objectives` and the v3_balance debt."""
+    """(the update to apply, skip, debt, metrics) from the update u the optimizer would
+    apply (optax's `updates` for the step's gradient: the parameters move by u), the summed
+    gradient g_A of A, cos(u, g_A), the summed statistics of `objectives` and the
+    v3_balance debt. The optimizer state is the one `tx.update` returned for the raw
+    gradient; a skipped step keeps the old one."""
     del grads_a, cos, aux, stunting
-    return grads, jnp.zeros((), bool), debt, {}
+    return updates, jnp.zeros((), bool), debt, {}
 
 
 class LookaheadMode(Mode):
@@ -261,17 +319,18 @@ class V1Token(LookaheadMode):
 
   def token_weights(self, terms, weights, target):
     del target
-    return weights * ~terms["toward"], jnp.zeros(())
+    return weights * ~terms["toward"], {}
 
 
 class V1Update(LookaheadMode):
-  """The update is skipped when it would raise A (cos(g, g_A) > 0)."""
+  """The update is skipped when the update the optimizer would apply raises A to first
+  order (<u, g_A> > 0, the sign of cos(u, g_A))."""
 
   needs_alignment_grad = True
 
-  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+  def edit_update(self, updates, grads_a, cos, aux, debt, stunting):
     del grads_a, aux, stunting
-    return grads, cos > 0, debt, {}
+    return updates, cos > 0, debt, {}
 
 
 class V2Penalty(LookaheadMode):
@@ -283,25 +342,31 @@ class V2Penalty(LookaheadMode):
 
 
 class V3Balance(LookaheadMode):
-  """Balanced token weights; the movement left unbalanced is carried as a decaying debt."""
+  """Balanced token weights (balance_weights); the movement left unbalanced, realized
+  minus the target -debt, is carried on as a decaying debt:
+  debt <- debt_decay * (debt + realized)."""
 
   def token_weights(self, terms, weights, target):
     return balance_weights(terms["m"], weights, target)
 
-  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+  def edit_update(self, updates, grads_a, cos, aux, debt, stunting):
     del grads_a, cos
-    debt = stunting.debt_decay * (debt + aux["balanced"])
-    return grads, jnp.zeros((), bool), debt, {"balance_debt": debt}
+    debt = stunting.debt_decay * (debt + aux["balance_realized"])
+    parts = jnp.maximum(aux["balance_parts"], 1.0)
+    return updates, jnp.zeros((), bool), debt, {
+        "balance_debt": debt, "balanced_step": aux["balanced_step"] / parts,
+        "balance_clipped": aux["balance_clipped"] / parts}
 
 
 class V3Project(LookaheadMode):
-  """The update's component along g_A is removed."""
+  """The component along g_A of the update the optimizer would apply (weight decay
+  included) is removed: u <- u - (<u, g_A> / |g_A|^2) g_A."""
 
   needs_alignment_grad = True
 
-  def edit_update(self, grads, grads_a, cos, aux, debt, stunting):
+  def edit_update(self, updates, grads_a, cos, aux, debt, stunting):
     del cos, aux, stunting
-    return project_out(grads, grads_a), jnp.zeros((), bool), debt, {}
+    return project_out(updates, grads_a), jnp.zeros((), bool), debt, {}
 
 
 class Distill(LookaheadMode):

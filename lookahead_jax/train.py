@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import signal
 import statistics
 import threading
@@ -100,8 +101,10 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   Returns:
     ((loss [], A []), aux): A = sum_i sum_w d_i(w) log p_i(w) / norm (stunting.py; 0
     without a lookahead); aux sums over the micro-batch: ce_sum, tokens, correct, and
-    with a lookahead toward, movement, kl, penalty, distill, balanced (the realized sum
-    w_i m_i).
+    with a lookahead toward, marked (weighted tokens the batch's needs_lookahead marks),
+    toward_marked, movement, kl, penalty, distill and the mode's token_weights
+    statistics (v3_balance: balance_realized, the realized sum w_i m_i, and the others of
+    stunting.balance_weights).
   """
   dropout_key, lookahead_key = jax.random.split(rng)
   # One teacher-forced pass: the logits and every layer's keys/values, which the stunting
@@ -132,16 +135,18 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
         lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, stunt.beta,
                                     lookahead=stunt.lookahead), stunt.temperature, stunt.scheme)
   terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
-  token_weights, balanced = stunt.hooks.token_weights(terms, weights, target)
+  token_weights, weight_stats = stunt.hooks.token_weights(terms, weights, target)
   penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
   loss = jnp.sum(ce * token_weights) / norm
   extra, distill = stunt.hooks.extra_loss(log_p, amp, weights, penalty, stunt)
   if extra is not None:
     loss = loss + extra / norm
   alignment = jnp.sum(stunting_lib.alignment(log_p, amp, control) * weights) / norm
-  aux.update(toward=jnp.sum(terms["toward"] * weights), movement=jnp.sum(terms["m"] * weights),
-             kl=jnp.sum(terms["kl"] * weights), penalty=sg(penalty), distill=sg(distill),
-             balanced=balanced)
+  marked = weights * batch.get("needs_lookahead", jnp.zeros_like(targets, bool))
+  aux.update(toward=jnp.sum(terms["toward"] * weights), marked=jnp.sum(marked),
+             toward_marked=jnp.sum(terms["toward"] * marked),
+             movement=jnp.sum(terms["m"] * weights), kl=jnp.sum(terms["kl"] * weights),
+             penalty=sg(penalty), distill=sg(distill), **weight_stats)
   return (loss, alignment), aux
 
 
@@ -164,10 +169,13 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
   One forward pass per micro-batch gives the loss and the alignment A; the gradient of the
   loss (and of A, when stunting uses it or logs cos(g, g_A)) are summed over `grad_accum`
   micro-batches by a lax.scan, exactly the full-batch gradients (see `objectives`).
-  Stunting then acts on them through the mode's `edit_update` hook (stunting.py): v1_update
-  skips the update when it would raise A, v3_project removes the update's component along
-  grad A. If the loss or the global gradient norm is not finite, parameters and optimizer
-  state stay as they were and the non-finite counters go up. That skip is written out here
+  The optimizer turns the gradient into its update u (and its new state, the moments
+  following the gradient in every mode); stunting then acts on u, the update that is
+  applied, through the mode's `edit_update` hook (stunting.py): v1_update skips the step
+  when <u, grad A> > 0 (parameters and optimizer state stay as they were), v3_project
+  removes u's component along grad A (weight decay included). If the loss or the global
+  gradient norm is not finite, parameters and optimizer state stay as they were and the
+  non-finite counters go up. That skip is written out here
   rather than taken from optax.apply_if_finite, which would add its own entries to the
   optimizer state (changing the checkpoints' structure) and could not share the skip with
   v1_update's.
@@ -211,20 +219,33 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
   tokens = jnp.maximum(aux["tokens"], 1.0)
   metrics = {"loss": loss, "ce": aux["ce_sum"] / tokens, "accuracy": aux["correct"] / tokens,
              "grad_norm": grad_norm}
+  # The optimizer's update u for the raw gradient (clipping, Adam's moments, weight decay),
+  # and its new state: the moments follow the gradient in every mode. Stunting edits u,
+  # the update that is applied; a skipped step keeps the old parameters and optimizer state.
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   skip = jnp.zeros((), bool)
   debt = state.balance_debt
   if lookahead:
-    # The update moves the parameters along g = -grads; <g, g_A> > 0 raises the alignment.
+    # A gradient step moves the parameters along g = -grads, the optimizer's along u;
+    # <., g_A> > 0 raises the alignment.
     cos = stunting_lib.cosine(jax.tree.map(jnp.negative, grads), grads_a)
-    metrics.update(toward=aux["toward"] / tokens, movement=aux["movement"] / tokens,
-                   kl=aux["kl"] / tokens, penalty=aux["penalty"] / tokens,
-                   distill=aux["distill"] / tokens,
-                   alignment_cos=jnp.where(with_alignment, cos, jnp.nan))
-    grads, skip, debt, edit_metrics = stunt.hooks.edit_update(grads, grads_a, cos, aux, debt,
-                                                              stunt)
+    update_cos = stunting_lib.cosine(updates, grads_a)
+    marked = aux["marked"]
+    metrics.update(toward=aux["toward"] / tokens,
+                   # NaN on a step without tokens of that kind (StepLog leaves NaN out)
+                   toward_marked=jnp.where(marked > 0, aux["toward_marked"] / marked, jnp.nan),
+                   toward_unmarked=jnp.where(
+                       aux["tokens"] > marked,
+                       (aux["toward"] - aux["toward_marked"]) / (aux["tokens"] - marked),
+                       jnp.nan),
+                   movement=aux["movement"] / tokens, kl=aux["kl"] / tokens,
+                   penalty=aux["penalty"] / tokens, distill=aux["distill"] / tokens,
+                   alignment_cos=jnp.where(with_alignment, cos, jnp.nan),
+                   update_alignment_cos=jnp.where(with_alignment, update_cos, jnp.nan))
+    updates, skip, debt, edit_metrics = stunt.hooks.edit_update(updates, grads_a, update_cos,
+                                                                aux, debt, stunt)
     metrics.update(edit_metrics)
   apply = ok & ~skip
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   keep_if = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
   bad = (~ok).astype(jnp.int32)
@@ -320,6 +341,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
   if main_process:
     report.write_text(epath.Path(workdir) / "config.json",
                       config.to_json_best_effort(indent=2) + "\n")
+    metrics_lib.write_version(workdir)
 
   with contextlib.ExitStack() as stack:
     preemption = stack.enter_context(_preemption_notice())
@@ -378,7 +400,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
         record = log.flush(pending_step)
         extra = {"toward": f"{record['toward']:.1%}"} if "toward" in record else {}
         if monitor.last:
-          extra["G_dev"] = f"{monitor.last['monitor_G_dev']:+.4f}"
+          extra["G_dev"] = f"{monitor.last.get('monitor_G_dev', math.nan):+.4f}"
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
                         step_ms=f"{1e3 * record['step_time']:.1f}", **extra)
       if host["nonfinite_in_a_row"] >= t.max_nonfinite_in_a_row:
@@ -427,20 +449,27 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
 
   counters = metrics_lib.sum_over_processes(train_iter.counters())
   summary = _summary(config, workdir, state, log.records, val, counters,
-                     time.perf_counter() - start, resumed_from, preempted, monitor.last)
+                     time.perf_counter() - start, resumed_from, preempted, monitor.last,
+                     settings.dev_lookahead.describe(settings.stunting.beta))
   if main_process:
     print(report.summary_table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
           flush=True)
   return summary
 
 
+def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
+  """Mean of a logged figure over the records that have a finite one (None: none has)."""
+  values = [r[key] for r in records if r.get(key) is not None and math.isfinite(r[key])]
+  return statistics.fmean(values) if values else None
+
+
 def _summary(config, workdir, state, records, val, counters, seconds, resumed_from,
-             preempted, monitored) -> dict[str, Any]:
+             preempted, monitored, dev_lookahead: str) -> dict[str, Any]:
   """The figures of a run, and their rows for the printed table.
 
   Read from the whole run's metrics log where this process has it (a resumed run, even
   one that had nothing left to train, reports its training), else from this session's
-  records; the monitor's figures are its last logged ones.
+  records; the monitor's figures are its last logged ones, of `dev_lookahead` (its name).
   """
   run_log = metrics_lib.read(workdir)
   records = [r for r in run_log if "tokens_per_s" in r] or records
@@ -467,9 +496,10 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       "nonfinite_total": int(state.nonfinite_total),
       "skipped_total": int(state.skipped_total),
       "stunting": config.stunting.mode,
-      "toward": statistics.fmean(r["toward"] for r in records if "toward" in r) if any(
-          "toward" in r for r in records) else None,
+      **{key: _mean_of(records, key) for key in ("toward", "toward_marked", "toward_unmarked",
+                                                  "balanced_step")},
       "monitor": monitored,
+      "dev_lookahead": dev_lookahead,
       "data": counters,
   }
   return dict(summary, rows=report.summary_rows(summary, config, workdir))

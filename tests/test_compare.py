@@ -3,10 +3,11 @@
 import json
 import os
 
+import numpy as np
 import pytest
 from etils import epath
 
-from lookahead_jax import compare, stunting
+from lookahead_jax import compare, stats, stunting
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError
 
@@ -40,9 +41,9 @@ def test_experiment_configs_import_only_the_config_module():
 SETS = ["data.tokenizer=''", "model.vocab_size=258", "data.seq_len=32", "model.num_layers=1",
         "model.d_model=32", "lookahead.width=2", "train.steps=4", "train.warmup_steps=1",
         "train.log_every=2", "train.checkpoint_every=0", "eval.max_batches=1",
-        "eval.batch_size=8", "eval.temperatures=(1.0,)", "eval.lams=(0.1, 0.5)",
-        "eval.schemes=('sum',)", "eval.mixtures=('linear',)", "stunting.dev_width=2",
-        "eval.bootstrap=200"] + [f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
+        "eval.batch_size=8", "eval.schemes=('sum',)", "eval.mixtures=('linear',)",
+        "stunting.dev_width=2", "eval.bootstrap=200"] + [
+            f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
 
 
 def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path, capsys,
@@ -135,3 +136,133 @@ def test_the_masked_experiment_config_runs_the_rho_spectrum_without_stunting():
     assert [line for line in f if line.startswith(("import", "from"))] == [
         "from lookahead_jax import config as config_lib\n"]
 
+
+
+# ----------------------------------------------------------------- tables of synthetic runs
+# (no training: figures as run_one returns them, tabulated into a tmp dir)
+
+VERSION = {"commit": "a" * 40, "dirty": False, "diff": None, "short": "a" * 7}
+OTHER_VERSION = {"commit": "b" * 40, "dirty": True, "diff": "1234abcd5678", "short": "bbbbbbb+1234"}
+
+
+def _figures(seed, version=VERSION, **extra):
+  """One run's figures, as run_one returns them."""
+  evaluated = {k: v for k, v in version.items() if k != "earlier"}
+  return {"seed": seed, "test_nll": 1.0 + 0.01 * seed, "step_time": 0.1, "toward": None,
+          "skipped": 0.0, "test_rows": 100, "version": {"train": version, "eval": evaluated},
+          "trajectory": {"step": [10, 20], "G_dev_marked": [0.1, 0.05], "G_dev": [0.2, 0.1]},
+          "G_stunting": 0.1 + 0.01 * seed, "G_stunting_ci": [0.0, 0.2], **extra}
+
+
+def test_every_interval_states_its_n_and_a_figure_missing_in_a_seed_shows(tmp_path, capsys):
+  results = {"none": [_figures(0, G_dev=0.2), _figures(1, G_dev=0.3), _figures(2, G_dev=None)],
+             "v1_token": [_figures(0, G_dev=0.1)]}
+  rows = compare.tabulate(results, str(tmp_path), "rhyme")
+  none, one = rows
+  assert none["seeds"] == 3  # every run counts ...
+  assert none["G_dev_n"] == "2 of 3 seeds"  # ... and the interval says it stands on two
+  assert none["G_dev_per_seed"] == [0.2, 0.3, None]
+  lo, hi = none["G_dev_ci"]
+  assert none["G_dev"] == pytest.approx(0.25) and lo < 0.25 < hi
+  assert none["test_nll_n"] == "3 seeds" and none["G_vs_baseline_n"] == "3 seeds"
+  # One seed: the evaluation's bootstrap over test rows, and it says so.
+  assert one["G_stunting_ci"] == [0.0, 0.2] and one["G_stunting_n"] == "100 rows"
+  table = (epath.Path(tmp_path) / "compare.md").read_text()
+  assert "n=2 of 3 seeds" in table and "n=3 seeds" in table and "n=100 rows" in table
+  for line in table.splitlines()[4:]:  # every interval cell carries its n
+    for cell in line.split("|"):
+      assert "]" not in cell or " n=" in cell, cell
+  assert "WARNING" not in capsys.readouterr().out  # one code version
+
+
+def test_runs_of_different_code_versions_are_marked_and_warned_about(tmp_path, capsys):
+  results = {"none": [_figures(0)], "v1_token": [_figures(0, OTHER_VERSION)],
+             "v3_balance": [_figures(0, {**VERSION, "earlier": [OTHER_VERSION]})]}
+  rows = compare.tabulate(results, str(tmp_path), "rhyme")
+  # v3_balance: trained partly under each version (resumed), evaluated under the last
+  assert [r["version"] for r in rows] == ["aaaaaaa", "bbbbbbb+1234", "bbbbbbb+1234/aaaaaaa"]
+  out = capsys.readouterr().out
+  assert "WARNING: figures from different code versions meet in this table" in out
+  assert "v1_token bbbbbbb+1234" in out
+  table = (epath.Path(tmp_path) / "compare.md").read_text()
+  assert "WARNING" in table and "| none | 1 | aaaaaaa |" in table
+  saved = json.loads((epath.Path(tmp_path) / "compare.json").read_text())
+  assert saved["version_warning"]
+  # A run whose version was never recorded is not taken for the others' version.
+  results = {"none": [_figures(0)], "v1_token": [_figures(0)]}
+  results["v1_token"][0]["version"]["train"] = None
+  rows = compare.tabulate(results, str(tmp_path), "rhyme")
+  assert rows[1]["version"] == "? (eval aaaaaaa)" and "WARNING" in capsys.readouterr().out
+
+
+def test_saved_figures_are_reused_by_config_and_code_version(tmp_path, monkeypatch):
+  config = compare.load(os.path.join(REPO, "configs", "experiments", "rhyme.py:none"))[0][1]
+  monkeypatch.setattr(compare.checkpoint, "kept_steps", lambda _: [config.train.steps])
+  path = epath.Path(tmp_path) / compare.RUN_FILE
+
+  def saved(version):
+    path.write_text(json.dumps({"config": compare._config_key(config), "version": version,
+                                "figures": {"test_nll": 1.5}}))
+    return compare._saved_figures(config, str(tmp_path))
+
+  assert saved(metrics_lib.code_version()) == {"test_nll": 1.5}
+  assert saved(dict(metrics_lib.code_version(), commit="0" * 40)) is None
+  assert saved(None) is None  # figures saved before versions were recorded
+
+
+def test_paired_bootstrap_by_graph_is_the_mean_difference_and_narrower_than_unpaired():
+  rng = np.random.default_rng(0)
+  seeds, graphs = 3, 400
+  difficulty = rng.normal(0.0, 1.0, graphs)  # shared by every run: what pairing cancels
+  b = difficulty + rng.normal(0.0, 0.1, (seeds, graphs))
+  a = b + 0.05 + rng.normal(0.0, 0.1, (seeds, graphs))
+  diff, lo, hi = stats.paired_bootstrap_diff(a, b, 500, seed=3)
+  assert diff == pytest.approx(a.mean() - b.mean(), abs=1e-12)  # the mean difference
+  assert lo < diff < hi
+  _, ulo, uhi = stats.paired_bootstrap_diff(a, b, 500, seed=3, paired=False)
+  assert hi - lo < (uhi - ulo) / 5  # the graphs' shared difficulty cancels when paired
+  # Against a direct loop: one draw of graphs per resample, for every seed and both modes.
+  draws = np.random.default_rng(3).integers(0, graphs, size=(500, graphs))
+  diffs = [(a[:, d].mean(1) - b[:, d].mean(1)).mean() for d in draws]
+  np.testing.assert_allclose([lo, hi], np.percentile(diffs, [2.5, 97.5]), rtol=1e-10)
+  # A graph without a value is left out of its run's mean.
+  a[0, 0] = np.nan
+  diff, lo, hi = stats.paired_bootstrap_diff(a, b, 200)
+  assert diff == pytest.approx(np.mean(np.nanmean(a, 1) - b.mean(1))) and lo < diff < hi
+
+
+def test_compare_pairs_modes_by_graph_where_they_share_the_test_graphs(tmp_path):
+  rng = np.random.default_rng(1)
+  graphs = 300
+  depth = rng.integers(1, 4, graphs).tolist()
+  data = {"name": "path_star", "split": "test", "options": {"seed": 0}}
+
+  def per_graph(p_first, shift, data=data):
+    return {"data": data, "depth": depth,
+            "first": (rng.random(graphs) < p_first).astype(float).tolist(),
+            "g": [float(0.1 * d + shift + rng.normal(0, 0.05)) if d >= 2 else None
+                  for d in depth]}
+
+  results = {
+      "none": [_figures(s, per_graph=per_graph(0.5, 0.0)) for s in (0, 1)],
+      "v1_token": [_figures(s, per_graph=per_graph(0.8, -0.1)) for s in (1, 0)],
+      "other_data": [_figures(0, per_graph=per_graph(0.8, 0.0, {**data, "options": {}}))]}
+  rows = {r["mode"]: r for r in compare.tabulate(results, str(tmp_path), "path_star",
+                                                  resamples=300, seed=0)}
+  chosen = np.asarray(depth) == 2
+  by_seed = {r["seed"]: r["per_graph"] for r in results["none"]}  # seed i against seed i
+  for key, field in compare.PAIRED.items():
+    a = np.asarray([[np.nan if v is None else v for v in r["per_graph"][field]]
+                    for r in results["v1_token"]])[:, chosen]
+    b = np.asarray([[np.nan if v is None else v for v in by_seed[r["seed"]][field]]
+                    for r in results["v1_token"]])[:, chosen]
+    row = rows["v1_token"]
+    assert row[key] == pytest.approx(np.mean(a.mean(1) - b.mean(1)))
+    assert row[key + "_ci"] == pytest.approx(list(stats.paired_bootstrap_diff(a, b, 300, 0)[1:]))
+    assert row[key + "_n"] == f"2 seeds x {chosen.sum()} graphs"
+    assert key not in rows["other_data"] and key not in rows["none"]  # other graphs; itself
+  assert rows["v1_token"]["first_d2_paired"] > 0.2 and rows["v1_token"]["G_d2_paired"] < 0
+  table = (epath.Path(tmp_path) / "compare.md").read_text()
+  assert "paired by graph" in table and f"n=2 seeds x {chosen.sum()} graphs" in table
+  saved = json.loads((epath.Path(tmp_path) / "compare.json").read_text())
+  assert "per_graph" not in saved["runs"]["none"][0]  # kept in each run's own record

@@ -144,7 +144,8 @@ def test_validate_derives_the_settings_once(config):
   assert settings.stunting.mode == "v3_balance" and settings.stunting.lookahead.kind == "smc"
   assert settings.stunting.contrast == "control"
   assert settings.lookahead.eos_id == settings.tokenizer.eod_id
-  assert settings.dev_lookahead.kind == "smc" and settings.dev_lookahead.width == 8
+  # the dev lookahead differs in kind from v4's SMC stunting lookahead
+  assert settings.dev_lookahead.kind == "beam" and settings.dev_lookahead.width == 8
   assert settings.data["seq_len"] == 32 and settings.data["tokenizer"] is settings.tokenizer
 
 

@@ -356,7 +356,7 @@ def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
   text.write_text("\n\n".join(rhyme.rhyme_document(rng)[0] for _ in range(300)))
   overrides = {"data.options.paths": (str(text),), "data.data_dir": str(tmp_path / "data"),
                "eval.max_batches": 1, "eval.batch_size": 8, "eval.widths": (2,),
-               "eval.horizons": (1, 3), "eval.temperatures": (1.0,), "eval.lams": (0.1, 0.5)}
+               "eval.horizons": (1, 3)}
   path = os.path.join(REPO, "configs", "experiments", "gpt2_amplify.py")
   return load_config(path, overrides, argument=str(checkpoint)), checkpoint, path, overrides
 

@@ -56,11 +56,10 @@ MODES = ("none", "v3_balance")
 STEPS, RESUMED_STEPS = 6, 8
 
 # A small evaluation grid that still has both lookahead kinds (SMC samples inside the
-# sharded step) and several (tau, lam) points to choose from on validation.
+# sharded step) and both schemes and mixtures (each side's tau and lam fitted on validation).
 EVAL = {
     "eval.kinds": ("beam", "smc"), "eval.widths": (2,), "eval.horizons": (2,),
     "eval.schemes": ("sum", "max"), "eval.mixtures": ("linear", "loglinear"),
-    "eval.temperatures": (0.5, 1.0), "eval.lams": (0.1, 0.5),
     "eval.batch_size": 8, "eval.max_batches": 2,
 }
 # The environment variables that start jax.distributed (sharding.maybe_initialize_distributed)

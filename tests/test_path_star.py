@@ -31,7 +31,8 @@ def _check_star(x, degree):
   return arms
 
 
-@pytest.mark.parametrize("min_arm,max_arm,min_goal_depth", [(4, 4, 4), (2, 5, 2), (1, 3, 1)])
+@pytest.mark.parametrize("min_arm,max_arm,min_goal_depth",
+                         [(4, 4, 4), (2, 5, 2), (1, 3, 1), (1, 3, 2)])
 def test_sample_is_a_star_with_arms_and_goal_depths_in_range(min_arm, max_arm, min_goal_depth):
   rng = np.random.default_rng(0)
   star = path_star.Star(degree=3, num_nodes=1 + 3 * max_arm, min_arm=min_arm, max_arm=max_arm,
@@ -42,13 +43,16 @@ def test_sample_is_a_star_with_arms_and_goal_depths_in_range(min_arm, max_arm, m
     arms = _check_star(x, 3)
     labels = [x.source] + [v for arm in arms for v in arm]
     assert len(set(labels)) == len(labels) and all(0 <= v < star.num_nodes for v in labels)
+    assert len({len(a) for a in arms}) == 1  # the arms of one graph: one length
     lengths |= {len(a) for a in arms}
     arm = next(a for a in arms if a[0] == x.path[1])
     assert min(min_goal_depth, len(arm)) <= x.depth <= len(arm)
+    if len(arm) < min_goal_depth:
+      assert x.goal == arm[-1]  # an arm too short for min_goal_depth: its leaf
     depths.add(x.depth)
     leaf.add(x.goal == arm[-1])
-  assert lengths == set(range(min_arm, max_arm + 1))
-  assert depths == set(range(min_goal_depth, max_arm + 1))
+  assert lengths == set(range(min_arm, max_arm + 1))  # the length varies between graphs
+  assert depths == set(range(min(min_goal_depth, min_arm), max_arm + 1))
   assert leaf == ({True} if min_goal_depth == max_arm else {True, False})
 
 
@@ -260,3 +264,69 @@ def test_longest_document_bounds_every_example():
     longest = max(len(tok.example(star.sample(np.random.default_rng(s)))[0]) for s in range(300))
     assert longest == builders.longest_document("path_star", **options)
   assert builders.longest_document("rhyme") is None
+
+
+def test_no_search_rules_score_each_arm_and_count_ties_as_one_over_k():
+  # Arms in listing order: [1, 2] (its first edge at 1) and [3, 4] (at 3); goal 2.
+  x = path_star.PathStarInstance([(3, 4), (0, 1), (1, 2), (0, 3)], 0, 2, [0, 1, 2])
+  credit = {k: v.tolist() for k, v in path_star.no_search_credit([x]).items()}
+  assert set(credit) == set(path_star.NO_SEARCH_RULES)
+  assert credit == {
+      "longer arm": [0.5], "shorter arm": [0.5], "first-listed arm": [1.0],
+      "last-listed arm": [0.0], "arm of the first edge listed": [0.0],
+      "arm of the last edge listed": [0.0], "arm listed earliest on average": [0.5],
+      "leaf listed first": [0.0], "largest label": [0.0], "smallest label": [1.0],
+      "largest first node": [0.0], "first node nearest the source's label": [1.0],
+      "largest label sum": [0.0]}
+  # Unequal arms (as the sampler drew them before): arms [3], [1, 2], [5]; goal 3.
+  y = path_star.PathStarInstance([(0, 3), (0, 1), (1, 2), (0, 5)], 0, 3, [0, 3])
+  credit = path_star.no_search_credit([x, y])
+  assert credit["longer arm"].tolist() == [0.5, 0.0]
+  assert credit["shorter arm"].tolist() == [0.5, 0.5]  # [3] and [5] tie: 1/2
+  accuracy = path_star.no_search_accuracy([x, y])
+  assert accuracy["first-listed arm"] == {1: 1.0, 2: 1.0}
+  assert accuracy["largest label"] == {1: 0.0, 2: 0.0}
+  assert path_star.best_no_search(accuracy)[2] == ("first-listed arm", 1.0)  # first of a tie
+
+
+def _old_sample(star, rng):
+  """A graph as Star.sample drew it before: each arm's length on its own, then the goal
+  arm, then the goal's depth inside it (the arm-length shortcut)."""
+  lengths = rng.integers(star.min_arm, star.max_arm + 1, size=star.degree)
+  labels = rng.choice(star.num_nodes, size=1 + int(lengths.sum()), replace=False).tolist()
+  source, arms, start = labels[0], [], 1
+  for n in lengths.tolist():
+    arms.append(labels[start:start + n])
+    start += n
+  edges = [(u, v) for arm in arms for u, v in zip([source] + arm[:-1], arm)]
+  edges = [edges[i] for i in rng.permutation(len(edges))]
+  chosen = arms[int(rng.integers(star.degree))]
+  chosen = chosen[:int(rng.integers(min(star.min_goal_depth, len(chosen)), len(chosen) + 1))]
+  return path_star.PathStarInstance(edges, source, chosen[-1], [source] + chosen)
+
+
+def _off_chance(star, sample, count=20_000, seed=0):
+  """{(rule, depth): (accuracy, standard error, graphs)} of the no-search rules whose
+  accuracy is more than 3 standard errors away from 1/degree."""
+  rng = np.random.default_rng(seed)
+  graphs = [sample(star, rng) for _ in range(count)]
+  credit = path_star.no_search_credit(graphs)
+  depth = np.asarray([x.depth for x in graphs])
+  off = {}
+  for name, c in credit.items():
+    for d in sorted(set(depth.tolist())):
+      at = c[depth == d]
+      se = at.std(ddof=1) / np.sqrt(len(at))
+      if abs(at.mean() - 1 / star.degree) > 3 * se + 1e-12:
+        off[name, d] = (at.mean(), se, len(at))
+  return off
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"min_arm": 1, "max_arm": 3, "min_goal_depth": 1, "degree": 2, "num_nodes": 20}])
+def test_with_equal_arms_no_search_rule_beats_chance_at_any_depth(options):
+  star = path_star.Star(**options)
+  assert _off_chance(star, lambda star, rng: star.sample(rng)) == {}
+  # The same check finds the shortcut of arm lengths drawn per arm.
+  off = _off_chance(star, _old_sample, count=5_000)
+  assert {"longer arm", "shorter arm"} <= {name for name, _ in off}

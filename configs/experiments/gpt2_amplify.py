@@ -41,7 +41,6 @@ def get_config(path: str = ""):
 
   config.eval.kinds = ("beam", "smc")
   config.eval.widths = (2, 4, 8)
-  config.eval.temperatures = (0.25, 0.5, 1.0, 2.0)
   config.eval.batch_size = 16
   config.lookahead.beta = 4.0  # SMC tempering
   return config

@@ -1,13 +1,23 @@
 """Path-star testbed (Bachmann & Nagarajan 2024): star graphs, paths, vocabulary,
-accuracy, its builder and its record.
+accuracy, the no-search rules, its builder and its record.
 
-A graph (`Star`) has a source with `degree` arms (simple paths leaving the source), each
-of `min_arm .. max_arm` nodes drawn independently and uniformly; node labels are distinct
-random draws out of `0 .. num_nodes-1`. The edges point away from the source and are
-listed in random order. The goal arm is drawn uniformly, independently of the lengths,
-and the goal is its k-th node, k uniform in `min_goal_depth .. the arm's length` (the
-goal's *depth*; a shorter arm than min_goal_depth has its leaf as the goal). The target is
-the path from the source to the goal, then an end-of-path token.
+A graph (`Star`) has a source with `degree` arms (simple paths leaving the source), all
+of the same length L, drawn per graph uniformly in `min_arm .. max_arm` (so L varies from
+graph to graph, not from arm to arm); node labels are distinct random draws out of
+`0 .. num_nodes-1`. The edges point away from the source and are listed in random order.
+The goal arm is drawn uniformly, and the goal is its k-th node, k uniform in
+`min_goal_depth .. L` (the goal's *depth*; when L < min_goal_depth the goal is the leaf).
+The target is the path from the source to the goal, then an end-of-path token.
+
+Why equal arms (as Bachmann & Nagarajan's graphs): the goal's depth must not tell its
+arm. With each arm's length drawn on its own and the depth drawn inside the goal arm, a
+deep goal sits on a long arm: with the old default options (arms of 2-5 nodes, depth from
+2), P(goal on the longer arm | depth 2, 3, 4, 5) = 0.31, 0.58, 0.82, 1.00 over 40,000
+graphs, so a model that compares arm lengths beats `1/degree` without any search back
+from the goal. `no_search_accuracy` measures such rules (longer, shorter, first- or
+last-listed arm, label rules, ...); with equal arms each is `1/degree` at every depth
+(tests/test_path_star.py), and the evaluator (evals/path_star.py) reports the best of
+them beside `1/degree`.
 
 Two layouts (`PathStarTokenizer`):
 
@@ -26,9 +36,9 @@ improbable under the model ("verifier strength", evals/path_star.py): with edge 
 the walk is a single attention read (copy the edge whose source is the last edge's
 target), learned in a few hundred steps, and a wrong arm's walk reaches its leaf without
 meeting the goal, where no training path goes. With the goal anywhere on its arm only "end
-after the goal" predicts the end-of-path token (not "end at a leaf"), and with arms of
-several lengths the end cannot be placed by counting. The horizon the lookahead needs,
-from the first step: the longest arm plus 2-3 tokens, past the wrong leaf.
+after the goal" predicts the end-of-path token (not "end at a leaf"), and with arm lengths
+that vary between graphs the end cannot be placed by counting. The horizon the lookahead needs,
+from the first step: the longest arm (max_arm) plus 2-3 tokens, past the wrong leaf.
 
 Marks ("needs lookahead"): the first step of the path when the goal's depth is >= 2; at
 depth 1 the query's goal is the first step's own target, so it needs no search. With
@@ -40,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -75,6 +85,7 @@ class Star:
   min_arm: int = 2
   max_arm: int = 5
   min_goal_depth: int = 2
+  leaf_goals: bool = True
 
   def check(self) -> None:
     """Raises a one-line ValueError naming the option and the fix."""
@@ -87,6 +98,10 @@ class Star:
       raise ValueError(f"path_star min_goal_depth={self.min_goal_depth} must be in 1 .. "
                        f"max_arm={self.max_arm} (no arm has a node that deep); lower it or "
                        "raise max_arm")
+    if not self.leaf_goals and self.min_arm <= self.min_goal_depth:
+      raise ValueError(f"path_star leaf_goals=False needs arms longer than min_goal_depth="
+                       f"{self.min_goal_depth} (the goal sits before the leaf); set min_arm >= "
+                       f"{self.min_goal_depth + 1}")
     need = 1 + self.degree * self.max_arm
     if self.num_nodes < need:
       raise ValueError(f"path_star num_nodes={self.num_nodes} is too small: degree="
@@ -99,20 +114,22 @@ class Star:
     return self.max_arm + 1
 
   def sample(self, rng: np.random.Generator) -> PathStarInstance:
-    """A random star graph and the path to its goal; depends only on `rng` and the options."""
+    """A random star graph and the path to its goal; depends only on `rng` and the options.
+
+    Every arm has the same length L, uniform in min_arm .. max_arm per graph; the goal arm
+    is uniform and the goal's depth uniform in min(min_goal_depth, L) .. L (.. L - 1
+    without leaf goals).
+    """
     self.check()
-    lengths = rng.integers(self.min_arm, self.max_arm + 1, size=self.degree)
-    labels = rng.choice(self.num_nodes, size=1 + int(lengths.sum()), replace=False).tolist()
+    length = int(rng.integers(self.min_arm, self.max_arm + 1))
+    labels = rng.choice(self.num_nodes, size=1 + self.degree * length, replace=False).tolist()
     source, rest = labels[0], labels[1:]
-    arms, start = [], 0
-    for n in lengths.tolist():
-      arms.append(rest[start:start + n])
-      start += n
+    arms = [rest[i * length:(i + 1) * length] for i in range(self.degree)]
     edges = [(u, v) for arm in arms for u, v in zip([source] + arm[:-1], arm)]
     edges = [edges[i] for i in rng.permutation(len(edges))]
     chosen = arms[int(rng.integers(self.degree))]
-    low = min(self.min_goal_depth, len(chosen))
-    chosen = chosen[:int(rng.integers(low, len(chosen) + 1))]
+    low = min(self.min_goal_depth, length)
+    chosen = chosen[:int(rng.integers(low, length + int(self.leaf_goals)))]
     return PathStarInstance(edges, source, chosen[-1], [source] + chosen)
 
   def generate(self, rng: np.random.Generator, count: int,
@@ -178,6 +195,70 @@ def goal_depths(targets: np.ndarray, marks: np.ndarray, end_id: int) -> np.ndarr
 def chance_first_node(degree: int) -> float:
   """First-step accuracy of a model that picks one of the d arms at random: 1/d."""
   return 1.0 / degree
+
+
+# A first-step rule that uses no search: a score per arm, from the arm's nodes (source's
+# neighbour first), the places of its edges in the edge list (its first edge's first) and
+# the source; the rule picks the arm of the highest score. None of them reads the goal, so
+# none follows an edge back from it. With equal arms each is right 1/degree of the time at
+# every goal depth. With arm lengths drawn per arm (before 3.0.0) most were not: a longer
+# arm also holds more edges and labels, so at the deepest goals "largest label sum" was
+# right about 0.77 of the time and "arm of the last edge listed" 0.62 (default options).
+NO_SEARCH_RULES: dict[str, Callable[[list[int], list[int], int], float]] = {
+    "longer arm": lambda arm, at, source: len(arm),
+    "shorter arm": lambda arm, at, source: -len(arm),
+    "first-listed arm": lambda arm, at, source: -at[0],  # its first edge listed first
+    "last-listed arm": lambda arm, at, source: at[0],  # its first edge nearest the query
+    "arm of the first edge listed": lambda arm, at, source: -min(at),
+    "arm of the last edge listed": lambda arm, at, source: max(at),  # the edge before the query
+    "arm listed earliest on average": lambda arm, at, source: -sum(at) / len(at),
+    "leaf listed first": lambda arm, at, source: -at[-1],
+    "largest label": lambda arm, at, source: max(arm),
+    "smallest label": lambda arm, at, source: -min(arm),
+    "largest first node": lambda arm, at, source: arm[0],
+    "first node nearest the source's label": lambda arm, at, source: -abs(arm[0] - source),
+    "largest label sum": lambda arm, at, source: sum(arm),
+}
+
+
+def no_search_credit(instances: Sequence[PathStarInstance]) -> dict[str, np.ndarray]:
+  """Per rule of NO_SEARCH_RULES, float64 [n]: the chance that the rule's first step is
+  right on each instance. A tie among k arms that holds the goal's arm counts 1/k (the
+  expected accuracy of breaking ties uniformly at random), so with equal arms the length
+  rules score exactly 1/degree."""
+  out = {name: np.empty(len(instances)) for name in NO_SEARCH_RULES}
+  for i, x in enumerate(instances):
+    at = {tuple(e): j for j, e in enumerate(x.edges)}
+    star = [(arm, [at[e] for e in zip([x.source] + arm[:-1], arm)]) for arm in arms(x)]
+    goal_arm = next(k for k, (arm, _) in enumerate(star) if arm[0] == x.path[1])
+    for name, rule in NO_SEARCH_RULES.items():
+      scores = [rule(arm, places, x.source) for arm, places in star]
+      best = max(scores)
+      ties = [k for k, v in enumerate(scores) if v == best]
+      out[name][i] = (goal_arm in ties) / len(ties)
+  return out
+
+
+def no_search_accuracy(instances: Sequence[PathStarInstance],
+                       credit: Mapping[str, np.ndarray] | None = None
+                       ) -> dict[str, dict[int, float]]:
+  """{rule: {goal depth: first-step accuracy}} of the no-search rules (`no_search_credit`,
+  or its result `credit`) over the instances of each depth."""
+  credit = no_search_credit(instances) if credit is None else credit
+  depth = np.asarray([x.depth for x in instances])
+  return {name: {int(d): float(c[depth == d].mean()) for d in sorted(set(depth.tolist()))}
+          for name, c in credit.items()}
+
+
+def best_no_search(accuracy: Mapping[str, Mapping[int, float]]) -> dict[int, tuple[str, float]]:
+  """{goal depth: (rule, accuracy)} of the most accurate no-search rule at each depth
+  (`no_search_accuracy`'s result); the first rule in NO_SEARCH_RULES order wins a tie."""
+  depths = sorted({d for per in accuracy.values() for d in per})
+  out = {}
+  for d in depths:
+    name = max((n for n in accuracy if d in accuracy[n]), key=lambda n: accuracy[n][d])
+    out[d] = (name, accuracy[name][d])
+  return out
 
 
 class PathStarTokenizer(FixedSpecialIds):
@@ -334,9 +415,12 @@ class PathStarTokenizer(FixedSpecialIds):
 class PathStarConfig(tfds.core.BuilderConfig):
   degree: int = 2  # d, arms of the star
   num_nodes: int = 20  # N, node labels
-  min_arm: int = 2  # nodes of the shortest arm (arm lengths uniform in min_arm .. max_arm)
-  max_arm: int = 5  # nodes of the longest arm
+  min_arm: int = 2  # nodes of an arm: all arms of a graph have L, uniform in min_arm .. max_arm
+  max_arm: int = 5  # the longest L
   min_goal_depth: int = 2  # the goal is the k-th node of its arm, k uniform from this
+  # False: the goal is never its arm's leaf (k up to L - 1), so no training path ends at a
+  # leaf and "end at a leaf" is never taught (module docstring, "verifier strength")
+  leaf_goals: bool = True
   edge_tokens: bool = True  # each edge one token, in the edge list and the path
   train_size: int = 100_000
   validation_size: int = 1_000
@@ -347,7 +431,8 @@ class PathStarConfig(tfds.core.BuilderConfig):
 def graph_of(config: PathStarConfig) -> Star:
   """The graph options of a builder config."""
   return Star(degree=config.degree, num_nodes=config.num_nodes, min_arm=config.min_arm,
-              max_arm=config.max_arm, min_goal_depth=config.min_goal_depth)
+              max_arm=config.max_arm, min_goal_depth=config.min_goal_depth,
+              leaf_goals=config.leaf_goals)
 
 
 class PathStar(local.LocalBuilder):
@@ -359,11 +444,13 @@ class PathStar(local.LocalBuilder):
   Splits train/validation/test; no graph is in two splits.
   """
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES: ClassVar[dict[str, str]] = {
       "1.0.0": "Node-label paths.",
       "2.0.0": "Edge tokens, arm lengths min_arm..max_arm, goal depth from min_goal_depth, "
-               "marks only at depth >= 2, a depth feature."}
+               "marks only at depth >= 2, a depth feature.",
+      "3.0.0": "Arms of one length within a graph (uniform in min_arm..max_arm per graph): "
+               "the goal's depth no longer tells its arm."}
   BUILDER_CONFIGS: ClassVar[list[PathStarConfig]] = [PathStarConfig(name="default")]
 
   @classmethod

@@ -1,7 +1,10 @@
 """The path-star evaluator: where along the path the model is right, by goal depth, how
 each way of decoding does on the first step, and why lookahead helps or not.
 
-On the first `eval.tsp_instances` graphs of the test split (data/path_star.py):
+On every graph of `eval.test_split` (data/path_star.py), in the split's order: the same
+graphs whose first steps the main evaluation (evaluate.py) groups into G per goal depth,
+which scores the whole split (config validation demands eval.max_batches == 0 on
+path_star), so every figure here and G come from one set of graphs.
 
 - **Teacher-forced accuracy** (argmax on the true path): of the first step per goal depth
   (depth 1 gives the answer away in the query; from depth 2 the step needs a search back
@@ -10,7 +13,19 @@ On the first `eval.tsp_instances` graphs of the test split (data/path_star.py):
 - **Decoding** from the prompt: greedy, beam (width B), plain sampling (temperature 1)
   and sampling from the amplified mixture p~ of the evaluation's headline lookahead (its
   tau and lam): the first step right, and the share of paths that reach the goal, per
-  goal depth.
+  goal depth. One length rule: beam decoding ranks finished paths by
+  log p / length**alpha with alpha = `lookahead.length_penalty`, the rule of the
+  lookahead's own beams (lookahead.py), so the decoder and q_H agree (alpha = 0: plain
+  log p).
+- **No-search rules** (data/path_star.py, NO_SEARCH_RULES): per goal depth, the
+  first-step accuracy of each rule that picks an arm without any search back from the
+  goal (longer, shorter, first- or last-listed arm, label rules, ...; ties count 1/k),
+  and the best of them beside 1/d. With equal arms each is 1/d up to sampling error; a
+  model's first-step accuracy is read against the best one. The best of a dozen rules on a
+  few hundred graphs sits above 1/d by selection alone (by one to two standard errors of
+  one rule): a conservative reference, not an estimate of a shortcut.
+- **Per graph**, in the split's order (for comparisons paired by graph across runs):
+  the goal depth, and per method 0/1 first step right and path reaches the goal.
 - **Verifier strength**: the model teacher-forced down every wrong arm of each graph to
   its leaf, then greedy for `AFTER_LEAF` more tokens. Lookahead from the first step can
   only tell the arms apart when that continuation is improbable under the model:
@@ -55,6 +70,7 @@ COLUMNS = (
     ("G_dev_d2_vs_baseline", "G depth 2 (dev) vs none", "+.3f"),
     *((f"first_d{d}", f"first step depth {d}", ".3f") for d in range(1, 6)),
     ("first_d2_vs_baseline", "first step depth 2 vs none", "+.3f"),
+    ("no_search_d2", "best no-search rule depth 2", ".3f"),
     ("first_d2_beam", "first step depth 2 (beam)", ".3f"),
     ("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
     ("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
@@ -65,11 +81,13 @@ COLUMNS = (
     ("verifier_after_max", "after it: max log p", "+.2f"))
 
 
-def test_graphs(config: ConfigDict, split: str, limit: int) -> list[path_star.PathStarInstance]:
-  """The split's first `limit` graphs."""
+def test_graphs(config: ConfigDict, split: str, limit: int | None = None
+                ) -> list[path_star.PathStarInstance]:
+  """The split's graphs in its order: all of them, or the first `limit`."""
   records = builders.data_source(NAME, split, config.data.data_dir,
                                  **config.data.options.to_dict())
-  return [path_star.instance_of(records[i]) for i in range(min(limit, len(records)))]
+  count = len(records) if limit is None else min(limit, len(records))
+  return [path_star.instance_of(records[i]) for i in range(count)]
 
 
 def _right_padded(rows: list[list[int]], pad: int, width: int) -> tuple[jax.Array, jax.Array]:
@@ -160,7 +178,8 @@ def _first_step_and_goal(tok, graphs, decoded: np.ndarray) -> dict[str, np.ndarr
 def decoded(params, graphs, tok, settings: Settings, beam_size: int,
             amplified: dict[str, Any] | None, seed: int) -> dict[str, dict[str, np.ndarray]]:
   """Per method of METHODS[1:] (amplified only with a headline row `amplified`): per graph,
-  the first step right and the path reaching the goal."""
+  the first step right and the path reaching the goal. Beam decoding ranks by
+  log p / length**settings.lookahead.length_penalty (the lookahead's rule)."""
   model_cfg = settings.model
   prompts, lengths = decoding.left_pad([prompt(tok, x) for x in graphs], tok.pad_id)
   new = max(len(tok.encode_path(x.path)) for x in graphs) + 1  # the longest path, its EOD
@@ -169,8 +188,8 @@ def decoded(params, graphs, tok, settings: Settings, beam_size: int,
   out = {
       "greedy": decoding.generate(params, prompts, key, lengths, config=model_cfg,
                                   max_new_tokens=new, eos_id=tok.END_PATH),
-      "beam": decoding.beam_search(params, prompts, lengths, config=model_cfg,
-                                   beam_size=beam_size, max_new_tokens=new,
+      "beam": decoding.beam_search(params, prompts, lengths, settings.lookahead.length_penalty,
+                                   config=model_cfg, beam_size=beam_size, max_new_tokens=new,
                                    eos_id=tok.END_PATH).sequences[:, 0],
       "sample": decoding.generate(params, prompts, key, lengths, 1.0, config=model_cfg,
                                   max_new_tokens=new, eos_id=tok.END_PATH)}
@@ -186,14 +205,17 @@ def decoded(params, graphs, tok, settings: Settings, beam_size: int,
 
 def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None
              ) -> dict[str, Any]:
-  """The path-star figures of the module docstring, on eval.test_split.
+  """The path-star figures of the module docstring, on every graph of eval.test_split.
 
   headline: the evaluation's headline row (its lookahead, tau and lam drive amplified
-  sampling), or None. Returns {depths, chance, graphs, first_step: {method: {depth:
-  accuracy}}, goal: {method: {depth: share}}, walk, end, verifier, goal_end}.
+  sampling), or None. Returns {split, depths, chance, graphs, counts, first_step: {method:
+  {depth: accuracy}}, goal: {method: {depth: share}}, no_search: {rules: {rule: {depth:
+  accuracy}}, best: {depth: {rule, accuracy}}}, walk, end, verifier, goal_end, per_graph:
+  {depth: [int], first_step: {method: [0/1]}, goal: {method: [0/1]}}}; depths are strings
+  as dict keys; per_graph lists the graphs in the split's order.
   """
   ev, tok = config.eval, settings.tokenizer
-  graphs = test_graphs(config, ev.test_split, ev.tsp_instances)
+  graphs = test_graphs(config, ev.test_split)
   depth = np.asarray([x.depth for x in graphs])
   tf = teacher_forced(params, graphs, tok, settings.model)
   methods = {"teacher_forced": {"first": tf["first"]}}
@@ -203,19 +225,31 @@ def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str,
   def by_depth(values):
     return {str(d): float(values[depth == d].mean()) for d in depths}
 
+  def per_graph(key):
+    return {m: v[key].astype(int).tolist() for m, v in methods.items() if key in v}
+
+  rules = path_star.no_search_accuracy(graphs)
   return dict(
-      depths=depths, graphs=len(graphs), counts={str(d): int((depth == d).sum()) for d in depths},
+      split=ev.test_split, depths=depths, graphs=len(graphs),
+      counts={str(d): int((depth == d).sum()) for d in depths},
       chance=path_star.chance_first_node(len(path_star.arms(graphs[0]))),
       first_step={m: by_depth(v["first"]) for m, v in methods.items()},
       goal={m: by_depth(v["goal"]) for m, v in methods.items() if "goal" in v},
+      no_search=dict(
+          rules={name: {str(d): a for d, a in per.items()} for name, per in rules.items()},
+          best={str(d): {"rule": name, "accuracy": a}
+                for d, (name, a) in path_star.best_no_search(rules).items()}),
       walk=float(np.nanmean(tf["walk"])), end=float(tf["end"].mean()),
       goal_end=float(tf["goal_end"].mean()),
-      verifier=verifier_strength(params, graphs, tok, settings.model))
+      verifier=verifier_strength(params, graphs, tok, settings.model),
+      per_graph=dict(depth=depth.astype(int).tolist(), first_step=per_graph("first"),
+                     goal=per_graph("goal")))
 
 
 def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
-  """First-step accuracy and reach-the-goal share per method and goal depth, G per depth
-  (the evaluation's headline row's G grouped by goal depth), verifier strength."""
+  """First-step accuracy and reach-the-goal share per method and goal depth, the best
+  no-search rule per depth (its accuracy and name, beside chance 1/d), G per depth (the
+  evaluation's headline row's G grouped by goal depth), verifier strength."""
   groups = (headline or {}).get("test_groups")
   depths = [str(d) for d in figures["depths"]]
   rows = []
@@ -223,6 +257,10 @@ def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> st
     goal = figures["goal"].get(method, {})
     rows.append([method] + [f"{accs[d]:.3f}" + (f" / {goal[d]:.3f}" if d in goal else "")
                             for d in depths])
+  best = figures.get("no_search", {}).get("best")
+  if best is not None:
+    rows.append([f"best of {len(path_star.NO_SEARCH_RULES)} no-search rules"] + [
+        f"{best[d]['accuracy']:.3f} {best[d]['rule']}" if d in best else "-" for d in depths])
   if groups:
     rows.append(["G (first step)"] + [
         f"{groups[d]['G']:+.3f} {report.cell(groups[d]['G_ci'], '+.3f')}" if d in groups
@@ -231,7 +269,9 @@ def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> st
   text = report.table(
       ["first step right / path reaches the goal"] + [f"depth {d} ({counts[d]})" for d in depths],
       rows, title=f"Path-star, {figures['graphs']} test graphs: the first step by goal depth "
-      f"(chance {figures['chance']:.3f} from depth 2; depth 1 is given by the query)")
+      f"(chance 1/d = {figures['chance']:.3f} from depth 2; depth 1 is given by the query; "
+      "the best no-search rule is picked on these graphs, so it sits 1-2 standard errors "
+      "above 1/d by selection alone)")
   v = figures["verifier"]
   walk = (f"teacher-forced: walk {figures['walk']:.3f}, end of path {figures['end']:.3f}, "
           f"log p(end) at the goal {figures['goal_end']:+.2f}")
@@ -247,13 +287,15 @@ def columns(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> di
   """compare's figures of a run: G on the first steps per goal depth of each lookahead's
   best row (`best_rows`: label -> row), teacher-forced first-step accuracy per goal depth,
   the first step of beam decoding and the share of sampled (plain, amplified) paths that
-  reach a depth-2 goal, walk and end-of-path accuracy, and the verifier strength."""
+  reach a depth-2 goal, walk and end-of-path accuracy, the verifier strength, and the best
+  no-search rule's accuracy at depth 2 (None in figures saved before it existed)."""
   out = {}
   for label, row in best_rows.items():
     for depth, g in row["test_groups"].items():
       out[f"G_{label}_d{depth}"], out[f"G_{label}_d{depth}_ci"] = g["G"], g["G_ci"]
   out.update({f"first_d{d}": a for d, a in figures["first_step"]["teacher_forced"].items()})
   out["first_d2_beam"] = figures["first_step"]["beam"].get("2")
+  out["no_search_d2"] = figures.get("no_search", {}).get("best", {}).get("2", {}).get("accuracy")
   for method in ("amplified", "sample"):
     out[f"goal_d2_{method}"] = figures["goal"].get(method, {}).get("2")
   out.update(walk=figures["walk"], end=figures["end"])

@@ -7,8 +7,8 @@ model learns them itself? Each stunting mode, distill and myopic against it.
         --seeds=3
 
 Star graphs of degree 2 over 20 node labels, both arms of one graph of 2 or 3 nodes (equal
-within a graph, so the goal's depth does not tell its arm), the goal any node of its arm
-from the first (`min_goal_depth=1`), each edge one token in the edge list and in the
+within a graph, so the goal's depth does not tell its arm), the goal any node of its
+arm, the first included (`min_goal_depth=1`), each edge one token in the edge list and in the
 path (data/path_star.py). Depth-1 goals are the curriculum: the query names the first
 step's target, so the model learns those at once, then two-hop choices (a search back,
 goal to source, formed inside the model), then three-hop ones. Marks: the first step of
@@ -20,7 +20,7 @@ node, so the train split could not hold its share of them.
 
 What the baseline run is expected to show (written before the rerun of the corrected
 instrument): depth-1 first steps learned at once; depth-2 first-step accuracy rising
-from 1/2 (every no-search rule is 1/2 with equal arms) during the 3,000 steps; whether G
+above 1/2 (every no-search rule is 1/2 with equal arms) during the 3,000 steps; whether G
 of the dev lookahead on depth-2 first steps, each side fitted on separate held-out
 batches, is positive while that accuracy is near 1/2 and falls as it rises, is what the
 run measures. The earlier runs' "G rises then falls" was read against an unfitted

@@ -167,7 +167,8 @@ trap 'echo "gpu_local.sh: stopping (SIGTERM to every process)" >&2; signal_all T
 # Background processes of a script ignore SIGINT; Ctrl-C reaches them as SIGTERM.
 for ((i = 0; i < processes; i++)); do
   mapfile -t vars < <(process_env "$i")
-  env "${vars[@]}" "${program[@]}" >"$logdir/process_$i.log" 2>&1 &
+  : >"$logdir/process_$i.log"  # exists before `tail -f` opens it, however late the child starts
+  env "${vars[@]}" "${program[@]}" >>"$logdir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 echo "gpu_local.sh: $processes processes (pids ${pids[*]}), logs in $logdir/" >&2

@@ -4,7 +4,7 @@ Each config (`path.py:mode`, or `path.py` for every mode in the file's EXPERIMEN
 trained with `--seeds` seeds (config.seed, +1, ...) in DIR/<mode>/seed_<s> (resuming like
 `train`, so a finished run is not trained again), then evaluated with its stunting
 lookahead and with its dev lookahead (the evaluation suite restricted to those two;
-tau and lam chosen on validation for the lookahead and its horizon-1 control, gains on
+tau and lam fitted on validation for the lookahead and its horizon-1 control, gains on
 test). One table and two plots compare the modes:
 
   naive test NLL; for masked models (objective.kind="spectrum") the pseudo-NLL and the
@@ -352,7 +352,7 @@ def _markdown(rows: list[dict[str, Any]], dataset: str, note: str,
 
   body = [[text(r, k, f) for k, _, f in columns] for r in rows]
   title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "
-           f"test split, tau and lam chosen on validation; {note}")
+           f"test split, each side's tau and lam fitted on validation (fit.py); {note}")
   return report.table([h for _, h, _ in columns], body, style="markdown", title=title)
 
 

@@ -435,17 +435,6 @@ def compare_columns(task_columns: Sequence[tuple[str, str, str]] = ()
   return (*COMPARE_COLUMNS, *task_columns, *LAST_COLUMNS)
 
 
-def compare_markdown(rows: list[dict[str, Any]], dataset: str, note: str = "",
-                     columns: Sequence[tuple[str, str, str]] = compare_columns()) -> str:
-  """The comparison as a markdown table (columns without any value are left out)."""
-  columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
-  body = [[cell(r.get(k), f) + (f" {cell(r[k + '_ci'], f)}" if r.get(k + "_ci") else "")
-           for k, _, f in columns] for r in rows]
-  title = (f"Stunting comparison on {dataset}: G = gain(q_H) - gain(q_1) in nats/token on the "
-           f"test split, tau and lam chosen on validation; {note}")
-  return table([h for _, h, _ in columns], body, style="markdown", title=title)
-
-
 def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, list]],
                   dataset: str, out: str | os.PathLike) -> None:
   """compare.png (NLL, G all and marked with intervals, cost) and G_trajectory.png."""

@@ -58,6 +58,7 @@ from lookahead_jax.evals import masked as masked_eval
 from lookahead_jax.evals import probes as probes_eval
 
 PARTS = report.PARTS
+LOOKAHEAD = "lookahead"  # the name of the evaluated lookahead in its fit.Split
 
 
 def settings_grid(ev: ConfigDict) -> list[tuple[str, int, int]]:
@@ -75,12 +76,13 @@ def control_width(ev: ConfigDict, vocab_size: int) -> int:
 
 def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
                 lookahead: lookahead_lib.Lookahead, control_width: int, loglinear: bool
-                ) -> dict[str, fit.TokenCache]:
+                ) -> dict[str, Any]:
   """The teacher-forced pass and the lookahead at the batch's scored anchors.
 
-  batch: the pipeline's arrays [b, T]. Returns {"lookahead": TokenCache [b, T, ...] of
-  the lookahead's paths, "control": of p's top `control_width` tokens}; both with the
-  lookahead's valid anchors (an anchor without a lookahead mixes to p on both sides).
+  batch: the pipeline's arrays [b, T]. Returns {"caches": {LOOKAHEAD: TokenCache [b, T,
+  ...] of the lookahead's paths}, "control": of p's top `control_width` tokens (with the
+  loglinear normaliser, which fit.host_split shares)}; both with the lookahead's valid
+  anchors (an anchor without a lookahead mixes to p on both sides).
   """
   logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=config,
                                     segment_ids=batch["segment_ids"])
@@ -91,7 +93,7 @@ def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
   score, first = jax.lax.top_k(log_p, control_width)
   control = lookahead_lib.Paths(first=first.astype(jnp.int32), score=score, valid=found.valid)
   targets = batch["targets"]
-  return dict(lookahead=fit.pass_cache(log_p, found, targets, loglinear),
+  return dict(caches={LOOKAHEAD: fit.pass_cache(log_p, found, targets, False)},
               control=fit.pass_cache(log_p, control, targets, loglinear))
 
 
@@ -102,23 +104,16 @@ def split_pass(step, params, batches, rng, beta, mesh, progress, groups) -> fit.
   """The scored tokens of a split's batches under one lookahead, on the host (fit.Split):
   their caches, the row each sits in (numbered over the split) and its mark group
   (`groups(targets, marks)`, pipeline.mark_groups)."""
-  caches, keeps, rows, marks = {"lookahead": [], "control": []}, [], [], []
-  offset = 0
+  outs, keeps = [], []
   for i, batch in enumerate(batches):
     arrays = pipeline.global_batch(batch, sharding.batch_sharding(mesh))
-    out = step(params, arrays, jax.random.fold_in(rng, i), beta)
-    for name in caches:
-      caches[name].append(jax.tree.map(sharding.gather, out[name]))
-    keep = sharding.gather(arrays["weights"]) > 0
-    keeps.append(keep)
-    rows.append((offset + np.arange(keep.shape[0]))[:, None].repeat(keep.shape[1], 1)[keep])
-    marks.append(groups(sharding.gather(arrays["targets"]),
-                        sharding.gather(arrays["needs_lookahead"]))[keep])
-    offset += keep.shape[0]
+    out = jax.tree.map(sharding.gather, step(params, arrays, jax.random.fold_in(rng, i), beta))
+    out["group"] = groups(sharding.gather(arrays["targets"]),
+                          sharding.gather(arrays["needs_lookahead"]))
+    outs.append(out)
+    keeps.append(sharding.gather(arrays["weights"]) > 0)
     progress.update(1)
-  return fit.Split(lookahead=fit.host_cache(caches["lookahead"], keeps),
-                   control=fit.host_cache(caches["control"], keeps),
-                   row=np.concatenate(rows), group=np.concatenate(marks))
+  return fit.host_split(outs, keeps)
 
 
 def compact_rows(rows: np.ndarray) -> tuple[np.ndarray, int]:
@@ -255,7 +250,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     # the headline's tokens: the marked ones, if the testbed marks any
     headline = "marked" if val.part("marked").any() else "all"
     for scheme, mixture in itertools.product(ev.schemes, ev.mixtures):
-      fits = fit.fit_parts(val, test, PARTS, scheme=scheme, mixture=mixture,
+      fits = fit.fit_parts(val, test, PARTS, name=LOOKAHEAD, scheme=scheme, mixture=mixture,
                            control_widths=widths)
       parts = scored_row(fits, test, test_rows, weights)
       # per token g, each token with the fits of its own part (marked or unmarked)
@@ -271,7 +266,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
                  chosen_on=headline, validation_gain=side.gain,
                  validation_control=control.gain, validation_G=side.gain - control.gain,
                  test=parts, test_nll_amplified=-float(np.mean(
-                     test.lookahead.log_p_y[:test.n] + fits["all"]["gain_H"])),
+                     test.control.log_p_y[:test.n] + fits["all"]["gain_H"])),
                  test_groups=group_gains(token_g, test.group, test_rows, weights),
                  test_helps=float(np.mean(token_g[head] > 0)) if head.any() else float("nan"),
                  test_marked_g=np.round(token_g[marked], 5).tolist())
@@ -279,10 +274,10 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
       hist[len(rows) - 1] = token_g
   progress.close()
   best_row = headline_row(rows)
-  log_p_y = test.lookahead.log_p_y[:test.n].astype(np.float64)
+  log_p_y = test.control.log_p_y[:test.n].astype(np.float64)
   nll = {part: float(-log_p_y[test.part(part)].mean()) if test.part(part).any()
          else float("nan") for part in PARTS}
-  naive = dict(validation_nll=float(-val.lookahead.log_p_y[:val.n].mean()),
+  naive = dict(validation_nll=float(-val.control.log_p_y[:val.n].mean()),
                test_nll=nll["all"], test_nll_marked=nll["marked"],
                test_nll_unmarked=nll["unmarked"], test_perplexity=float(np.exp(nll["all"])))
   out = dict(

@@ -262,18 +262,20 @@ def _log_mixture_at(cache, width, inverse_temperature, lam, *, scheme, mixture):
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """The scored tokens of one split under one lookahead, on the host.
+  """The scored tokens of a set of held-out batches, on the host.
 
-  lookahead: the lookahead's cache; control: the control family's (p's top-k, k up to
-  the largest width evaluated); row: [n] int the row (sequence) each token sits in, for
-  intervals that resample rows; group: [n] int its mark group (0: unmarked; path_star:
-  the goal's depth). Caches are padded past n (fit.BUCKET).
+  lookaheads: {name: cache} of each lookahead's paths; control: the control family's
+  cache (p's top-k, k up to the largest width evaluated); row: [n] int the row (sequence)
+  each token sits in, numbered over the batches, for intervals that resample rows; group:
+  [n] int its mark group (0: unmarked; path_star: the goal's depth); right: [n] bool
+  argmax == target, where the pass gave it. Caches are padded past n (fit.BUCKET).
   """
 
-  lookahead: TokenCache
+  lookaheads: dict[str, TokenCache]
   control: TokenCache
   row: np.ndarray
   group: np.ndarray
+  right: np.ndarray | None = None
 
   @property
   def n(self) -> int:
@@ -286,25 +288,45 @@ class Split:
     return (self.group > 0) if name == "marked" else (self.group == 0)
 
 
-def fit_parts(val: Split, test: Split, parts: tuple[str, ...], *, scheme: str, mixture: str,
-              control_widths: range) -> dict[str, dict[str, Any]]:
-  """Each part's two sides fitted on its validation tokens and scored on every test token.
+def host_split(outs: list[dict[str, Any]], keeps: list[np.ndarray]) -> Split:
+  """The `Split` of a pass's host outputs, one dict per batch: "caches" {name: TokenCache
+  [b, T, ...]}, "control" (its TokenCache), "group" [b, T] and optionally "right" [b, T];
+  keeps: [b, T] bool per batch, the tokens kept. The lookaheads' caches take the
+  control's loglinear normaliser (it depends on p alone, so the pass computes it once)."""
+  control = host_cache([o["control"] for o in outs], keeps)
+  lookaheads = {name: host_cache([o["caches"][name] for o in outs], keeps).replace(
+      shared=control.shared) for name in outs[0]["caches"]}
+  rows, first = [], 0
+  for keep in keeps:
+    b, t = keep.shape
+    rows.append(np.broadcast_to(np.arange(first, first + b)[:, None], (b, t))[keep])
+    first += b
+  pick = lambda key: np.concatenate([np.asarray(o[key])[k] for o, k in zip(outs, keeps)])
+  return Split(lookaheads=lookaheads, control=control, row=np.concatenate(rows),
+               group=pick("group").astype(np.int64),
+               right=pick("right").astype(bool) if "right" in outs[0] else None)
+
+
+def fit_parts(val: Split, test: Split, parts: tuple[str, ...], *, name: str, scheme: str,
+              mixture: str, control_widths: range) -> dict[str, dict[str, Any]]:
+  """Each part's two sides, lookahead `name` and the control, fitted on its validation
+  tokens and scored on every test token.
 
   Returns {part: {"H": Fit, "control": Fit, "gain_H": [n_test], "gain_1": [n_test]}}, the
   gains log p~(y) - log p(y) of each test token at the part's fits (NaN fits and gains
   for a part without validation tokens).
   """
   out = {}
-  log_p_y = np.asarray(test.lookahead.log_p_y[:test.n], np.float64)
+  log_p_y = np.asarray(test.control.log_p_y[:test.n], np.float64)
   for part in parts:
-    w = weights_of(val.part(part), val.lookahead.size)
-    side = fit_side(val.lookahead, w, scheme=scheme, mixture=mixture)
+    w = weights_of(val.part(part), val.control.size)
+    side = fit_side(val.lookaheads[name], w, scheme=scheme, mixture=mixture)
     control = fit_control(val.control, w, mixture=mixture, widths=control_widths)
     if math.isnan(side.nll):
       nan = np.full(test.n, math.nan)
       out[part] = dict(H=side, control=control, gain_H=nan, gain_1=nan)
       continue
-    mixed_h = log_mixture_at(test.lookahead, side, scheme=scheme, mixture=mixture)[:test.n]
+    mixed_h = log_mixture_at(test.lookaheads[name], side, scheme=scheme, mixture=mixture)[:test.n]
     mixed_1 = log_mixture_at(test.control, control, scheme="sum", mixture=mixture)[:test.n]
     out[part] = dict(H=side, control=control, gain_H=mixed_h - log_p_y,
                      gain_1=mixed_1 - log_p_y)

@@ -37,7 +37,6 @@ fit on the fit batches, scored on the report batches.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
@@ -109,50 +108,15 @@ def held_out_pass(params, batch, rng, *, config: model_lib.Config,
               right=jnp.argmax(logits, -1) == targets)
 
 
-@dataclasses.dataclass(frozen=True)
-class Tokens:
-  """The kept tokens of a set of held-out batches, flattened on the host.
-
-  lookaheads: {name: fit.TokenCache}; control: the control family's cache (both padded
-  past n, fit.BUCKET); row: [n] the row each token sits in (numbered across the batches);
-  group: [n] its mark group (0: unmarked); right: [n] bool, argmax == target.
-  """
-
-  lookaheads: dict[str, fit_lib.TokenCache]
-  control: fit_lib.TokenCache
-  row: np.ndarray
-  group: np.ndarray
-  right: np.ndarray
-
-  @property
-  def n(self) -> int:
-    return len(self.row)
-
-  def part(self, name: str) -> np.ndarray:
-    """[n] bool: the tokens of "all" or "marked"."""
-    return np.ones(self.n, bool) if name == "all" else self.group > 0
-
-
-def host_tokens(outs: list[dict[str, Any]]) -> Tokens:
-  """`Tokens` of the host copies of `held_out_pass`'s outputs, one per batch."""
-  keeps = [np.asarray(o["keep"], bool) for o in outs]
-  control = fit_lib.host_cache([o["control"] for o in outs], keeps)
-  lookaheads = {name: fit_lib.host_cache([o["caches"][name] for o in outs], keeps).replace(
-      shared=control.shared) for name in outs[0]["caches"]}
-  rows, first = [], 0
-  for keep in keeps:
-    b, t = keep.shape
-    rows.append(np.broadcast_to(np.arange(first, first + b)[:, None], (b, t))[keep])
-    first += b
-  pick = lambda key: np.concatenate([np.asarray(o[key])[k] for o, k in zip(outs, keeps)])
-  return Tokens(lookaheads=lookaheads, control=control, row=np.concatenate(rows),
-                group=pick("group").astype(np.int64), right=pick("right").astype(bool))
+def host_tokens(outs: list[dict[str, Any]]) -> fit_lib.Split:
+  """The kept tokens of the host copies of `held_out_pass`'s outputs, one per batch."""
+  return fit_lib.host_split(outs, [np.asarray(o["keep"], bool) for o in outs])
 
 
 # ----------------------------------------------------------------------------- fits, figures
 
 
-def fit_settings(tokens: Tokens, parts: tuple[str, ...], *, scheme: str, mixture: str,
+def fit_settings(tokens: fit_lib.Split, parts: tuple[str, ...], *, scheme: str, mixture: str,
                  control_widths: range) -> dict[str, dict[str, fit_lib.Fit]]:
   """{part: {"control": Fit, name: Fit per lookahead}} fitted on `tokens` (the FIT
   batches'): each lookahead's tau and lam, and the best of p's top-k for k in
@@ -181,7 +145,7 @@ def pooled(values: np.ndarray, rows: np.ndarray, resamples: int, seed: int = 0
   return float(mean), float(lo), float(hi)
 
 
-def report_figures(tokens: Tokens, fits: dict[str, dict[str, fit_lib.Fit]],
+def report_figures(tokens: fit_lib.Split, fits: dict[str, dict[str, fit_lib.Fit]],
                    groups: tuple[int, ...], *, scheme: str, mixture: str, resamples: int,
                    seed: int = 0) -> dict[str, float]:
   """The figures of `tokens` (the REPORT batches') at the fitted settings `fits`.

@@ -94,6 +94,9 @@ def test_bad_value_is_one_line_naming_the_key(config, overrides, expected):
      "data.options: path_star num_nodes=10 is too small: degree=2 arms of up to max_arm=5"),
     ({"data.seq_len": 16}, "data.seq_len=16: the longest path_star example with these options "
                            "has 20 tokens (+1 for its EOD): set data.seq_len >= 21"),
+    # first-step accuracy and G per depth come from the same (all) test graphs
+    ({"eval.max_batches": 2}, "eval.max_batches=2: path_star's figures (evals/path_star.py) "
+                              "use every test graph"),
 ])
 def test_path_star_options_no_graph_meets_are_one_line(tmp_path, overrides, expected):
   config = load_config(os.path.join(CONFIGS, "default.py"), {

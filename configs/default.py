@@ -26,7 +26,7 @@ def get_config():
   config.data.name = "path_star"
   config.data.options.update(degree=2, num_nodes=20, min_arm=2, max_arm=5, min_goal_depth=2,
                              leaf_goals=True, edge_tokens=True, train_size=50_000,
-                             validation_size=512, test_size=1024)
+                             validation_size=512, test_size=2048)
   config.data.seq_len = 32  # the longest example is 20 tokens (+ its EOD); rows pack 1-2
   config.data.answer_only = True  # no loss on the random edge list
 

@@ -37,14 +37,21 @@ modes; stats.paired_bootstrap_diff): `first_d2_paired` (teacher-forced first-ste
 accuracy) and `G_d2_paired` (G of each run's headline row on the depth-2 first steps).
 
 Writes DIR/compare.json, DIR/compare.md, DIR/compare.png and DIR/G_trajectory.png (and
-DIR/accuracy_trajectory.png, DIR/probe_trajectory.png). Each run's figures are also kept
-in DIR/<mode>/seed_<s>/compare_run.json with its config and the code version that measured
-them: a run finished under the same config and code version is neither trained nor
-evaluated again, so extending a comparison with seeds or modes costs only the new runs;
-under another code version it is evaluated again (not trained). Each run records the code
-it was trained with in its workdir's version.json (metrics.write_version), and the table's
-"code version" column shows it per mode; when runs of different code versions meet in one
-table, compare prints a warning and the table says so.
+DIR/accuracy_trajectory.png, DIR/probe_trajectory.png).
+
+Run records. A finished run's record is RECORDS/<mode>/seed_<s>/ (`--records=RECORDS`;
+without it, the run's own workdir): RUN_FILE (its figures, with the config and the code
+version that made them) and what made them (RECORD_FILES: the resolved config, the code
+version, the metrics log, the evaluation report); no checkpoints. A run with a record of
+the same config is neither trained nor evaluated again, whatever code version made it, so
+a comparison grows over sessions and machines: records are committed under results/,
+each job (one mode and seed, on any machine) adds its own, and `compare` over them trains
+only the runs that have none. The table's "code version" column shows each run's
+version (metrics.write_version records the training's in version.json; a resumed run
+lists each); when runs of different code versions meet in one table, compare prints a
+warning and the table says so. Delete a record to measure its run again (it is
+evaluated again from its checkpoint where the workdir still has one). With --records the
+tables and plots are written to RECORDS, beside the records they are built from.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
 BASELINE = "none"
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 RUN_FILE = "compare_run.json"  # a run's figures, the config and code version that made them
+# What made a record's figures, copied from the run's workdir beside RUN_FILE.
+RECORD_FILES = ("config.json", metrics_lib.VERSION, metrics_lib.JSONL, "eval/report.json")
 VERSION_COLUMN = ("version", "code version", "s")
 # Differences to the baseline at goal depth 2, bootstrapped over test graphs paired across
 # runs: key -> the per-graph field of `_per_graph` it is taken from; their columns.
@@ -132,7 +141,10 @@ def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str,
 
 
 def _config_key(config: ConfigDict) -> Any:
-  return json.loads(config.to_json_best_effort(sort_keys=True))
+  """What a record is matched on: the config, less where the prepared data is cached."""
+  key = json.loads(config.to_json_best_effort(sort_keys=True))
+  key["data"].pop("data_dir", None)
+  return key
 
 
 def _finished(config: ConfigDict, workdir: str) -> bool:
@@ -140,25 +152,40 @@ def _finished(config: ConfigDict, workdir: str) -> bool:
   return checkpoint.kept_steps(workdir)[-1:] == [config.train.steps]
 
 
-def _saved_figures(config: ConfigDict, workdir: str) -> dict[str, Any] | None:
-  """The figures of `workdir/RUN_FILE` when they were measured with this config and this
-  code version (metrics.code_version) on its final checkpoint; else None (the run is
-  trained, or resumed, and evaluated)."""
-  path = epath.Path(workdir) / RUN_FILE
-  if not path.exists() or not _finished(config, workdir):
+def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
+  """The figures of the run's record (record/RUN_FILE) when it was made with this config,
+  by whatever code version (the figures carry it); else None (no record, one cut short, or
+  one of another config: the run is trained, or resumed, and evaluated)."""
+  path = epath.Path(record) / RUN_FILE
+  if not path.exists():
     return None
   try:
     saved = json.loads(path.read_text())
-  except ValueError:  # a write cut short
+  except ValueError:
     return None
-  if saved.get("config") != _config_key(config):
+  made_with = saved.get("config") or {}
+  made_with.get("data", {}).pop("data_dir", None)  # as _config_key leaves it out
+  if made_with != _config_key(config):
+    logging.warning("%s: a record of another config; this run is measured again", record)
     return None
   if saved.get("version") != metrics_lib.code_version():
-    logging.info("%s: figures of code version %s, evaluated again with %s", workdir,
-                 metrics_lib.version_label(saved.get("version")),
-                 metrics_lib.version_label(metrics_lib.code_version()))
-    return None
+    logging.info("%s: figures of code version %s, used as they are (marked in the table)",
+                 record, metrics_lib.version_label(saved.get("version")))
   return saved["figures"]
+
+
+def write_record(config: ConfigDict, workdir: str, record: str,
+                 figures: dict[str, Any]) -> None:
+  """Writes the run's record: RECORD_FILES copied from `workdir` (when the record lies
+  elsewhere), then RUN_FILE, which marks the record complete (report.write_json)."""
+  source, target = epath.Path(workdir), epath.Path(record)
+  if source.resolve() != target.resolve():
+    for name in RECORD_FILES:
+      if (source / name).exists():
+        report.write_text(target / name, (source / name).read_text())
+  report.write_json(target / RUN_FILE, {"config": _config_key(config),
+                                        "version": metrics_lib.code_version(),
+                                        "figures": figures})
 
 
 def _data_key(config: ConfigDict) -> dict[str, Any]:
@@ -194,13 +221,10 @@ def _per_graph(rep: dict[str, Any], config: ConfigDict) -> dict[str, Any] | None
   return out
 
 
-def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates one run (one mode, one seed); returns its figures, which it
-  keeps in workdir/RUN_FILE (`_saved_figures` reads them back instead of redoing both)."""
-  saved = _saved_figures(config, workdir)
-  if saved is not None:
-    logging.info("%s: figures of the finished run read from %s", workdir, RUN_FILE)
-    return saved
+def run_one(config: ConfigDict, settings: Settings, workdir: str,
+            record: str) -> dict[str, Any]:
+  """Trains (or resumes) and evaluates one run (one mode, one seed) in `workdir`, writes
+  its record to `record` (which may be the workdir) and returns its figures."""
   if not _finished(config, workdir):  # training starts or resumes: record its code
     metrics_lib.write_version(workdir, enabled=jax.process_index() == 0)
   summary = train.run(config, settings, workdir)
@@ -236,10 +260,10 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, A
       out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
       out["control_stunting"] = test["all"]["control"]
       out["control_stunting_ci"] = test["all"]["control_ci"]
+  out = json.loads(json.dumps(out))  # the same types as when read back from the record
   if jax.process_index() == 0:
-    report.write_json(epath.Path(workdir) / RUN_FILE, {
-        "config": _config_key(config), "version": metrics_lib.code_version(), "figures": out})
-  return json.loads(json.dumps(out))  # the same types as when read back
+    write_record(config, workdir, record, out)
+  return out
 
 
 def _has_value(v: Any) -> bool:
@@ -378,29 +402,38 @@ def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
   return out
 
 
-def run(specs: str, workdir: str, assignments: Sequence[str] = (),
-        seeds: int = 1) -> list[dict[str, Any]]:
-  """Trains and evaluates every run of `specs` (comma-separated) with `seeds` seeds each;
-  writes the comparison and returns its rows."""
+def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 1,
+        records: str = "") -> list[dict[str, Any]]:
+  """Trains and evaluates every run of `specs` (comma-separated) with `seeds` seeds each,
+  in workdir/<mode>/seed_<s>, except the runs with a record (records/<mode>/seed_<s>;
+  records "": the workdirs); writes the comparison (to `records`, else `workdir`) and
+  returns its rows."""
   runs = [item for spec in specs.split(",") if spec for item in load(spec)]
   if not runs:
     raise ConfigError("--configs: give at least one config (path.py or path.py:ARG)")
   if seeds < 1:
     raise ConfigError(f"--seeds={seeds}: give at least 1")
-  jobs = []  # every config is checked before anything trains
+  jobs = []  # (name, config, its run's directory, the figures of its record or None)
   for name, config in runs:
     _override(config, assignments)
     for i in range(seeds):
       seeded = copy.deepcopy(config)
       seeded.seed = config.seed + i
-      jobs.append((name, seeded, prepare_and_validate(seeded)))
+      run_dir = os.path.join(name, f"seed_{seeded.seed}")
+      jobs.append((name, seeded, run_dir,
+                   read_record(seeded, os.path.join(records or workdir, run_dir))))
+  # every run without a record is checked (and its data prepared) before any trains
+  settings = {run_dir: prepare_and_validate(config)
+              for _, config, run_dir, saved in jobs if saved is None}
   results: dict[str, list[dict[str, Any]]] = {}
-  for name, config, settings in jobs:
-    out = run_one(config, settings, os.path.join(workdir, name, f"seed_{config.seed}"))
+  for name, config, run_dir, saved in jobs:
+    out = saved if saved is not None else run_one(
+        config, settings[run_dir], os.path.join(workdir, run_dir),
+        os.path.join(records or workdir, run_dir))
     out["seed"] = config.seed
     results.setdefault(name, []).append(out)
   first = runs[0][1]
-  return tabulate(results, workdir, first.data.name, specs,
+  return tabulate(results, records or workdir, first.data.name, specs,
                   resamples=first.eval.bootstrap, seed=first.eval.seed)
 
 

@@ -56,6 +56,9 @@ _CONFIGS = flags.DEFINE_string(
     "every run in the file's EXPERIMENTS.")
 _SET = flags.DEFINE_multi_string("set", [], "compare: KEY=VALUE applied to every config.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "compare: seeds per run (config.seed, +1, ...).")
+_RECORDS = flags.DEFINE_string(
+    "records", "", "compare: the runs' records (committed, e.g. results/path_star): a run "
+    "with one is not trained again; the table and plots are written there.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -122,7 +125,7 @@ def main(argv):
   try:
     config_lib.check_workdir(workdir)
     if argv[1] == "compare":
-      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value)
+      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value, _RECORDS.value)
       return
     if config is None:
       raise config_lib.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")

@@ -29,8 +29,13 @@ PARTS = ("all", "marked", "unmarked")  # tokens the testbed marks as needing loo
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  epath.Path(path).write_text(text)
+  """Writes `text` at `path` (local or gs://) whole or not at all: into a temporary file
+  beside it, then renamed over it, so a killed process leaves no half-written file."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.parent / f".{path.name}.tmp"
+  temporary.write_text(text)
+  temporary.replace(path)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -195,19 +195,64 @@ def test_runs_of_different_code_versions_are_marked_and_warned_about(tmp_path, c
   assert rows[1]["version"] == "? (eval aaaaaaa)" and "WARNING" in capsys.readouterr().out
 
 
-def test_saved_figures_are_reused_by_config_and_code_version(tmp_path, monkeypatch):
-  config = compare.load(os.path.join(REPO, "configs", "experiments", "rhyme.py:none"))[0][1]
-  monkeypatch.setattr(compare.checkpoint, "kept_steps", lambda _: [config.train.steps])
-  path = epath.Path(tmp_path) / compare.RUN_FILE
+PATH_STAR = os.path.join(REPO, "configs", "experiments", "path_star.py")
 
-  def saved(version):
-    path.write_text(json.dumps({"config": compare._config_key(config), "version": version,
-                                "figures": {"test_nll": 1.5}}))
-    return compare._saved_figures(config, str(tmp_path))
 
-  assert saved(metrics_lib.code_version()) == {"test_nll": 1.5}
-  assert saved(dict(metrics_lib.code_version(), commit="0" * 40)) is None
-  assert saved(None) is None  # figures saved before versions were recorded
+def test_a_record_round_trips_with_what_made_it(tmp_path):
+  config = compare.load(PATH_STAR + ":none")[0][1]
+  workdir, record = tmp_path / "run", tmp_path / "results" / "none" / "seed_0"
+  for name in compare.RECORD_FILES:  # what the run left in its workdir
+    (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text(f"{name}\n")
+  (workdir / "checkpoints").mkdir()
+  figures = _figures(0, G_dev=float("nan"), per_graph={"depth": [2, 3], "g": [0.1, None]})
+  compare.write_record(config, str(workdir), str(record), figures)
+  assert compare.read_record(config, str(record)) == json.loads(json.dumps(figures))
+  assert sorted(os.listdir(record)) == sorted(  # no temporary files left, no checkpoints
+      [compare.RUN_FILE, "eval", *[n for n in compare.RECORD_FILES if "/" not in n]])
+  assert (record / "eval" / "report.json").read_text() == "eval/report.json\n"
+  # Matched on the config, less where the data is cached; another config has no record.
+  config.data.data_dir = "/elsewhere"
+  assert compare.read_record(config, str(record)) is not None
+  config.train.steps += 1
+  assert compare.read_record(config, str(record)) is None
+  assert compare.read_record(config, str(tmp_path / "none")) is None
+
+
+def test_a_compare_over_records_trains_nothing_and_marks_other_code_versions(
+    tmp_path, monkeypatch, capsys):
+  records = tmp_path / "results"
+  for mode, version in (("none", VERSION), ("distill", OTHER_VERSION)):
+    config = compare.load(f"{PATH_STAR}:{mode}")[0][1]
+    for seed in (0, 1):
+      config.seed = seed
+      compare.write_record(config, str(records / mode / f"seed_{seed}"),
+                           str(records / mode / f"seed_{seed}"), _figures(seed, version))
+
+  def never(*args, **kwargs):
+    raise AssertionError("a run with a record was prepared, trained or evaluated")
+
+  for name in ("prepare_and_validate", "run_one"):
+    monkeypatch.setattr(compare, name, never)
+  rows = compare.run(f"{PATH_STAR}:none,{PATH_STAR}:distill", str(tmp_path / "runs"),
+                     seeds=2, records=str(records))
+  assert [(r["mode"], r["seeds"], r["version"]) for r in rows] == [
+      ("none", 2, "aaaaaaa"), ("distill", 2, "bbbbbbb+1234")]
+  assert rows[0]["test_nll_per_seed"] == [1.0, 1.01]
+  assert "WARNING: figures from different code versions" in capsys.readouterr().out
+  assert (records / "compare.md").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_paired_by_graph_difference_of_a_mode_with_itself_is_zero():
+  rng = np.random.default_rng(2)
+  depth = rng.integers(1, 4, 200).tolist()
+  runs = [_figures(s, per_graph={
+      "data": {"name": "path_star"}, "depth": depth,
+      "first": (rng.random(200) < 0.6).astype(float).tolist(),
+      "g": [float(rng.normal()) if d >= 2 else None for d in depth]}) for s in (0, 1, 2)]
+  out = compare._paired_by_graph(runs, runs, resamples=200, seed=0)
+  for key in compare.PAIRED:
+    assert out[key] == 0.0 and out[key + "_ci"] == [0.0, 0.0]
 
 
 def test_paired_bootstrap_by_graph_is_the_mean_difference_and_narrower_than_unpaired():

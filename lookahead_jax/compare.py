@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import ast
 import copy
+import csv
+import io
 import json
 import math
 import os
@@ -130,6 +132,12 @@ def _toward(log: list[dict[str, Any]]) -> float | None:
   """Mean logged share of toward tokens over a run's training (None: no stunting), read
   from its log, so a run finished earlier counts as one trained now does."""
   shares = [r["toward"] for r in log if "toward" in r]
+  return statistics.fmean(shares) if shares else None
+
+
+def _balanced(log: list[dict[str, Any]]) -> float | None:
+  """Share of a run's logged steps that v3_balance balanced (None: another mode)."""
+  shares = [r["balanced_step"] for r in log if "balanced_step" in r]
   return statistics.fmean(shares) if shares else None
 
 
@@ -233,6 +241,7 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str,
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   log = metrics_lib.read(workdir)  # the run's log, read once
   out = {"seed": config.seed, "test_nll": rep["naive"]["test_nll"], "toward": _toward(log),
+         "balanced": _balanced(log),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
          "trajectory": monitor.trajectory(log),
          "test_rows": rep.get("tokens", {}).get("test_rows"),
@@ -380,6 +389,26 @@ def _markdown(rows: list[dict[str, Any]], dataset: str, note: str,
   return report.table([h for _, h, _ in columns], body, style="markdown", title=title)
 
 
+def _csv(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+  """Every figure of the comparison as CSV: per column its value, and where it has one,
+  its interval (_lo, _hi) and the n behind it; one line per mode."""
+  header, lines = [], []
+  for key, _, _ in columns:
+    header.append(key)
+    if any(r.get(key + "_ci") for r in rows):
+      header += [key + "_lo", key + "_hi", key + "_n"]
+  for r in rows:
+    cells = {key: r.get(key) for key in header}
+    for key, _, _ in columns:
+      if r.get(key + "_ci"):
+        cells[key + "_lo"], cells[key + "_hi"] = r[key + "_ci"]
+    lines.append(["" if cells[k] is None else cells[k] for k in header])
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerows([header, *lines])
+  return buffer.getvalue()
+
+
 def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
   """The seeds' G trajectories step by step (steps every seed logged): the mean, and the
   95% t-interval over seeds in key + "_ci" ([lo, hi] per step; None with one seed)."""
@@ -403,11 +432,11 @@ def _mean_trajectory(runs: list[dict[str, Any]]) -> dict[str, list]:
 
 
 def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 1,
-        records: str = "") -> list[dict[str, Any]]:
+        records: str = "", records_only: bool = False) -> list[dict[str, Any]]:
   """Trains and evaluates every run of `specs` (comma-separated) with `seeds` seeds each,
   in workdir/<mode>/seed_<s>, except the runs with a record (records/<mode>/seed_<s>;
   records "": the workdirs); writes the comparison (to `records`, else `workdir`) and
-  returns its rows."""
+  returns its rows. records_only: the runs without a record are left out, none trains."""
   runs = [item for spec in specs.split(",") if spec for item in load(spec)]
   if not runs:
     raise ConfigError("--configs: give at least one config (path.py or path.py:ARG)")
@@ -422,6 +451,14 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 
       run_dir = os.path.join(name, f"seed_{seeded.seed}")
       jobs.append((name, seeded, run_dir,
                    read_record(seeded, os.path.join(records or workdir, run_dir))))
+  if records_only:
+    missing = [run_dir for _, _, run_dir, saved in jobs if saved is None]
+    if missing:
+      print(f"No record, left out: {', '.join(missing)}")
+    jobs = [job for job in jobs if job[3] is not None]
+    if not jobs:
+      raise ConfigError(f"--records_only: no run of --configs has a record in "
+                        f"{records or workdir}")
   # every run without a record is checked (and its data prepared) before any trains
   settings = {run_dir: prepare_and_validate(config)
               for _, config, run_dir, saved in jobs if saved is None}
@@ -487,19 +524,24 @@ def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: st
                "resample for every seed and both modes")
     if warning:
       note += f". WARNING: {warning}"
-    text = _markdown(rows, dataset, note, columns)
+    headline = [c for key in getattr(task, "HEADLINE", report.HEADLINE)
+                for c in columns if c[0] == key]
+    text = _markdown(rows, dataset, note, headline)
     out = epath.Path(workdir)
     kept = {name: [{k: v for k, v in r.items() if k != "per_graph"} for r in per_seed]
             for name, per_seed in results.items()}  # per-graph lists: in each run's RUN_FILE
     report.write_json(out / "compare.json", {"dataset": dataset, "specs": specs, "seeds": seeds,
                                              "rows": rows, "trajectories": trajectories,
                                              "runs": kept, "version_warning": warning or None})
-    report.write_text(out / "compare.md", text + "\n")
+    report.write_text(out / "compare.md", text + "\n\nEvery figure:\n\n"
+                      + _markdown(rows, dataset, note, columns) + "\n")
+    report.write_text(out / "compare.csv", _csv(rows, columns))
     report.compare_plots(rows, trajectories, dataset, out)
     if warning:
       print(f"WARNING: {warning}")
     print(text)
-    print(f"Comparison: {workdir}/compare.md, compare.json, compare.png, G_trajectory.png"
+    print(f"Comparison: {workdir}/compare.md (every figure), compare.csv, compare.json, "
+          "compare.png, G_trajectory.png"
           + (", probe_trajectory.png" if report.has_series(trajectories, "future_gain")
              else ""))
   return rows

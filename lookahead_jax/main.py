@@ -59,6 +59,9 @@ _SEEDS = flags.DEFINE_integer("seeds", 1, "compare: seeds per run (config.seed, 
 _RECORDS = flags.DEFINE_string(
     "records", "", "compare: the runs' records (committed, e.g. results/path_star): a run "
     "with one is not trained again; the table and plots are written there.")
+_RECORDS_ONLY = flags.DEFINE_bool(
+    "records_only", False, "compare: tabulate the runs that have a record and train none "
+    "(the others are named and left out), e.g. while a comparison's runs are still going.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -125,7 +128,8 @@ def main(argv):
   try:
     config_lib.check_workdir(workdir)
     if argv[1] == "compare":
-      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value, _RECORDS.value)
+      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value, _RECORDS.value,
+                  _RECORDS_ONLY.value)
       return
     if config is None:
       raise config_lib.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")

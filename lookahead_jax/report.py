@@ -426,12 +426,19 @@ COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
     ("control_stunting", "gain q_1 (stunting)", "+.4f"), ("G_vs_baseline", "G vs none", "+.4f"),
     ("G_dev_marked_vs_baseline", "G marked (dev) vs none", "+.4f"),
     ("nll_vs_baseline", "NLL vs none", "+.4f"),
-    ("toward", "toward", ".1%"),
+    ("toward", "toward", ".1%"), ("balanced", "balanced steps", ".1%"),
     ("skipped", "skipped", ".0f"))
 LAST_COLUMNS = (
     ("future_gain", "future-token probe gain", "+.4f"), ("icl_score", "ICL score", "+.4f"),
     ("induction_max", "induction (best head)", ".3f"),
     ("cost", "step time / baseline", ".2f"))
+
+
+# The printed comparison's columns (keys of the above) on a testbed whose evaluator names
+# none (evals: HEADLINE); compare.md and compare.csv hold every column.
+HEADLINE = ("mode", "seeds", "version", "test_nll", "pll_nll", "readout_nll", "G_stunting",
+            "G_dev", "G_stunting_marked", "G_dev_marked", "G_vs_baseline",
+            "G_dev_marked_vs_baseline", "nll_vs_baseline", "toward", "balanced", "cost")
 
 
 def compare_columns(task_columns: Sequence[tuple[str, str, str]] = ()

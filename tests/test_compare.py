@@ -1,5 +1,7 @@
 """The stunting comparison runner and the experiment configs."""
 
+import csv
+import io
 import json
 import os
 
@@ -175,6 +177,33 @@ def test_every_interval_states_its_n_and_a_figure_missing_in_a_seed_shows(tmp_pa
   assert "WARNING" not in capsys.readouterr().out  # one code version
 
 
+def test_the_printed_table_holds_the_headline_columns_and_the_files_every_figure(
+    tmp_path, capsys):
+  results = {"none": [_figures(0, G_dev=0.2, gain_stunting=0.3), _figures(1, G_dev=0.3)],
+             "v3_balance": [_figures(0, G_dev=0.1, balanced=0.25)]}
+  rows = compare.tabulate(results, str(tmp_path), "rhyme")
+  printed = capsys.readouterr().out
+  header = next(line for line in printed.splitlines() if line.startswith("| mode"))
+  shown = [h.strip() for h in header.strip("|").split("|")]
+  table = (epath.Path(tmp_path) / "compare.md").read_text()
+  headline, every = table.split("Every figure:")
+  assert header in headline
+  full = next(line for line in every.splitlines() if line.startswith("| mode"))
+  heads = dict((key, head) for key, head, _ in
+               (*compare.report.compare_columns(), compare.VERSION_COLUMN))
+  wanted = {heads[k] for k in compare.report.HEADLINE}
+  assert shown == [h.strip() for h in full.strip("|").split("|") if h.strip() in wanted]
+  assert {"test NLL", "G (dev la.)", "balanced steps", "code version"} <= set(shown)
+  assert "gain q_H (stunting)" not in shown and "gain q_H (stunting)" in full  # files hold it
+  lines = list(csv.DictReader(io.StringIO((epath.Path(tmp_path) / "compare.csv").read_text())))
+  assert [line["mode"] for line in lines] == ["none", "v3_balance"]
+  none, balanced = lines
+  assert float(none["G_dev"]) == pytest.approx(rows[0]["G_dev"])
+  assert [float(none["G_dev_lo"]), float(none["G_dev_hi"])] == pytest.approx(rows[0]["G_dev_ci"])
+  assert none["G_dev_n"] == "2 seeds" and balanced["G_dev_lo"] == ""  # one seed: no interval
+  assert float(balanced["balanced"]) == 0.25 and none["balanced"] == ""
+
+
 def test_runs_of_different_code_versions_are_marked_and_warned_about(tmp_path, capsys):
   results = {"none": [_figures(0)], "v1_token": [_figures(0, OTHER_VERSION)],
              "v3_balance": [_figures(0, {**VERSION, "earlier": [OTHER_VERSION]})]}
@@ -241,6 +270,15 @@ def test_a_compare_over_records_trains_nothing_and_marks_other_code_versions(
   assert rows[0]["test_nll_per_seed"] == [1.0, 1.01]
   assert "WARNING: figures from different code versions" in capsys.readouterr().out
   assert (records / "compare.md").exists() and not (tmp_path / "runs").exists()
+  # records_only: the seeds and modes without a record are named and left out
+  rows = compare.run(f"{PATH_STAR}:none,{PATH_STAR}:distill,{PATH_STAR}:myopic",
+                     str(tmp_path / "runs"), seeds=3, records=str(records), records_only=True)
+  assert [(r["mode"], r["seeds"]) for r in rows] == [("none", 2), ("distill", 2)]
+  assert ("No record, left out: none/seed_2, distill/seed_2, myopic/seed_0, myopic/seed_1, "
+          "myopic/seed_2") in capsys.readouterr().out
+  with pytest.raises(ConfigError, match="no run of --configs has a record"):
+    compare.run(f"{PATH_STAR}:myopic", str(tmp_path / "runs"), records=str(records),
+                records_only=True)
 
 
 def test_the_paired_by_graph_difference_of_a_mode_with_itself_is_zero():

@@ -5,7 +5,8 @@ command).
 
 A task evaluator module has NAME (its testbed's), COLUMNS (compare's columns: key,
 header, format), `evaluate(params, config, settings, headline) -> figures`,
-`table(figures, headline) -> str` and `columns(figures, best_rows) -> compare figures`.
+`table(figures, headline) -> str` and `columns(figures, best_rows) -> compare figures`;
+optionally HEADLINE, the keys of compare's printed columns (else report.HEADLINE).
 """
 
 from __future__ import annotations

@@ -81,6 +81,12 @@ COLUMNS = (
     ("verifier_after_max", "after it: max log p", "+.2f"))
 
 
+# compare's printed columns: what answers the stunting question on path_star
+HEADLINE = ("mode", "seeds", "version", "test_nll", "first_d1", "first_d2", "first_d3",
+            "no_search_d2", "first_d2_paired", "walk", "G_dev_d2", "G_dev_d3", "G_d2_paired",
+            "verifier_end_max", "toward", "balanced", "cost")
+
+
 def test_graphs(config: ConfigDict, split: str, limit: int | None = None
                 ) -> list[path_star.PathStarInstance]:
   """The split's graphs in its order: all of them, or the first `limit`."""

@@ -12,6 +12,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["lookahead_jax", "lookahead_jax.*"]),
+    package_data={"lookahead_jax.data": ["texts/*.txt"]},  # Tiny Shakespeare, shipped
     install_requires=[
         "jax>=0.8.0",
         "flax>=0.12.0",

@@ -20,6 +20,10 @@ from typing import Any
 
 import jax
 
+from lookahead_jax import sharding
+
+sharding.set_cpu_compiler_flags()  # as every command does, before JAX starts its backends
+
 INSTALL_HINT = ("pip install torch==2.13.0 (the CPU build, first), then pip install -e .[bench] "
                 "(transformers, safetensors)")
 

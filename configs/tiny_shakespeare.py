@@ -2,8 +2,8 @@
 
     lookahead-jax train --config=configs/tiny_shakespeare.py --workdir=/tmp/lookahead/shakespeare
 
-reads ../shared/data/tinyshakespeare.txt (relative to the working directory; set another
-file with --config.data.options.paths=/path/to/input.txt) through the text_files builder,
+reads the Tiny Shakespeare text shipped with the package (config_lib.TINY_SHAKESPEARE; set
+another file with --config.data.options.paths=/path/to/input.txt) through the text_files builder,
 which cuts it into train/validation/test as TFDS tiny_shakespeare does and into
 documents at blank lines. With TFDS tiny_shakespeare prepared as ArrayRecord in the data
 dir (one document per split), use it instead:
@@ -21,7 +21,7 @@ def get_config(source: str = "text_files"):
     config.data.name = "tiny_shakespeare"
   elif source == "text_files":
     config.data.name = "text_files"
-    config.data.options.paths = ("../shared/data/tinyshakespeare.txt",)
+    config.data.options.paths = (config_lib.TINY_SHAKESPEARE,)
   else:
     raise ValueError(f"configs/tiny_shakespeare.py:{source}: use text_files or tfds")
   config.data.seq_len = 256

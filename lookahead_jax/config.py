@@ -43,6 +43,11 @@ ConfigDict = ml_collections.ConfigDict
 STUNTING_MODES = stunting_lib.MODES  # the experiment configs' EXPERIMENTS
 
 
+# Tiny Shakespeare (Karpathy's char-rnn selection of Shakespeare's plays, public domain),
+# shipped with the package so that its configs and tests run in a fresh clone.
+TINY_SHAKESPEARE = os.path.join(os.path.dirname(__file__), "data", "texts", "tinyshakespeare.txt")
+
+
 class ConfigError(ValueError):
   """A bad configuration: one line naming the key and the fix."""
 

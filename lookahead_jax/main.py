@@ -30,6 +30,7 @@ from lookahead_jax import compare, decoding, editing, evaluate, report, sharding
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import state as state_lib
+from lookahead_jax.data import builders
 from lookahead_jax.evals import generation
 
 COMMANDS = ("train", "eval", "decode", "generate-report", "compare")
@@ -169,6 +170,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run():
   """The `lookahead-jax` console script."""
+  sharding.set_cpu_compiler_flags()  # before JAX starts its backends
+  builders.quiet_tfds_notices()
   # absl's --help prints __main__'s docstring and the flags of the module named argv[0];
   # the console script's __main__ is a stub, so it gets this module's.
   sys.modules["__main__"].__doc__ = __doc__

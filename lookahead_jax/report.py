@@ -2,7 +2,8 @@
 
 Every file goes through etils.epath, so a workdir can be a local path or a gs://
 bucket. One table formatter (`table`, text or markdown), one matplotlib set-up
-(`figure` / `save_figure`, the file backend). The reports: the training summary, the
+(`figure` / `save_figure`: matplotlib's Figure without pyplot, so no backend is chosen
+and no global state is touched). The reports: the training summary, the
 evaluation suite (table, plots, report.json), the stunting comparison (table, plots,
 compare.json) and the generation report.
 """
@@ -15,12 +16,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
 from etils import epath
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
+from matplotlib.figure import Figure
 
 PARTS = ("all", "marked", "unmarked")  # tokens the testbed marks as needing lookahead
 
@@ -43,17 +41,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def figure(*subplots: int, size: tuple[float, float] = (6, 4), **kwargs: Any):
-  """(fig, axes) of the report style: plt.subplots(*subplots, **kwargs) at `size` inches."""
-  return plt.subplots(*subplots, figsize=size, **kwargs)
+  """(fig, axes) of the report style: Figure.subplots(*subplots, **kwargs) at `size` inches."""
+  fig = Figure(figsize=size)
+  return fig, fig.subplots(*subplots, **kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
-  """Writes `fig` as a PNG at `path` (local or gs://) and closes it."""
+  """Writes `fig` as a PNG at `path` (local or gs://)."""
   fig.tight_layout()
   epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
   with epath.Path(path).open("wb") as f:
     fig.savefig(f, format="png", dpi=120)
-  plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- tables

@@ -27,6 +27,23 @@ AXES = ("data", "fsdp")
 BATCH_AXES = AXES  # the batch dimension is split over both axes
 
 
+CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+def set_cpu_compiler_flags() -> None:
+  """Sets one XLA:CPU option, unless XLA_FLAGS already names it: `CPU_FLAG=` (empty: no
+  YNNPACK fusions), so that XLA:CPU runs the model's matmuls with its own kernels.
+
+  Measured on a 2-core CPU it makes the train step about 7% and the all-position
+  lookahead about 8% faster (bench/README.md). Only the CPU compiler reads it, so it
+  changes nothing on GPU or TPU. Every entry point calls it first (the command line,
+  the benchmarks, the tests' conftest): it takes effect only before JAX starts its
+  backends.
+  """
+  if CPU_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_FLAG}=".strip()
+
+
 def maybe_initialize_distributed() -> bool:
   """Starts `jax.distributed` when the environment describes several processes.
 

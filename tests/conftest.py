@@ -14,8 +14,9 @@ import jax
 import pytest
 
 from lookahead_jax import model as model_lib
+from lookahead_jax import sharding
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+sharding.set_cpu_compiler_flags()  # as every command does, before JAX starts its backends
 
 
 @pytest.fixture(scope="session")

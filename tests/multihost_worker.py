@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import main as main_lib
-from lookahead_jax import train
+from lookahead_jax import sharding, train
 from lookahead_jax.data import pipeline
 
 _SHARDS = flags.DEFINE_integer("data_shards", 2, "Processes whose data shards are emulated.")
@@ -75,4 +75,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  sharding.set_cpu_compiler_flags()  # as lookahead-jax does
   app.run(main, flags_parser=main_lib.parse_flags)

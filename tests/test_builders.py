@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookahead_jax import config as config_lib
 from lookahead_jax.data import builders, rhyme, tsp
 from lookahead_jax.data.tokenizers import SentencePieceTokenizer
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(config_lib.TINY_SHAKESPEARE)  # shipped with the package
 TINY = {"train_size": 40, "validation_size": 8, "test_size": 8}
 TINY_TSP = {"levels": (4, 5), "grid_size": 5, "train_size": 20, "validation_size": 5,
             "test_size": 5}
@@ -170,7 +171,6 @@ def test_text_files_bad_input_is_one_line(tmp_path, data_dir):
     builders.prepare("text_files", data_dir)
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"{SHAKESPEARE} is absent (shared data)")
 def test_text_files_reproduces_tiny_shakespeare_split(data_dir):
   text = SHAKESPEARE.read_text()
   options = {"paths": [SHAKESPEARE]}

@@ -7,7 +7,7 @@ import pytest
 
 from lookahead_jax import config as config_lib
 
-from conftest import REPO, RHYME_CONFIG, SHARED_DATA, load_config
+from conftest import REPO, RHYME_CONFIG, load_config
 
 CONFIGS = os.path.join(REPO, "configs")
 
@@ -190,12 +190,8 @@ def test_default_rhyme_and_tiny_shakespeare_validate(tmp_path):
                                               ("train", "validation", "test")}}
   default = config_lib.validate(load_config(os.path.join(CONFIGS, "default.py"), small))
   assert default.tokenizer.vocab_size == default.model.vocab_size == 426
-  shakespeare = os.path.abspath(os.path.join(SHARED_DATA, "tinyshakespeare.txt"))
-  if not os.path.isfile(shakespeare):
-    pytest.skip(f"{shakespeare} is not here")
   config_lib.validate(load_config(os.path.join(CONFIGS, "tiny_shakespeare.py"),
-                             {"data.data_dir": str(tmp_path),
-                              "data.options.paths": (shakespeare,)}))
+                                  {"data.data_dir": str(tmp_path)}))  # the shipped text
 
 
 def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):

@@ -48,3 +48,16 @@ def test_every_module_level_import_is_an_install_requirement():
       if not dists & required:
         missing.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
   assert not missing, f"imported but not in setup.py install_requires: {missing}"
+
+
+def test_the_shipped_text_is_package_data():
+  """A non-editable install carries Tiny Shakespeare: setup.py's package_data matches it."""
+  from lookahead_jax import config as config_lib
+
+  tree = ast.parse((ROOT / "setup.py").read_text())
+  data = next(ast.literal_eval(node.value) for node in ast.walk(tree)
+              if isinstance(node, ast.keyword) and node.arg == "package_data")
+  shipped = pathlib.Path(config_lib.TINY_SHAKESPEARE).resolve()
+  assert shipped.stat().st_size > 1_000_000
+  folder = (ROOT / "lookahead_jax" / "data").resolve()
+  assert any(shipped.relative_to(folder).match(glob) for glob in data["lookahead_jax.data"])

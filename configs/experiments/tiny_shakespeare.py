@@ -5,8 +5,8 @@
     lookahead-jax train --config=configs/experiments/tiny_shakespeare.py:v2_penalty \
         --workdir=runs/ts_v2
 
-Reads ../shared/data/tinyshakespeare.txt (relative to the working directory; another
-file with --set=data.options.paths="('/path/input.txt',)") through the text_files builder.
+Reads the Tiny Shakespeare text shipped with the package (config_lib.TINY_SHAKESPEARE;
+another file with --set=data.options.paths="('/path/input.txt',)") through the text_files builder.
 Real text has no "needs lookahead" mark: the comparison reports the gains over all tokens.
 Tens of minutes per run on a 2-core CPU; minutes on a GPU.
 """
@@ -19,7 +19,7 @@ EXPERIMENTS = config_lib.STUNTING_MODES
 def get_config(mode: str = "none"):
   config = config_lib.base_config()
   config.data.name = "text_files"
-  config.data.options.paths = ("../shared/data/tinyshakespeare.txt",)
+  config.data.options.paths = (config_lib.TINY_SHAKESPEARE,)
   config.data.seq_len = 128
 
   config.lookahead.width = 4

@@ -42,7 +42,12 @@ class _NoCustomConfigNotice(logging.Filter):
     return not str(record.msg).startswith("Using custom data configuration")
 
 
-logging.getLogger("absl").addFilter(_NoCustomConfigNotice())
+def quiet_tfds_notices() -> None:
+  """Drops TFDS's "Using custom data configuration" warnings from absl's log (a command's
+  start calls it; once is enough)."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _NoCustomConfigNotice) for f in logger.filters):
+    logger.addFilter(_NoCustomConfigNotice())
 
 
 class DatasetNotPreparedError(ValueError):

@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lookahead_jax import compare, decoding, editing, evaluate, report, sharding, train
+from lookahead_jax import compare, decoding, editing, evaluate, report, sharding, stunting, train
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import state as state_lib
@@ -174,7 +174,8 @@ def run():
   builders.quiet_tfds_notices()
   # absl's --help prints __main__'s docstring and the flags of the module named argv[0];
   # the console script's __main__ is a stub, so it gets this module's.
-  sys.modules["__main__"].__doc__ = __doc__
+  sys.modules["__main__"].__doc__ = __doc__ + "\nStunting modes (--config.stunting.mode):\n" + (
+      "\n".join(f"  {mode:<11} {line}" for mode, line in stunting.DESCRIPTIONS.items()))
   for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=parse_flags)

@@ -390,5 +390,18 @@ MODES: dict[str, Mode | None] = {
     "none": Mode(), "v1_token": V1Token(), "v1_update": V1Update(), "v2_penalty": V2Penalty(),
     "v3_balance": V3Balance(), "v3_project": V3Project(), "v4": None, "distill": Distill(),
     "myopic": Myopic()}
+# One line per mode, wherever modes are listed (--help, README, compare's tables).
+DESCRIPTIONS = {
+    "none": "plain next-token loss (the baseline)",
+    "v1_token": "drops the loss of toward tokens (lookahead beats sharpening by > margin)",
+    "v1_update": "skips an update that raises the alignment A with the lookahead (<u, g_A> > 0)",
+    "v2_penalty": "adds a bounded penalty on the probability where the lookahead points",
+    "v3_balance": "weights tokens so that toward and away movements cancel (a debt carries "
+                  "the rest)",
+    "v3_project": "removes the component along g_A of the update the optimizer applies",
+    "v4": "stunting.v4_base (v3_balance by default) with an SMC lookahead instead of beam",
+    "distill": "positive control: adds KL(lookahead mixture || p), training toward lookahead",
+    "myopic": "attention reads stop-gradient keys and values: no position trained for later "
+              "ones"}
 LOOKAHEAD_MODES = tuple(name for name, hooks in MODES.items()
                         if hooks is not None and hooks.lookahead)

@@ -195,6 +195,8 @@ def test_the_printed_table_holds_the_headline_columns_and_the_files_every_figure
   assert shown == [h.strip() for h in full.strip("|").split("|") if h.strip() in wanted]
   assert {"test NLL", "G (dev la.)", "balanced steps", "code version"} <= set(shown)
   assert "gain q_H (stunting)" not in shown and "gain q_H (stunting)" in full  # files hold it
+  for mode in ("none", "v3_balance"):  # each mode's line below the table
+    assert f"\n- {mode}: {stunting.DESCRIPTIONS[mode]}" in printed
   lines = list(csv.DictReader(io.StringIO((epath.Path(tmp_path) / "compare.csv").read_text())))
   assert [line["mode"] for line in lines] == ["none", "v3_balance"]
   none, balanced = lines

@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 
 from lookahead_jax import config as config_lib
-from lookahead_jax import main, train
+from lookahead_jax import main, stunting, train
 
 from conftest import REPO, RHYME_CONFIG, command, load_config
 
@@ -56,6 +56,17 @@ def test_a_horizon_override_moves_the_models_max_len(tiny_run, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["model"]["max_len"] == tiny_run["data.seq_len"] + 8
+
+
+def test_help_gives_every_stunting_mode_its_line(monkeypatch):
+  monkeypatch.setattr(main.app, "run", lambda *args, **kwargs: None)
+  monkeypatch.setattr(sys.modules["__main__"], "__doc__", None)
+  monkeypatch.setattr(sys, "argv", ["lookahead-jax"])
+  main.run()  # what the console script does before parsing --help
+  doc = sys.modules["__main__"].__doc__
+  assert doc.startswith(main.__doc__)
+  for mode, line in stunting.DESCRIPTIONS.items():
+    assert f"\n  {mode:<11} {line}" in doc
 
 
 def test_a_bad_command_is_a_usage_error(tmp_path):

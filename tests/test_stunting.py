@@ -106,6 +106,13 @@ def test_every_mode_is_an_object_with_hooks_and_the_train_step_names_no_mode():
   assert not named, named
 
 
+def test_every_mode_has_one_line_and_the_readme_lists_it():
+  assert list(st_lib.DESCRIPTIONS) == list(st_lib.MODES)
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  for mode, line in st_lib.DESCRIPTIONS.items():
+    assert "\n" not in line and f"| `{mode}` | {line} |" in readme, mode
+
+
 def test_toward_tokens_and_movement_match_their_definitions(tiny_config, tiny_params):
   batch = _batch(tiny_config)
   log_p, amp, terms = _terms(tiny_params, batch, config=tiny_config)

@@ -10,7 +10,6 @@ import pytest
 from etils import epath
 
 from lookahead_jax import compare, stats, stunting
-from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError
 
 from conftest import REPO, RHYME_TEST_OPTIONS
@@ -81,14 +80,9 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   table = (epath.Path(tmp_path) / "compare.md").read_text()
   assert "| v1_token | 2 |" in table and "G (stunting la.)" in table
   assert "future-token probe gain" in table
-  assert table.strip() in capsys.readouterr().out
+  assert table.split("Every figure:")[0].strip() in capsys.readouterr().out  # as printed
 
-  # Extended to a third seed, the comparison trains only the new run.
-  def trained_steps(seed):
-    return [r["step"] for r in metrics_lib.read(str(tmp_path / "none" / f"seed_{seed}"))
-            if "loss" in r]
-
-  before = [trained_steps(s) for s in (0, 1)]
+  # A run with its figures is neither trained nor evaluated again (records: below) ...
   evaluated, evaluate_run = [], compare.evaluate.run
 
   def counted(config, settings, workdir, **kwargs):
@@ -97,16 +91,11 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
 
   monkeypatch.setattr(compare.evaluate, "run", counted)
   first, first_toward = rows[0], rows[1]["toward_per_seed"][0]
-  rows = compare.run(f"{spec}:none", str(tmp_path), sets, seeds=3)
-  assert rows[0]["seeds"] == 3 and sorted(os.listdir(tmp_path / "none")) == [
-      "seed_0", "seed_1", "seed_2"]
-  assert [trained_steps(s) for s in (0, 1)] == before and trained_steps(2)
-  # ... and evaluates only the new run: the others' figures are read back, unchanged.
-  assert evaluated == ["seed_2"]
-  assert rows[0]["test_nll_per_seed"][:2] == first["test_nll_per_seed"]
+  assert compare.run(f"{spec}:none", str(tmp_path), sets, seeds=2)[0][
+      "test_nll_per_seed"] == first["test_nll_per_seed"] and evaluated == []
   # A run whose config changed is evaluated again (here: a different bootstrap).
   compare.run(f"{spec}:none", str(tmp_path), [*sets, "eval.bootstrap=100"], seeds=1)
-  assert evaluated == ["seed_2", "seed_0"]
+  assert evaluated == ["seed_0"]
   # A finished run evaluated again, not trained, keeps its training figures (from its log).
   (tmp_path / "v1_token" / "seed_0" / compare.RUN_FILE).unlink()
   again = compare.run(f"{spec}:v1_token", str(tmp_path), sets, seeds=1)

@@ -38,8 +38,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lookahead_jax import decoding
-from lookahead_jax import mcts
+from lookahead_jax import decoding, mcts
 from lookahead_jax import model as model_lib
 
 Array = jax.Array

@@ -1,23 +1,19 @@
 """MCTS lookahead (mcts.py): the search finds a known best action and concentrates on it
-as simulations grow; batched over anchors it equals a per-anchor loop; no future token
-reaches an anchor's q; the value and done heads live in the checkpoint; a stunted step
-and amplified sampling run with it."""
+as simulations grow; batched over anchors it equals a search per anchor; no future token
+reaches an anchor's q; horizon 1 is the top-K control. Beside the behaviour they pin:
+the value and done heads in the checkpoint (test_checkpoint.py), a v3_balance step on
+MCTS (test_stunting.py), amplified sampling with it (test_lookahead.py), its config
+errors (test_config.py)."""
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
-import pytest
 
-from lookahead_jax import checkpoint, decoding, mcts, train
 from lookahead_jax import lookahead as la_lib
+from lookahead_jax import mcts
 from lookahead_jax import model as model_lib
-from lookahead_jax import state as state_lib
-from lookahead_jax import stunting as st_lib
 
 # Two packed rows, as in test_lookahead.py: documents of 5 and 7 tokens, and one of 10.
 SEGMENTS = np.array([[1] * 5 + [2] * 7, [1] * 10 + [0] * 2])
@@ -35,44 +31,51 @@ PEAKED = jnp.log(jnp.array([0.01, 0.01, 0.01, 0.97]))
 UNIFORM = jnp.full(4, -jnp.log(4.0))
 
 
-def _hand_made(dead_end: int, values: bool):
-  """A step (mcts.Step) whose state is the path's arm (its first token); with `values`,
-  the value of a node is 0 on arm 1 and -5 on arm 0."""
+def _hand_made(dead_end, values):
+  """A step (mcts.Step) whose state is the path's arm (its first token); with `values`
+  (a traced bool), a node's value is 0 on arm 1 and -5 on arm 0 instead of its best next
+  token's log-prob (the search's own valuation without a value head)."""
   def step(arm, token, depth):
     arm = jnp.where(depth == 0, token, arm)
     dead = (arm == 0) & (depth + 1 >= dead_end)
     log_p = jnp.where(dead[:, None], UNIFORM, PEAKED)
-    value = jnp.where(arm == 1, 0.0, -5.0) if values else None
+    value = jnp.where(values, jnp.where(arm == 1, 0.0, -5.0), log_p.max(-1))
     return arm, log_p, value, jnp.ones((1,))
   return step
 
 
-@functools.partial(jax.jit, static_argnames=("dead_end", "values", "budget", "policy"))
+@functools.partial(jax.jit, static_argnames=("budget", "policy"))
 def _q_hand_made(dead_end, values, budget, policy):
+  """q of the hand-made tree, H = 6, two children a node."""
   first, score = mcts.search(ROOT, _hand_made(dead_end, values), jnp.zeros((1,), jnp.int32),
                              jax.random.key(0), width=2, horizon=6, budget=budget,
                              policy=policy)
   return first, jnp.exp(score)
 
 
-@pytest.mark.parametrize("policy", mcts.POLICIES)
-def test_the_search_finds_the_arm_without_a_dead_end_and_concentrates_on_it(policy):
-  # The dead end shows only after three tokens: one simulation per arm sees nothing
-  # (arm 0 looks better, as its prior says); more simulations reach it.
-  q_best = []
-  for budget in (2, 10, 40):
-    first, q = _q_hand_made(3, False, budget, policy)
+def test_the_search_finds_the_arm_without_a_dead_end_and_concentrates_on_it():
+  # The dead end shows only after three tokens: one simulation per arm sees nothing (arm
+  # 0 looks better, as its prior says); 40 simulations reach it.
+  few, many = (_q_hand_made(3, False, budget, "gumbel") for budget in (2, 40))
+  for first, _ in (few, many):
     np.testing.assert_array_equal(first, [0, 1])
-    q_best.append(float(q[1]))
-  assert q_best[0] < 0.5 < q_best[-1], q_best
-  assert q_best == sorted(q_best), q_best  # more simulations, more mass on the best arm
-  assert q_best[-1] > (0.99 if policy == "gumbel" else 0.8), q_best
+  assert float(few[1][1]) < 0.01 and float(many[1][1]) > 0.99
+  # PUCT's visits find it too, less sharply.
+  assert float(_q_hand_made(3, False, 40, "visits")[1][1]) > 0.8
+
+
+def test_horizon_one_searches_nothing_it_is_the_top_k_control():
+  first, score = mcts.search(ROOT, None, None, None, width=2, horizon=1, budget=0,
+                             policy="gumbel")
+  np.testing.assert_array_equal(first, [0, 1])
+  np.testing.assert_allclose(score, ROOT[:2])  # log p on p's top-K, as beam's control
 
 
 def test_a_value_overrides_the_prior_where_the_likelihood_cannot_tell():
-  _, q = _q_hand_made(99, False, 10, "gumbel")  # no dead end: the prior decides
-  assert float(q[0]) > 0.5
-  _, q = _q_hand_made(99, True, 10, "gumbel")  # the value says arm 1
+  no_dead_end = 99
+  _, q = _q_hand_made(no_dead_end, False, 40, "gumbel")  # the prior decides
+  assert float(q[0]) > 0.99
+  _, q = _q_hand_made(no_dead_end, True, 40, "gumbel")  # the value says arm 1
   assert float(q[1]) > 0.99
 
 
@@ -130,75 +133,3 @@ def test_no_future_token_reaches_an_anchors_q(tiny_config, tiny_params):
   np.testing.assert_array_equal(before.first[:, :7], after.first[:, :7])
   np.testing.assert_allclose(before.score[:, :7], after.score[:, :7], atol=1e-6)
   assert not np.allclose(before.score[:, 7:], after.score[:, 7:])  # later anchors did change
-
-
-def test_horizon_one_is_the_top_k_control(tiny_config, tiny_params):
-  tokens = _tokens(tiny_config)
-  one = la_lib.Lookahead(kind="mcts", width=3, horizon=1)
-  found, control = _paths(tiny_params, tokens, tiny_config, one)
-  np.testing.assert_array_equal(found.first, control.first)
-  np.testing.assert_allclose(found.score, control.score, atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- heads
-
-
-def test_value_and_done_heads_are_in_the_checkpoint(tiny_config, tmp_path):
-  config = dataclasses.replace(tiny_config, value_head=True, done_head=True)
-  tx = optax.adamw(1e-3)
-  state = state_lib.init_state(config, tx, 0)
-  # heads moved off their zero initialisation, so a restore from fresh parameters shows
-  state = state.replace(params=jax.tree.map(lambda x: x + 0.5, state.params))
-  tokens = jnp.asarray(_tokens(tiny_config))
-  _, _, heads = model_lib.forward(state.params, tokens, jnp.asarray(POSITIONS), config=config,
-                                  heads=True)
-  assert heads["value"].shape == heads["done"].shape == tokens.shape
-  mngr = checkpoint.manager(tmp_path, create=True)
-  mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
-  mngr.wait_until_finished()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          jax.eval_shape(functools.partial(state_lib.init_state, config, tx, 0)))
-  restored, _, bad = checkpoint.restore(checkpoint.manager(tmp_path), abstract)
-  assert not bad
-  _, _, again = model_lib.forward(restored.params, tokens, jnp.asarray(POSITIONS),
-                                  config=config, heads=True)
-  for name in ("value", "done"):
-    np.testing.assert_array_equal(again[name], heads[name])
-  # A model without heads has no such parameters: the heads are the config's choice.
-  assert model_lib.num_params(restored.params) > model_lib.num_params(
-      model_lib.abstract_params(tiny_config))
-
-
-# ----------------------------------------------------------------------------- plugged in
-
-
-def test_a_v3_balance_step_runs_on_mcts_lookahead(tiny_config, tiny_params):
-  rng = np.random.default_rng(4)
-  b, t = 4, 12
-  tokens = rng.integers(2, tiny_config.vocab_size, (b, t + 1)).astype(np.int32)
-  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
-           "weights": jnp.ones((b, t), jnp.float32), "segment_ids": jnp.ones((b, t), jnp.int32),
-           "positions": jnp.broadcast_to(jnp.arange(t), (b, t)),
-           "needs_lookahead": jnp.zeros((b, t), bool)}
-  stunt = st_lib.Stunting(mode="v3_balance", lookahead=MCTS, lam=0.5)
-  tx = optax.sgd(1e-2)
-  step = jax.jit(functools.partial(train.train_step, tx=tx, schedule=optax.constant_schedule(1e-2),
-                                   model_cfg=tiny_config, stunt=stunt, grad_accum=1,
-                                   micro_sharding=None))
-  state, metrics = step(state_lib.init_state(tiny_config, tx, 0, params=tiny_params), batch)
-  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
-  assert float(metrics["balanced_step"]) == 1.0  # both sides: the MCTS q moved tokens both ways
-  assert abs(float(state.balance_debt)) < 1e-6
-
-
-def test_amplified_sampling_with_one_child_and_all_weight_on_q_is_greedy(tiny_config,
-                                                                        tiny_params):
-  prompts = jax.random.randint(jax.random.key(8), (3, 5), 0, tiny_config.vocab_size)
-  greedy = decoding.generate(tiny_params, prompts, jax.random.key(0), config=tiny_config,
-                             max_new_tokens=6)
-  one_child = la_lib.Lookahead(kind="mcts", width=1, horizon=3)  # q: one-hot on p's argmax
-  amplified = la_lib.sample_amplified(tiny_params, prompts, jax.random.key(1), None, 1.0, 1.0,
-                                      config=tiny_config, lookahead=one_child,
-                                      max_new_tokens=6, mixture="loglinear")
-  np.testing.assert_array_equal(amplified, greedy)

@@ -21,7 +21,9 @@ monitor's stunting lookahead); "distill", the policy trained toward the mixture 
 q_MCTS at every answer token (loss + KL(q~_MCTS || p)): AlphaZero-style improvement with
 the search as the teacher; its G over training (the monitor's, beam as the dev
 lookahead) shows whether the search is being learned inside. Without a value head the
-search values a leaf by the model's own next-token log-prob (mcts.py).
+search values a leaf by the model's own next-token log-prob (mcts.py). Cost: the distill
+step runs the search at every answer token, about 9 s a step on a 2-core CPU shared at a
+load average of 10 (docs/results.md), so the IDA run wants an accelerator or hours.
 """
 
 from lookahead_jax import config as config_lib

@@ -4,10 +4,10 @@ One teacher-forced pass gives the logits and every layer's keys/values of a batc
 lookahead for ONE anchor t continues the sequence from position t with B beams (or N
 SMC particles, or an MCTS tree of K children a node: mcts.py) for H tokens, reading the
 teacher-forced keys/values of positions <= t as a shared prefix and writing only a small
-per-path cache of H-1 tokens. That function
-is vmapped over anchors with the prefix unbatched, so XLA computes one attention of all
-anchors' path queries against the one prefix; anchors run in chunks of `chunk` to bound
-memory (docs/design.md section 4). Cost per sequence: about 1 + B(H-1) forward passes.
+per-path cache of H-1 tokens. That function is vmapped over anchors with the prefix
+unbatched, so XLA computes one attention of all anchors' path queries against the one
+prefix; anchors run in chunks of `chunk` to bound memory (docs/design.md section 4). Cost
+per sequence: about 1 + B(H-1) forward passes.
 
 Anchors near the end of the context: the path tokens of anchor t sit at positions
 pos_t+1 .. pos_t+H-1, which must exist in the model (< max_len). Anchors past that,
@@ -18,8 +18,8 @@ max_len = T + H) have every anchor valid.
 Every lookahead has its control (`control_paths`): the same kind and width at horizon 1,
 read off the logits the pass already has (top-B of p for beam and MCTS, N one-step
 particles for SMC, drawn with the same keys as the lookahead's first tokens). q_1 is p
-sharpened by tau on its top tokens: what any q does without looking ahead. The lookahead-specific
-gain compares the mixture of q_H with that of q_1 (`gain`).
+sharpened by tau on its top tokens: what any q does without looking ahead. The
+lookahead-specific gain compares the mixture of q_H with that of q_1 (`gain`).
 
 Then, per anchor (docs/design.md section 2):
   q(w) = sum_b softmax_b(S_b / tau) [f_b = w]        scheme "sum"
@@ -252,9 +252,9 @@ def control_paths(logits, valid, rng=None, beta=1.0, *, lookahead: Lookahead) ->
   """The horizon-1 control of `lookahead` for every anchor, from the pass's logits.
 
   logits: [b, T, V]; valid: [b, T] the lookahead's valid anchors (the control covers the
-  same ones). Beam and MCTS: the top-B tokens of p scored log p. SMC: N tokens drawn from p with
-  the keys `paths_from_pass` gives the lookahead's first tokens (same rng: the same
-  draws), weighted p^(beta - 1). Costs a top-k (or N draws) per anchor, no forward pass.
+  same ones). Beam and MCTS: the top-B tokens of p scored log p. SMC: N tokens drawn from
+  p with the keys `paths_from_pass` gives the lookahead's first tokens (same rng: the
+  same draws), weighted p^(beta - 1). Costs a top-k (or N draws) per anchor, no forward pass.
   """
   log_p = jax.nn.log_softmax(logits)
   if lookahead.kind in TOP_K_CONTROL:  # (a beam over several tokens may be wider than V)

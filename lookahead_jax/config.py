@@ -192,7 +192,7 @@ def base_config() -> ConfigDict:
   c.eval.test_split = "test"  # where the gains are reported
   c.eval.batch_size = 16  # rows per global batch
   c.eval.max_batches = 0  # per split; 0: the whole split
-  c.eval.kinds = ("beam", "smc")
+  c.eval.kinds = ("beam", "smc")  # any of beam, smc, mcts
   c.eval.widths = (1, 2, 4)
   c.eval.horizons = (1, 2, 4)
   c.eval.schemes = ("sum", "max")

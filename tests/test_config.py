@@ -202,6 +202,17 @@ def test_default_rhyme_and_tiny_shakespeare_validate(tmp_path):
                               "data.options.paths": (shakespeare,)}))
 
 
+def test_the_mcts_experiment_validates_with_mcts_stunting_and_a_beam_dev_lookahead(tmp_path):
+  small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
+                                              ("train", "validation", "test")}}
+  path = os.path.join(CONFIGS, "experiments", "path_star_mcts.py")
+  for mode in ("none", "distill"):
+    settings = config_lib.validate(load_config(path, small, mode))
+    assert settings.monitor_lookahead.describe() == "mcts K=2 H=8 S=14 gumbel"
+    assert settings.dev_lookahead.describe() == "beam B=2 H=8"
+  assert settings.stunting.lookahead.kind == "mcts"  # distill: toward q_MCTS
+
+
 def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):
   """lm1b and TFDS tiny_shakespeare pass every check up to the dataset, which is not here."""
   lm1b = load_config(os.path.join(CONFIGS, "lm1b.py"), {"data.data_dir": str(tmp_path)})

@@ -10,7 +10,7 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # mctx needs 3.11
     packages=setuptools.find_packages(include=["lookahead_jax", "lookahead_jax.*"]),
     package_data={"lookahead_jax.data": ["texts/*.txt"]},  # Tiny Shakespeare, shipped
     install_requires=[
@@ -33,6 +33,7 @@ setuptools.setup(
         "tokenizers>=0.20",
         "safetensors>=0.4",  # GPT-2 checkpoints (gpt2.py)
         "etils[epath]>=1.5",  # workdir paths, local or gs://
+        "mctx==0.0.71",  # MCTS lookahead (mcts.py); the version its tests ran on
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],

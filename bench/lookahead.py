@@ -10,6 +10,8 @@ Measured in one run, on the same random weights:
   and the sparse amplified distribution q of every position;
 - their ratio, against the ideal 1 + B(H-1) forward passes per position (the floor is
   1.5x the ideal);
+- the same for MCTS lookahead (mcts.py: K = B children a node, K(H-1) simulations, the
+  model calls of the beam), over its ideal and over the beam's time at equal calls;
 - Hugging Face `generate(num_beams=B, max_new_tokens=H)` called once per prefix (the
   naive way to get the same beams): positions/s, and our speed-up over it (floor 20x);
 - peak temporary memory of the compiled lookahead for several anchor chunk sizes (it
@@ -102,12 +104,16 @@ def main(argv=None) -> dict:
   forward = jax.jit(lambda p, x, pos: model_lib.forward(p, x, pos, config=config)[0])
   amplify = lookahead_fn(config, lookahead_lib.Lookahead(width=width, horizon=horizon,
                                                          chunk=args.chunk))
+  search = lookahead_fn(config, lookahead_lib.Lookahead(kind="mcts", width=width,
+                                                        horizon=horizon, chunk=args.chunk))
   times = common.compare_times({
       "forward": lambda: forward(params, tokens, positions),
       "lookahead": lambda: amplify(params, tokens, positions),
+      "mcts": lambda: search(params, tokens, positions),
   }, repeats=args.repeats)
   forward_rate, lookahead_rate = b * t / times["forward"], b * t / times["lookahead"]
   ratio = forward_rate / lookahead_rate
+  mcts_ratio = times["mcts"] / times["forward"]
   ideal = 1 + width * (horizon - 1)
   hf_rate = hf_positions_per_s(hf, tokens, width, horizon, args.hf_prefixes, torch)
   memory = {c: peak_memory_mb(config, params, tokens, positions, width, horizon, c)
@@ -120,6 +126,10 @@ def main(argv=None) -> dict:
       [["forward tokens/s", forward_rate, "", "", ""],
        ["lookahead positions/s", lookahead_rate, "", "", ""],
        ["forward / lookahead (x)", ratio, f"ideal {ideal}", ratio / ideal, f"<= {1.5 * ideal:g}"],
+       ["MCTS lookahead time / forward (x)", mcts_ratio, f"ideal {ideal}", mcts_ratio / ideal,
+        ""],
+       ["MCTS / beam lookahead time, equal calls (x)", times["mcts"] / times["lookahead"], "",
+        "", ""],
        ["HF generate per prefix, positions/s", hf_rate, "", "", ""],
        ["lookahead / HF per prefix (x)", lookahead_rate / hf_rate, "", "", ">= 20"]])
   print("\nPeak temporary memory of the compiled lookahead by anchor chunk size:")
@@ -130,7 +140,9 @@ def main(argv=None) -> dict:
       d_model=args.d_model, vocab=args.vocab, chunk=args.chunk, load_before=round(load, 2),
       forward_tokens_per_s=forward_rate, lookahead_positions_per_s=lookahead_rate,
       forward_over_lookahead=ratio, ideal_forward_passes=ideal, over_ideal=ratio / ideal,
-      floor_forward_over_lookahead=1.5 * ideal, hf_per_prefix_positions_per_s=hf_rate,
+      floor_forward_over_lookahead=1.5 * ideal, mcts_over_forward=mcts_ratio,
+      mcts_over_ideal=mcts_ratio / ideal, mcts_over_beam=times["mcts"] / times["lookahead"],
+      hf_per_prefix_positions_per_s=hf_rate,
       speedup_over_hf_per_prefix=lookahead_rate / hf_rate,
       **{f"peak_mb_chunk_{c}": m for c, m in memory.items()})
   if args.json:

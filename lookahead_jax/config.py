@@ -92,8 +92,8 @@ def base_config() -> ConfigDict:
   c.data.prefetch = 2  # batches prepared ahead of the step (a background thread)
 
   c.lookahead = ConfigDict()
-  c.lookahead.kind = la("kind")  # beam | smc
-  c.lookahead.width = la("width")  # beams B, or SMC particles N
+  c.lookahead.kind = la("kind")  # beam | smc | mcts
+  c.lookahead.width = la("width")  # beams B, SMC particles N, or MCTS children K of a node
   c.lookahead.horizon = la("horizon")  # H tokens, the predicted one included
   c.lookahead.temperature = st("temperature")  # tau of the amplified distribution
   c.lookahead.scheme = st("scheme")  # sum | max
@@ -103,6 +103,11 @@ def base_config() -> ConfigDict:
   # beam paths that end early at EOS score S * (H / L)**alpha
   c.lookahead.length_penalty = la("length_penalty")
   c.lookahead.beta = st("beta")  # SMC tempering
+  # MCTS (mcts.py): model calls per anchor; 0: K(H-1), as many as a width-K beam's
+  c.lookahead.simulations = la("simulations")
+  # MCTS: q is "gumbel" (Gumbel MuZero's improved policy at the root) or "visits" (PUCT's
+  # visit distribution); docs/design.md says why gumbel is the default
+  c.lookahead.policy = la("policy")
 
   c.model = ConfigDict(dataclasses.asdict(model_lib.Config()))  # model.Config's fields
   # Every anchor of a row can look H tokens ahead; assign an int to fix it (GPT-2: 1024).
@@ -179,7 +184,7 @@ def base_config() -> ConfigDict:
   # The dev lookahead differs from the stunting lookahead (v4: SMC) in kind or in horizon
   # (validate checks it): a wider beam of the same kind and horizon restates the stunting
   # signal (on a 2-arm graph its q nearly coincides).
-  c.stunting.dev_kind = ""  # "": the other kind than the stunting lookahead's
+  c.stunting.dev_kind = ""  # "": smc beside a beam stunting lookahead, else beam
   c.stunting.dev_width = 8  # beams or particles of the dev lookahead (SMC: lookahead.beta)
   c.stunting.dev_horizon = 0  # 0: the stunting lookahead's horizon (lookahead.horizon)
 
@@ -192,7 +197,7 @@ def base_config() -> ConfigDict:
   c.eval.test_split = "test"  # where the gains are reported
   c.eval.batch_size = 16  # rows per global batch
   c.eval.max_batches = 0  # per split; 0: the whole split
-  c.eval.kinds = ("beam", "smc")
+  c.eval.kinds = ("beam", "smc")  # any of beam, smc, mcts
   c.eval.widths = (1, 2, 4)
   c.eval.horizons = (1, 2, 4)
   c.eval.schemes = ("sum", "max")
@@ -278,7 +283,8 @@ class Settings:
 def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahead:
   la = config.lookahead
   return lookahead_lib.Lookahead(kind=la.kind, width=la.width, horizon=la.horizon,
-                                 length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id)
+                                 length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id,
+                                 simulations=la.simulations, policy=la.policy)
 
 
 def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stunting_lib.Stunting:
@@ -295,6 +301,11 @@ def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stuntin
       alignment_every=st.alignment_every)
 
 
+def _other_kind(kind: str) -> str:
+  """The dev lookahead's kind when stunting.dev_kind is "": SMC beside beam, else beam."""
+  return "smc" if kind == "beam" else "beam"
+
+
 def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
                    ) -> lookahead_lib.Lookahead:
   """The monitor's dev lookahead, from the stunting lookahead the monitor reads (v4: SMC;
@@ -302,7 +313,7 @@ def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
   stunting.dev_width, stunting.dev_horizon (0: the stunting lookahead's)."""
   st = config.stunting
   base = _stunting(config, lookahead).lookahead or lookahead
-  kind = st.dev_kind or ("smc" if base.kind == "beam" else "beam")
+  kind = st.dev_kind or _other_kind(base.kind)
   return dataclasses.replace(base, kind=kind, width=st.dev_width,
                              horizon=st.dev_horizon or base.horizon)
 
@@ -421,7 +432,7 @@ def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
       f"the dev lookahead ({dev.kind} H={dev.horizon}) has the stunting lookahead's kind and "
       f"horizon ({base.kind} H={base.horizon}), so its G restates the stunting signal; set "
       f"stunting.dev_kind='' (the other kind, "
-      f"{'smc' if base.kind == 'beam' else 'beam'}) or a stunting.dev_horizon other than "
+      f"{_other_kind(base.kind)}) or a stunting.dev_horizon other than "
       f"{base.horizon}")
 
 

@@ -259,7 +259,8 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
                          fits["unmarked"]["gain_H"] - fits["unmarked"]["gain_1"])
       side, control = fits[headline]["H"], fits[headline]["control"]
       head = test.part(headline)
-      row = dict(kind=kind, width=width, horizon=horizon, scheme=scheme, mixture=mixture,
+      row = dict(kind=kind, width=width, horizon=horizon, lookahead=la.describe(),
+                 scheme=scheme, mixture=mixture,
                  temperature=side.temperature, lam=side.lam, on_bound=list(side.on_bound),
                  control_width=control.width, control_temperature=control.temperature,
                  control_lam=control.lam, control_on_bound=list(control.on_bound),

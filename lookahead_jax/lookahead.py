@@ -2,11 +2,12 @@
 
 One teacher-forced pass gives the logits and every layer's keys/values of a batch. The
 lookahead for ONE anchor t continues the sequence from position t with B beams (or N
-SMC particles) for H tokens, reading the teacher-forced keys/values of positions <= t
-as a shared prefix and writing only a small per-path cache of H-1 tokens. That function
-is vmapped over anchors with the prefix unbatched, so XLA computes one attention of all
-anchors' path queries against the one prefix; anchors run in chunks of `chunk` to bound
-memory (docs/design.md section 4). Cost per sequence: about 1 + B(H-1) forward passes.
+SMC particles, or an MCTS tree of K children a node: mcts.py) for H tokens, reading the
+teacher-forced keys/values of positions <= t as a shared prefix and writing only a small
+per-path cache of H-1 tokens. That function is vmapped over anchors with the prefix
+unbatched, so XLA computes one attention of all anchors' path queries against the one
+prefix; anchors run in chunks of `chunk` to bound memory (docs/design.md section 4). Cost
+per sequence: about 1 + B(H-1) forward passes.
 
 Anchors near the end of the context: the path tokens of anchor t sit at positions
 pos_t+1 .. pos_t+H-1, which must exist in the model (< max_len). Anchors past that,
@@ -15,10 +16,10 @@ no gain, no stunting signal and no KL. Sequences shorter than max_len - H + 1 (e
 max_len = T + H) have every anchor valid.
 
 Every lookahead has its control (`control_paths`): the same kind and width at horizon 1,
-read off the logits the pass already has (top-B of p for beam, N one-step particles for
-SMC, drawn with the same keys as the lookahead's first tokens). q_1 is p sharpened by
-tau on its top tokens: what any q does without looking ahead. The lookahead-specific
-gain compares the mixture of q_H with that of q_1 (`gain`).
+read off the logits the pass already has (top-B of p for beam and MCTS, N one-step
+particles for SMC, drawn with the same keys as the lookahead's first tokens). q_1 is p
+sharpened by tau on its top tokens: what any q does without looking ahead. The
+lookahead-specific gain compares the mixture of q_H with that of q_1 (`gain`).
 
 Then, per anchor (docs/design.md section 2):
   q(w) = sum_b softmax_b(S_b / tau) [f_b = w]        scheme "sum"
@@ -37,11 +38,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lookahead_jax import decoding
+from lookahead_jax import decoding, mcts
 from lookahead_jax import model as model_lib
 
 Array = jax.Array
-KINDS = ("beam", "smc")
+KINDS = ("beam", "smc", "mcts")
+TOP_K_CONTROL = ("beam", "mcts")  # kinds whose horizon-1 control is top-B of p
 SCHEMES = ("sum", "max")
 MIXTURES = ("linear", "loglinear")
 SAMPLERS = ("greedy", "beam", "sample", "amplified")  # evals/generation.py: continue_prompts
@@ -51,12 +53,16 @@ SAMPLERS = ("greedy", "beam", "sample", "amplified")  # evals/generation.py: con
 class Lookahead:
   """Which lookahead builds q (hashable: a static argument of jitted functions).
 
-  kind:           "beam" (width = beams B) or "smc" (width = particles N).
-  horizon:        H tokens looked ahead, the first (the predicted token) included.
+  kind:           "beam" (width = beams B), "smc" (width = particles N) or "mcts" (width =
+                  children K of every node, mcts.py).
+  horizon:        H tokens looked ahead, the first (the predicted token) included; MCTS:
+                  its tree is H-1 tokens deep (mcts.py).
   length_penalty: beam: a path that ends at EOS after L < H tokens scores S * (H / L)**alpha
                   (and ranks by S / L**alpha inside the search, as in decoding).
   chunk:          anchors per vmapped chunk; 0 = all anchors of a row at once.
   eos_id:         end-of-sequence token, or None.
+  simulations:    MCTS: model calls per anchor; 0: K(H-1), a width-K beam's.
+  policy:         MCTS: q is "gumbel" (the root's improved policy) or "visits" (mcts.py).
   """
 
   kind: str = "beam"
@@ -65,24 +71,35 @@ class Lookahead:
   length_penalty: float = 1.0
   chunk: int = 0
   eos_id: int | None = None
+  simulations: int = 0
+  policy: str = "gumbel"
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"lookahead.kind={self.kind!r} is not one of {KINDS}.")
+    if self.policy not in mcts.POLICIES:
+      raise ValueError(f"lookahead.policy={self.policy!r} is not one of {mcts.POLICIES}.")
+    if self.simulations < 0:
+      raise ValueError(f"lookahead.simulations={self.simulations} must be >= 0 (0: K(H-1)).")
     if self.width < 1 or self.horizon < 1:
       raise ValueError(
           f"lookahead.width={self.width} and lookahead.horizon={self.horizon} must be >= 1.")
 
   def describe(self, beta: float | None = None) -> str:
-    """e.g. "beam B=2 H=8" or "smc N=8 H=8 beta=4" (beta: SMC tempering, when given)."""
+    """e.g. "beam B=2 H=8", "smc N=8 H=8 beta=4" (beta: SMC tempering, when given) or
+    "mcts K=2 H=8 S=14 gumbel"."""
     if self.kind == "beam":
       return f"beam B={self.width} H={self.horizon}"
+    if self.kind == "mcts":
+      sims = mcts.simulations(self.width, self.horizon, self.simulations)
+      return f"mcts K={self.width} H={self.horizon} S={sims} {self.policy}"
     return f"smc N={self.width} H={self.horizon}" + (f" beta={beta:g}" if beta else "")
 
   def check(self, config: model_lib.Config):
     """One-line errors for settings the model cannot run."""
-    if self.kind == "beam" and self.width > config.vocab_size:
-      raise ValueError(f"lookahead.width={self.width} beams exceed the vocabulary "
+    if self.kind in TOP_K_CONTROL and self.width > config.vocab_size:
+      paths = "beams" if self.kind == "beam" else "children"
+      raise ValueError(f"lookahead.width={self.width} {paths} exceed the vocabulary "
                        f"({config.vocab_size} tokens); use at most {config.vocab_size}.")
     if self.horizon > config.max_len:
       raise ValueError(f"lookahead.horizon={self.horizon} exceeds the model's max_len="
@@ -161,6 +178,13 @@ def _smc_one(params, prefix, first_logprobs, position, rng, beta, *, config, loo
   return first, jax.nn.log_softmax(log_w)
 
 
+def one_anchor(lookahead: Lookahead, config: model_lib.Config):
+  """The lookahead of one anchor, (params, prefix, first_logprobs, position, rng, beta) ->
+  (first [K], score [K]), of the lookahead's kind."""
+  one = {"beam": _beam_one, "smc": _smc_one, "mcts": mcts.search_one}[lookahead.kind]
+  return functools.partial(one, config=config, lookahead=lookahead)
+
+
 # ----------------------------------------------------------------------------- all anchors
 
 
@@ -171,7 +195,7 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
 
   logits:      [b, T, V] of the pass; cache: the `Cache` it returned (keys/values [b, T, h, dh]).
   positions:   [b, T] int32; segment_ids: [b, T] int32 (None: one segment per row).
-  rng:         SMC only: a PRNG key (split per row and anchor); beta: SMC tempering.
+  rng:         SMC and MCTS: a PRNG key (split per row and anchor); beta: SMC tempering.
   needed:      [b, T] bool or None (all): the anchors whose paths the caller reads. Only
                those run: each row's needed anchors are gathered to the front and run in
                chunks of `lookahead.chunk` until the row with the most is done, so a batch
@@ -185,8 +209,7 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
   if rng is None:
     rng = jax.random.key(0)
   keys = jax.random.split(rng, (b, t))
-  one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one,
-                          config=config, lookahead=lookahead)
+  one = one_anchor(lookahead, config)
   chunk = min(lookahead.chunk or t, t)
   slots = jnp.arange(t)
 
@@ -229,12 +252,12 @@ def control_paths(logits, valid, rng=None, beta=1.0, *, lookahead: Lookahead) ->
   """The horizon-1 control of `lookahead` for every anchor, from the pass's logits.
 
   logits: [b, T, V]; valid: [b, T] the lookahead's valid anchors (the control covers the
-  same ones). Beam: the top-B tokens of p scored log p. SMC: N tokens drawn from p with
-  the keys `paths_from_pass` gives the lookahead's first tokens (same rng: the same
-  draws), weighted p^(beta - 1). Costs a top-k (or N draws) per anchor, no forward pass.
+  same ones). Beam and MCTS: the top-B tokens of p scored log p. SMC: N tokens drawn from
+  p with the keys `paths_from_pass` gives the lookahead's first tokens (same rng: the
+  same draws), weighted p^(beta - 1). Costs a top-k (or N draws) per anchor, no forward pass.
   """
   log_p = jax.nn.log_softmax(logits)
-  if lookahead.kind == "beam":  # (a beam over several tokens may be wider than V)
+  if lookahead.kind in TOP_K_CONTROL:  # (a beam over several tokens may be wider than V)
     score, first = jax.lax.top_k(log_p, min(lookahead.width, log_p.shape[-1]))
     return Paths(first=first.astype(jnp.int32), score=score, valid=valid)
   b, t, _ = logits.shape
@@ -425,8 +448,7 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
   # the lookahead is traced (and compiled) once, not once more after the loop.
   logits, cache, positions = decoding.prefill(params, prompts, prompt_lengths, config=config,
                                               slots=max_new_tokens)
-  one = functools.partial(_beam_one if lookahead.kind == "beam" else _smc_one, config=config,
-                          lookahead=lookahead)
+  one = one_anchor(lookahead, config)
   eos = lookahead.eos_id
 
   def pick(i, logits, cache, out, done):

@@ -56,6 +56,11 @@ class Config:
   dtype: str = "float32"  # compute dtype; "bfloat16" on accelerators
   remat: bool = False  # rematerialise each block in the backward pass
   layer_norm_eps: float = 1e-5
+  # Heads on the final hidden state for tree search (mcts.py), off by default: a value
+  # head (a scalar estimate of a path's return) and an is-done head (the logit of the
+  # answer having ended). Their parameters live beside the others, in the checkpoint.
+  value_head: bool = False
+  done_head: bool = False
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -282,9 +287,13 @@ class GPT(nnx.Module):
     self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
     self.ln_f = nnx.LayerNorm(config.d_model, epsilon=config.layer_norm_eps, dtype=dtype,
                               param_dtype=pdtype, rngs=rngs)
+    head = functools.partial(nnx.Linear, config.d_model, 1, dtype=dtype, param_dtype=pdtype,
+                             kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+    self.value_head = head() if config.value_head else None
+    self.done_head = head() if config.done_head else None
 
   def __call__(self, tokens, positions, cache=None, segment_ids=None, dropout_rng=None,
-               myopic=False, bidirectional=None, internals=False):
+               myopic=False, bidirectional=None, internals=False, heads=False):
     cfg = self.config
     b, n = tokens.shape
     if segment_ids is None:
@@ -321,16 +330,24 @@ class GPT(nnx.Module):
       new_v.append(v)
       hidden.append(x)
       attention += weights
-    logits = self.wte.attend(self.ln_f(x)).astype(jnp.float32).reshape(b, n, cfg.vocab_size)
+    final = self.ln_f(x)
+    logits = self.wte.attend(final).astype(jnp.float32).reshape(b, n, cfg.vocab_size)
     if cache is None:
       new_cache = Cache(k=tuple(new_k), v=tuple(new_v), segment_ids=segment_ids.astype(jnp.int32),
                         index=jnp.asarray(n, jnp.int32))
     else:
       new_cache = cache.replace(k=tuple(new_k), v=tuple(new_v), segment_ids=key_segments,
                                 index=cache.index + n)
+    extras = {}
     if internals:
-      return logits, new_cache, {"hidden": jnp.stack(hidden).reshape(-1, b, n, cfg.d_model),
-                                 "attention": jnp.stack(attention)}
+      extras.update(hidden=jnp.stack(hidden).reshape(-1, b, n, cfg.d_model),
+                    attention=jnp.stack(attention))
+    if heads:
+      for name, module in (("value", self.value_head), ("done", self.done_head)):
+        if module is not None:
+          extras[name] = module(final).astype(jnp.float32).reshape(b, n)
+    if internals or heads:
+      return logits, new_cache, extras
     return logits, new_cache
 
 
@@ -362,6 +379,7 @@ def forward(
     myopic: bool = False,
     bidirectional: Array | None = None,
     internals: bool = False,
+    heads: bool = False,
 ) -> tuple[Array, Cache] | tuple[Array, Cache, dict[str, Array]]:
   """The model as a pure function of its parameters.
 
@@ -376,12 +394,15 @@ def forward(
                residual stream after the embeddings and after each block, "attention":
                [L, b, h, n, S] every layer's attention weights over its own keys}; off, the
                pass is the one without them (the probes read them, probes.py).
+  heads:       (static) also return the heads the config has, in the same dict: "value"
+               [b, n] (model.value_head) and "done" [b, n] logits (model.done_head).
   Returns logits [b, n, V] float32 and the cache with these tokens' keys/values added
-  (for `cache=None`, a new cache holding exactly the n tokens), then the internals.
+  (for `cache=None`, a new cache holding exactly the n tokens), then (with internals or
+  heads) the dict of internals and heads.
   """
   model = nnx.merge(graphdef(config), params)
   return model(tokens, positions, cache, segment_ids, dropout_rng, myopic, bidirectional,
-               internals)
+               internals, heads)
 
 
 def num_params(params: Params) -> int:

@@ -299,7 +299,7 @@ def eval_plots(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
   for x_key, line_key, name in (("horizon", "width", "G_vs_horizon"),
                                 ("width", "horizon", "G_vs_width")):
     fig, ax = figure()
-    for kind, style in (("beam", "-o"), ("smc", "--s")):
+    for kind, style in (("beam", "-o"), ("smc", "--s"), ("mcts", ":^")):
       for value in sorted({r[line_key] for r in chosen if r["kind"] == kind}):
         pts = sorted((r[x_key], (r["test"][part]["G"], r["test"][part]["G_ci"]))
                      for r in chosen if r["kind"] == kind and r[line_key] == value)

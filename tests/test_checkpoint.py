@@ -5,6 +5,8 @@ run of conftest.py, in subprocesses that inherit the 8 simulated devices.
 """
 
 import copy
+import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -13,11 +15,15 @@ import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import orbax.checkpoint as ocp
 import pytest
 
+from lookahead_jax import checkpoint, metrics, train
 from lookahead_jax import config as config_lib
-from lookahead_jax import metrics, train
+from lookahead_jax import model as model_lib
 from lookahead_jax import state as state_lib
 
 from conftest import REPO, RHYME_CONFIG, command, load_config
@@ -151,3 +157,30 @@ def test_corrupt_newest_checkpoint_falls_back(eight_steps, tmp_path, caplog, dam
   assert summary["resumed_from"] == 4 and summary["step"] == 12
   assert _steps(workdir) == [4, 8, 12]
   assert [p.split("-")[0] for p in os.listdir(workdir / "checkpoints_unreadable")] == ["8"]
+
+
+def test_value_and_done_heads_are_in_the_checkpoint(tiny_config, tmp_path):
+  config = dataclasses.replace(tiny_config, value_head=True, done_head=True)
+  tx = optax.adamw(1e-3)
+  # every parameter moved off its initialisation (the heads' is zero), so a restore that
+  # fell back to fresh parameters would show
+  state = state_lib.init_state(config, tx, 0)
+  state = state.replace(params=jax.tree.map(lambda x: x + 0.5, state.params))
+  tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, config.vocab_size)
+  positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  _, _, heads = model_lib.forward(state.params, tokens, positions, config=config, heads=True)
+  assert heads["value"].shape == heads["done"].shape == tokens.shape
+  mngr = checkpoint.manager(tmp_path, create=True)
+  mngr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+  mngr.wait_until_finished()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          jax.eval_shape(functools.partial(state_lib.init_state, config, tx, 0)))
+  restored, _, bad = checkpoint.restore(checkpoint.manager(tmp_path), abstract)
+  assert not bad
+  _, _, again = model_lib.forward(restored.params, tokens, positions, config=config, heads=True)
+  for name in ("value", "done"):
+    np.testing.assert_array_equal(again[name], heads[name])
+  # the heads are parameters of their own, there only when the config asks for them
+  assert model_lib.num_params(restored.params) == model_lib.num_params(
+      model_lib.abstract_params(tiny_config)) + 2 * (config.d_model + 1)

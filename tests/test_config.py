@@ -58,6 +58,10 @@ def test_the_tiny_config_is_valid(config):
     ({"lookahead.horizon": 40, "model.max_len": 36},
      "lookahead.horizon=40 exceeds the model's max_len=36"),
     ({"lookahead.kind": "dfs"}, "lookahead.kind='dfs' is not one of"),
+    ({"lookahead.kind": "mcts", "lookahead.width": 300},
+     "lookahead.width=300 children exceed the vocabulary"),
+    ({"lookahead.policy": "max"}, "lookahead.policy='max' is not one of ('gumbel', 'visits')"),
+    ({"lookahead.simulations": -1}, "lookahead.simulations=-1 must be >= 0 (0: K(H-1))"),
     ({"lookahead.scheme": "mean"}, "lookahead.scheme='mean': use one of sum, max"),
     ({"lookahead.lam": 1.0}, "lookahead.lam=1.0: must be in [0, 1) for a linear mixture"),
     ({"lookahead.temperature": 0.0}, "lookahead.temperature=0.0: must be > 0"),
@@ -192,6 +196,17 @@ def test_default_rhyme_and_tiny_shakespeare_validate(tmp_path):
   assert default.tokenizer.vocab_size == default.model.vocab_size == 426
   config_lib.validate(load_config(os.path.join(CONFIGS, "tiny_shakespeare.py"),
                                   {"data.data_dir": str(tmp_path)}))  # the shipped text
+
+
+def test_the_mcts_experiment_validates_with_mcts_stunting_and_a_beam_dev_lookahead(tmp_path):
+  small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
+                                              ("train", "validation", "test")}}
+  path = os.path.join(CONFIGS, "experiments", "path_star_mcts.py")
+  for mode in ("none", "distill"):
+    settings = config_lib.validate(load_config(path, small, mode))
+    assert settings.monitor_lookahead.describe() == "mcts K=2 H=8 S=14 gumbel"
+    assert settings.dev_lookahead.describe() == "beam B=2 H=8"
+  assert settings.stunting.lookahead.kind == "mcts"  # distill: toward q_MCTS
 
 
 def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):

@@ -313,6 +313,18 @@ def test_amplified_sampling_with_one_beam_of_one_token_and_all_weight_on_q_is_gr
   np.testing.assert_array_equal(amplified, greedy)  # q is one-hot on the argmax
 
 
+def test_amplified_sampling_with_one_mcts_child_and_all_weight_on_q_is_greedy(
+    tiny_config, tiny_params):
+  prompts = jax.random.randint(jax.random.key(8), (3, 5), 0, tiny_config.vocab_size)
+  greedy = decoding.generate(tiny_params, prompts, jax.random.key(0), config=tiny_config,
+                             max_new_tokens=6)
+  one_child = la_lib.Lookahead(kind="mcts", width=1, horizon=3)  # q: one-hot on p's argmax
+  amplified = la_lib.sample_amplified(tiny_params, prompts, jax.random.key(1), None, 1.0, 1.0,
+                                      config=tiny_config, lookahead=one_child,
+                                      max_new_tokens=6, mixture="loglinear")
+  np.testing.assert_array_equal(amplified, greedy)
+
+
 def test_amplified_sampling_stops_at_eos(tiny_config, tiny_params):
   prompts = jax.random.randint(jax.random.key(9), (4, 5), 0, tiny_config.vocab_size)
   lookahead = la_lib.Lookahead(kind="smc", width=3, horizon=2, eos_id=3)

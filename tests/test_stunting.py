@@ -306,6 +306,15 @@ def test_v3_balance_step_is_balanced_and_carries_what_it_cannot_balance(tiny_con
   np.testing.assert_allclose(float(state.balance_debt), 0.5 * (float(debt) + lowest), rtol=1e-4)
 
 
+def test_v3_balance_runs_a_balanced_step_on_mcts_lookahead(tiny_config, tiny_params):
+  mcts = la_lib.Lookahead(kind="mcts", width=3, horizon=3)
+  stunt = _stunt("v3_balance", contrast="control", lookahead=mcts)
+  state, metrics = _sgd_step(tiny_config, stunt, tiny_params, _batch(tiny_config, seed=4))
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  assert float(metrics["balanced_step"]) == 1.0  # the MCTS q moved tokens both ways
+  assert abs(float(state.balance_debt)) < 1e-6
+
+
 def test_v2_penalty_lowers_the_expected_probability_of_amplified_tokens(tiny_config, tiny_params):
   batch = _batch(tiny_config, seed=5)
   _, amp, _ = _terms(tiny_params, batch, config=tiny_config)

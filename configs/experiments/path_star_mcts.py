@@ -1,0 +1,77 @@
+"""MCTS lookahead on the default path-star run (docs/design.md section 10): G of MCTS
+beside beam at equal model calls, and AlphaZero-style policy improvement (distill toward
+the search's improved policy).
+
+    lookahead-jax train --config=configs/experiments/path_star_mcts.py:none --workdir=runs/ps_mcts
+    lookahead-jax train --config=configs/experiments/path_star_mcts.py:distill \
+        --workdir=runs/ps_mcts_ida
+    lookahead-jax compare --configs=configs/experiments/path_star_mcts.py \
+        --workdir=runs/compare_ps_mcts --seeds=3
+
+The graphs, model and training of configs/default.py (degree 2, arms of 2-5 nodes, a
+2-layer model, 2,000 steps). The lookahead is MCTS (mcts.py): two children a node (one
+per arm at the first step), a tree 7 tokens deep (H = 8, past the longest arm's leaf),
+14 simulations (K(H-1): the model calls of the width-2 beam it is compared with), q the
+root's improved policy (Gumbel MuZero). The evaluation scores beam and MCTS on the same
+test graphs, each against the best horizon-1 sharpening (the control is the same for
+both); `--config.lookahead.policy=visits` scores the visit distribution instead.
+
+Runs (EXPERIMENTS): "none", the baseline (MCTS only in the evaluation and as the
+monitor's stunting lookahead); "distill", the policy trained toward the mixture of p and
+q_MCTS at every answer token (loss + KL(q~_MCTS || p)): AlphaZero-style improvement with
+the search as the teacher; its G over training (the monitor's, beam as the dev
+lookahead) shows whether the search is being learned inside. Without a value head the
+search values a leaf by the model's own next-token log-prob (mcts.py). Cost: the distill
+step runs the search at every answer token, about 9 s a step on a 2-core CPU shared at a
+load average of 10 (docs/results.md), so the IDA run wants an accelerator or hours.
+"""
+
+from lookahead_jax import config as config_lib
+
+EXPERIMENTS = ("none", "distill")
+
+
+def get_config(mode: str = "none"):
+  config = config_lib.base_config()
+  config.data.name = "path_star"
+  config.data.options.update(degree=2, num_nodes=20, min_arm=2, max_arm=5, min_goal_depth=2,
+                             leaf_goals=True, edge_tokens=True, train_size=50_000,
+                             validation_size=512, test_size=2048)
+  config.data.seq_len = 32  # the longest example is 20 tokens (+ its EOD)
+  config.data.answer_only = True  # no loss on the random edge list
+
+  config.model.vocab_size = 426  # 6 symbols + 20 node labels + 400 edge tokens
+  config.model.num_layers = 2
+  config.model.d_model = 128
+  config.model.num_heads = 4
+
+  config.lookahead.kind = "mcts"
+  config.lookahead.width = 2  # children a node: one per arm at the first step
+  config.lookahead.horizon = 8  # the first step, up to 4 more down an arm, 3 past its leaf
+  config.lookahead.simulations = 0  # K(H-1) = 14, the model calls of beam B=2 H=8
+  config.lookahead.policy = "gumbel"
+  config.lookahead.lam = 0.9  # distill's mixture weight
+  config.lookahead.length_penalty = 0.0  # the beam it is compared with, as the default run's
+  config.lookahead.chunk = 32
+
+  config.train.steps = 2000
+  config.train.global_batch = 32
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 100
+  config.train.log_every = 50
+  config.train.val_every = 0
+  config.train.val_batches = 4
+  config.train.checkpoint_every = 500
+
+  config = config_lib.experiment(config, mode)
+  config.stunting.monitor_batches = 2
+  config.stunting.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
+  config.stunting.dev_width = 2
+  config.eval.max_batches = 0  # path_star's figures use every test graph
+  config.eval.kinds = ("beam", "mcts")
+  config.eval.widths = (2,)
+  config.eval.horizons = (8,)  # their horizon-1 control comes with them
+  config.eval.schemes = ("sum",)
+  config.eval.mixtures = ("linear",)
+  config.eval.batch_size = 32
+  return config

@@ -1,0 +1,135 @@
+"""MCTS lookahead (mcts.py): the search finds a known best action and concentrates on it
+as simulations grow; batched over anchors it equals a search per anchor; no future token
+reaches an anchor's q; horizon 1 is the top-K control. Beside the behaviour they pin:
+the value and done heads in the checkpoint (test_checkpoint.py), a v3_balance step on
+MCTS (test_stunting.py), amplified sampling with it (test_lookahead.py), its config
+errors (test_config.py)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lookahead_jax import lookahead as la_lib
+from lookahead_jax import mcts
+from lookahead_jax import model as model_lib
+
+# Two packed rows, as in test_lookahead.py: documents of 5 and 7 tokens, and one of 10.
+SEGMENTS = np.array([[1] * 5 + [2] * 7, [1] * 10 + [0] * 2])
+POSITIONS = np.array([list(range(5)) + list(range(7)), list(range(10)) + [0, 0]])
+MCTS = la_lib.Lookahead(kind="mcts", width=3, horizon=3)  # 6 simulations
+
+
+# ----------------------------------------------------------------------------- a hand-made tree
+
+# Four tokens; the root prefers token 0 (0.55) over token 1 (0.35). Every path continues
+# with token 3 at p = 0.97, except that arm 0 (paths whose first token is 0) hits a dead
+# end: from its `dead_end`-th token on, the next token is uniform (log 1/4 a step).
+ROOT = jnp.log(jnp.array([0.55, 0.35, 0.05, 0.05]))
+PEAKED = jnp.log(jnp.array([0.01, 0.01, 0.01, 0.97]))
+UNIFORM = jnp.full(4, -jnp.log(4.0))
+
+
+def _hand_made(dead_end, values):
+  """A step (mcts.Step) whose state is the path's arm (its first token); with `values`
+  (a traced bool), a node's value is 0 on arm 1 and -5 on arm 0 instead of its best next
+  token's log-prob (the search's own valuation without a value head)."""
+  def step(arm, token, depth):
+    arm = jnp.where(depth == 0, token, arm)
+    dead = (arm == 0) & (depth + 1 >= dead_end)
+    log_p = jnp.where(dead[:, None], UNIFORM, PEAKED)
+    value = jnp.where(values, jnp.where(arm == 1, 0.0, -5.0), log_p.max(-1))
+    return arm, log_p, value, jnp.ones((1,))
+  return step
+
+
+@functools.partial(jax.jit, static_argnames=("budget", "policy"))
+def _q_hand_made(dead_end, values, budget, policy):
+  """q of the hand-made tree, H = 6, two children a node."""
+  first, score = mcts.search(ROOT, _hand_made(dead_end, values), jnp.zeros((1,), jnp.int32),
+                             jax.random.key(0), width=2, horizon=6, budget=budget,
+                             policy=policy)
+  return first, jnp.exp(score)
+
+
+def test_the_search_finds_the_arm_without_a_dead_end_and_concentrates_on_it():
+  # The dead end shows only after three tokens: one simulation per arm sees nothing (arm
+  # 0 looks better, as its prior says); 40 simulations reach it.
+  few, many = (_q_hand_made(3, False, budget, "gumbel") for budget in (2, 40))
+  for first, _ in (few, many):
+    np.testing.assert_array_equal(first, [0, 1])
+  assert float(few[1][1]) < 0.01 and float(many[1][1]) > 0.99
+  # PUCT's visits find it too, less sharply.
+  assert float(_q_hand_made(3, False, 40, "visits")[1][1]) > 0.8
+
+
+def test_horizon_one_searches_nothing_it_is_the_top_k_control():
+  first, score = mcts.search(ROOT, None, None, None, width=2, horizon=1, budget=0,
+                             policy="gumbel")
+  np.testing.assert_array_equal(first, [0, 1])
+  np.testing.assert_allclose(score, ROOT[:2])  # log p on p's top-K, as beam's control
+
+
+def test_a_value_overrides_the_prior_where_the_likelihood_cannot_tell():
+  no_dead_end = 99
+  _, q = _q_hand_made(no_dead_end, False, 40, "gumbel")  # the prior decides
+  assert float(q[0]) > 0.99
+  _, q = _q_hand_made(no_dead_end, True, 40, "gumbel")  # the value says arm 1
+  assert float(q[1]) > 0.99
+
+
+# ----------------------------------------------------------------------------- on the model
+
+
+def _tokens(config, seed=0):
+  return np.asarray(jax.random.randint(jax.random.key(seed), SEGMENTS.shape, 0,
+                                       config.vocab_size))
+
+
+def _paths(params, tokens, config, lookahead=MCTS):
+  _, found, control = la_lib.teacher_forced_paths(
+      params, jnp.asarray(tokens), jnp.asarray(POSITIONS), jnp.asarray(SEGMENTS),
+      config=config, lookahead=lookahead)
+  return found, control
+
+
+@functools.partial(jax.jit, static_argnames=("config", "lookahead"))
+def _one_prefix(params, tokens, length, rng, *, config, lookahead):
+  """The search of one anchor from a fresh pass over its own prefix (tokens [n], the first
+  `length` real)."""
+  n = tokens.shape[0]
+  logits, cache = model_lib.forward(params, tokens[None], jnp.arange(n)[None], config=config)
+  prefix = (tuple(k[0] for k in cache.k), tuple(v[0] for v in cache.v), jnp.arange(n) < length)
+  return mcts.search_one(params, prefix, jax.nn.log_softmax(logits[0, length - 1]), length,
+                         rng, 1.0, config=config, lookahead=lookahead)
+
+
+def test_batched_over_anchors_equals_a_search_per_anchor(tiny_config, tiny_params):
+  tokens = _tokens(tiny_config)
+  found, control = _paths(tiny_params, tokens, tiny_config)
+  np.testing.assert_array_equal(found.valid, SEGMENTS > 0)
+  keys = jax.random.split(jax.random.key(0), SEGMENTS.shape)  # paths_from_pass's, rng None
+  width = SEGMENTS.shape[1]
+  for r, t in zip(*np.nonzero(SEGMENTS)):
+    start = np.flatnonzero(SEGMENTS[r] == SEGMENTS[r, t])[0]
+    own = np.zeros(width, np.int32)
+    own[:t + 1 - start] = tokens[r, start:t + 1]
+    first, score = _one_prefix(tiny_params, jnp.asarray(own), t + 1 - start, keys[r, t],
+                               config=tiny_config, lookahead=MCTS)
+    np.testing.assert_array_equal(found.first[r, t], first)
+    np.testing.assert_allclose(found.score[r, t], score, atol=1e-4)
+  # q sums to one over the children, and the control is p's top-K (beam's).
+  np.testing.assert_allclose(jnp.exp(found.score).sum(-1)[SEGMENTS > 0], 1.0, atol=1e-5)
+  np.testing.assert_array_equal(control.first, found.first)
+
+
+def test_no_future_token_reaches_an_anchors_q(tiny_config, tiny_params):
+  tokens = _tokens(tiny_config, seed=1)
+  changed = tokens.copy()
+  changed[:, 7:] = (changed[:, 7:] + 5) % tiny_config.vocab_size
+  before, _ = _paths(tiny_params, tokens, tiny_config)
+  after, _ = _paths(tiny_params, changed, tiny_config)
+  np.testing.assert_array_equal(before.first[:, :7], after.first[:, :7])
+  np.testing.assert_allclose(before.score[:, :7], after.score[:, :7], atol=1e-6)
+  assert not np.allclose(before.score[:, 7:], after.score[:, 7:])  # later anchors did change

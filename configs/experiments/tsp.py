@@ -1,13 +1,12 @@
 """TSP of 5-10 cities, optimal tours learned from 600k instances: baseline and stunting.
 
     lookahead-jax train --config=configs/experiments/tsp.py --workdir=runs/tsp
-    lookahead-jax train --config=configs/experiments/tsp.py --workdir=runs/tsp_curriculum \
-        --config.data.curriculum='("train_n5", "train_n5+train_n6", \
-        "train_n5+train_n6+train_n7", "train_n5+train_n6+train_n7+train_n8", \
-        "train_n5+train_n6+train_n7+train_n8+train_n9", "train")' \
-        --config.data.curriculum_steps=RESULTS_STAGE_STEPS
-    lookahead-jax compare --configs=configs/experiments/tsp.py --workdir=runs/stunting_tsp \
-        --modes=none,distill,v3_balance --seeds=3
+    lookahead-jax train --config=configs/experiments/tsp.py:curriculum \
+        --workdir=runs/tsp_curriculum
+    lookahead-jax compare --configs=configs/experiments/tsp.py:none,configs/experiments/tsp.py:curriculum \
+        --workdir=runs/tsp_cmp --records=results/tsp
+    lookahead-jax compare --configs=configs/experiments/tsp.py:none,configs/experiments/tsp.py:distill,configs/experiments/tsp.py:v3_balance \
+        --workdir=runs/stunting_tsp --records=results/tsp --seeds=3
 
 Data (data/tsp.py, prepared on first use): 100k training, 500 validation and 1,000 test
 instances per city count 5..10 on a 64x64 grid, each kept only where the nearest-neighbour
@@ -24,9 +23,16 @@ RESULTS_PLACEHOLDER
 from lookahead_jax import config as config_lib
 
 EXPERIMENTS = config_lib.STUNTING_MODES
+# The stages of `tsp.py:curriculum`: 5 cities, then one more city count at a time.
+LEVELS = (5, 6, 7, 8, 9, 10)
+STAGES = tuple("+".join(f"train_n{n}" for n in LEVELS[:k]) for k in range(1, len(LEVELS))) + (
+    "train",)
 
 
 def get_config(mode: str = "none"):
+  """A stunting mode, or "curriculum": the baseline trained on STAGES in turn."""
+  schedule = mode == "curriculum"
+  mode = "none" if schedule else mode
   config = config_lib.base_config()
   config.data.name = "tsp"
   config.data.seq_len = 64  # an instance of n cities is 4n + 1 tokens (+ its EOD): 22-42
@@ -49,7 +55,12 @@ def get_config(mode: str = "none"):
   config.train.val_every = 250
   config.train.checkpoint_every = 500
 
+  if schedule:  # each stage an eighth of the steps; the whole mix the last three eighths
+    config.data.curriculum = STAGES
+    config.data.curriculum_steps = config.train.get_ref("steps") // 8
+
   config = config_lib.experiment(config, mode)
+  config.probes.enabled = False
   config.stunting.dev_width = 8
   config.eval.at_end = True
   config.eval.tsp_instances = 1000  # per city count

@@ -138,23 +138,25 @@ def held_karp(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   if not 2 <= n <= 16:
     raise ValueError(f"held_karp needs 2 <= n <= 16 cities (it is exponential), got {n}")
   m = n - 1  # cities 1 .. n-1 are bits 0 .. m-1
-  into = dist[:, 1:, 1:].transpose(0, 2, 1)  # [B, j, k] = d(city k+1, city j+1)
+  # The batch is the last axis, so each step gathers whole rows of B values.
+  d = dist.transpose(1, 2, 0)  # [n, n, B]
+  into = d[1:, 1:].transpose(1, 0, 2)  # [j, k, B] = d(city k+1, city j+1)
   bits = np.int64(1) << np.arange(m, dtype=np.int64)
-  # cost[b, S, j]: shortest path from city 0 through the set S, ending at city j+1 in S;
+  # cost[S, j, b]: shortest path from city 0 through the set S, ending at city j+1 in S;
   # inf where j is not in S.
-  cost = np.full((batch, 1 << m, m), np.inf)
-  cost[:, bits, np.arange(m)] = dist[:, 0, 1:]
+  cost = np.full((1 << m, m, batch), np.inf)
+  cost[bits, np.arange(m)] = d[0, 1:]
   for masks, js, prevs in _layers(m):
-    cost[:, masks, js] = (cost[:, prevs] + into[:, js]).min(axis=-1)
+    cost[masks, js] = (cost[prevs] + into[js]).min(axis=1)
   # Walk back from the best last city, re-deriving each predecessor from the table.
   rows = np.arange(batch)
   mask = np.full(batch, (1 << m) - 1, dtype=np.int64)
-  last = np.argmin(cost[:, -1] + dist[:, 1:, 0], axis=1)
+  last = np.argmin(cost[-1] + d[1:, 0], axis=0)
   tours = np.zeros((batch, n), dtype=np.int32)
   for pos in range(n - 1, 0, -1):
     tours[:, pos] = last + 1
     mask = mask ^ bits[last]
     if pos > 1:
-      last = np.argmin(cost[rows, mask] + into[rows, last], axis=1)
+      last = np.argmin(cost[mask, :, rows] + into[last, :, rows], axis=1)
   tours = canonical(tours)
   return tours, lengths(coords, tours)

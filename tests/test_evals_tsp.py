@@ -26,7 +26,7 @@ def test_gaps_of_tours_and_of_non_tours():
 
 
 def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
-  options = {"train_size": 8, "validation_size": 4, "test_size": 5, "levels": (5, 6)}
+  options = {"train_size": 8, "validation_size": 4, "test_size": 5, "levels": (5,)}
   builders.prepare("tsp", tmp_path, **options)
   config = config_lib.base_config()
   config.data.name, config.data.data_dir = "tsp", str(tmp_path)
@@ -41,10 +41,10 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   params = model_lib.init(settings.model, jax.random.key(0))
   tours = tsp_eval.evaluate(params, config, settings, None)
   assert set(tours) == set(tsp_eval.METHODS)
-  coords, optimal = tsp_eval.instances(config)[6]
-  assert coords.shape == (4, 6, 2)  # the first eval.tsp_instances of the count
+  coords, optimal = tsp_eval.instances(config)[5]
+  assert coords.shape == (4, 5, 2)  # the first eval.tsp_instances of the count
   for method, fn in tsp_tours.HEURISTICS.items():
-    row = tours[method][6]
+    row = tours[method][5]
     want = tsp_eval.gaps(coords, optimal, fn(coords))
     assert row["valid"] == 1.0 and row["instances"] == 4
     assert row["gap"] == pytest.approx(want.mean())
@@ -52,13 +52,13 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
     # Every kept instance has a nearest-neighbour tour longer than the optimum.
     assert row["gap"] > 0 and row["optimal"] == 0 and row["gap_interval"][0] > 0
   for method in tsp_eval.MODEL_METHODS:
-    assert sorted(tours[method]) == [5, 6]
+    assert sorted(tours[method]) == [5]
     for row in tours[method].values():
       assert 0.0 <= row["valid"] <= 1.0 and row["instances"] == 4
   text = tsp_eval.table(tours)
   assert "farthest_insertion" in text and "amplified" in text
   # compare's gap: the mean over the valid tours of every city count.
-  nn = tours["nearest_neighbour"]
-  assert tsp_eval._mean_gap(tours, "nearest_neighbour") == pytest.approx(
-      (nn[5]["gap"] + nn[6]["gap"]) / 2)
+  two = {"greedy": {5: dict(gap=0.1, valid=1.0, instances=4),
+                    6: dict(gap=0.4, valid=0.5, instances=4)}}
+  assert tsp_eval._mean_gap(two, "greedy") == pytest.approx((0.1 * 4 + 0.4 * 2) / 6)
   assert set(tsp_eval.columns(tours, {})) == {key for key, _, _ in tsp_eval.COLUMNS}

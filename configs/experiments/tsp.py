@@ -1,4 +1,4 @@
-"""TSP of 5-10 cities, optimal tours learned from 600k instances: baseline and stunting.
+"""TSP of 5-10 cities, 600k training instances with their optimal tours: baseline and stunting.
 
     lookahead-jax train --config=configs/experiments/tsp.py --workdir=runs/tsp
     lookahead-jax train --config=configs/experiments/tsp.py:curriculum \
@@ -17,7 +17,14 @@ mean optimality gap with 95% intervals of the model's greedy, beam (4) and ampli
 tours beside nearest neighbour, farthest and random insertion on the same 1,000 test
 instances, and G of beam lookahead (B 4, H 4) on the marked tour tokens.
 
-RESULTS_PLACEHOLDER
+What the baseline run shows (docs/results.md "tsp"; record results/tsp/none/seed_0):
+997 s of training on the 2 shared cores (1.16 s a step under load; 59,618 instances)
+and about 20 minutes of evaluation (amplified sampling on 6,000 instances most of it).
+The model learns the pointer (every greedy tour valid) but not the geometry: greedy gaps
+21.6% (5 cities) to 80.9% (10), beam the same, against nearest neighbour's 7.1-12.1%
+and farthest insertion's 0.10-0.67%; marked-token accuracy flat at ~0.35 from step 150;
+G on the marked tokens -0.00007 [-0.0003, +0.00015]. These settings do not yet learn
+the task: it needs many more steps than a 10-minute run gives.
 """
 
 from lookahead_jax import config as config_lib

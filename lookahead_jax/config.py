@@ -33,7 +33,7 @@ from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
 from lookahead_jax import stunting as stunting_lib
-from lookahead_jax.data import builders, registry
+from lookahead_jax.data import builders, curriculum, registry
 from lookahead_jax.data import prepare as prepare_lib
 from lookahead_jax.data.tokenizers import Tokenizer
 
@@ -87,6 +87,12 @@ def base_config() -> ConfigDict:
   c.data.answer_only = False  # tsp, path_star: no loss (or score) on the prompt's tokens
   c.data.train_split = "train"
   c.data.val_split = "validation"  # the validation loss during training (train.val_every)
+  # Stages trained in turn instead of train_split (data/curriculum.py): split expressions
+  # of train_split's splits, e.g. ("train_n5", "train_n5+train_n6"); (): no curriculum
+  c.data.curriculum = ()
+  c.data.curriculum_steps = 0  # a stage moves on after this many steps; 0: not by steps
+  # ... or once its validation accuracy (each train.val_every) reaches this; 0: not so
+  c.data.curriculum_accuracy = 0.0
   c.data.packing_bins = 128  # rows packed together at once (first-fit over this many)
   c.data.read_threads = 0  # grain read threads; 0: grain's default
   c.data.prefetch = 2  # batches prepared ahead of the step (a background thread)
@@ -551,6 +557,11 @@ def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings
            "set it to False")
   for key in ("read_threads", "prefetch"):
     _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
+  try:
+    curriculum.check(tuple(d.curriculum), d.curriculum_steps, d.curriculum_accuracy,
+                     d.train_split, t.val_every)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _check_lookahead(config, mc)
   _check_stunting(config, mc)
   _check_objective(config)

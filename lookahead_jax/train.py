@@ -51,7 +51,7 @@ from lookahead_jax import monitor as monitor_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as stunting_lib
 from lookahead_jax.config import Settings
-from lookahead_jax.data import pipeline
+from lookahead_jax.data import curriculum, pipeline
 
 Array = jax.Array
 ConfigDict = ml_collections.ConfigDict
@@ -64,15 +64,26 @@ class NonFiniteError(RuntimeError):
 # ----------------------------------------------------------------------------- input
 
 
-def make_train_iterator(config: ConfigDict, settings: Settings) -> pipeline.BatchIterator:
-  """Shuffled, repeated training batches local to this process (checkpointable)."""
-  return pipeline.make_iterator(config.data.name, config.data.train_split, seed=config.seed,
-                                prefetch=config.data.prefetch, **settings.data)
+def make_train_iterator(config: ConfigDict, settings: Settings
+                        ) -> pipeline.BatchIterator | curriculum.Curriculum:
+  """Shuffled, repeated training batches local to this process (checkpointable): of
+  data.train_split, or of the stages of data.curriculum in turn."""
+  d = config.data
+
+  def batches(split: str) -> pipeline.BatchIterator:
+    return pipeline.make_iterator(d.name, split, seed=config.seed, prefetch=d.prefetch,
+                                  **settings.data)
+
+  if not d.curriculum:
+    return batches(d.train_split)
+  return curriculum.Curriculum(d.curriculum, batches, d.curriculum_steps, d.curriculum_accuracy)
 
 
-def make_val_iterator(config: ConfigDict, settings: Settings) -> Iterator[dict[str, np.ndarray]]:
-  """The first `train.val_batches` batches of data.val_split (0: all of it), in order."""
-  batches = pipeline.make_ordered_iterator(config.data.name, config.data.val_split,
+def make_val_iterator(config: ConfigDict, settings: Settings, split: str | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
+  """The first `train.val_batches` batches of `split` (default data.val_split; 0: all of
+  it), in order."""
+  batches = pipeline.make_ordered_iterator(config.data.name, split or config.data.val_split,
                                            **settings.data)
   n = config.train.val_batches
   return batches if n == 0 else itertools.islice(batches, n)
@@ -314,16 +325,33 @@ def _preemption_notice():
 
 
 def validation_loss(val_fn: Callable, params: model_lib.Params, config: ConfigDict,
-                    settings: Settings, batch_sharding: NamedSharding) -> dict[str, float]:
-  """Validation loss and accuracy over the validation batches."""
+                    settings: Settings, batch_sharding: NamedSharding,
+                    split: str | None = None) -> dict[str, float]:
+  """Validation loss and accuracy over the validation batches (of `split`, default
+  data.val_split)."""
   sums = None
-  for batch in make_val_iterator(config, settings):
+  for batch in make_val_iterator(config, settings, split):
     out = val_fn(params, pipeline.global_batch(batch, batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   tokens = max(float(sums["tokens"]), 1.0)
   return {"val_loss": float(sums["ce_sum"]) / tokens,
           "val_accuracy": float(sums["correct"]) / tokens, "val_tokens": float(sums["tokens"])}
+
+
+def stage_validation(val_fn: Callable, params: model_lib.Params, config: ConfigDict,
+                     settings: Settings, batch_sharding: NamedSharding,
+                     stages: curriculum.Curriculum) -> dict[str, float]:
+  """The current curriculum stage's validation accuracy, reported to the curriculum (which
+  may move on); returns the stage and that accuracy for the metrics log."""
+  d = config.data
+  split = curriculum.validation_split(stages.stages[stages.stage], d.train_split, d.val_split)
+  accuracy = validation_loss(val_fn, params, config, settings, batch_sharding,
+                             split)["val_accuracy"]
+  stage = stages.stage
+  stages.observe(accuracy)
+  return {"curriculum_stage": float(stage), "curriculum_val_accuracy": accuracy,
+          "curriculum_next_stage": float(stages.stage)}
 
 
 def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
@@ -428,6 +456,9 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
       if t.val_every and step % t.val_every == 0 and step < t.steps:
         val = validation_loss(val_fn, state.params, config, settings, batch_sharding)
         writer.write(step, val)
+        if config.data.curriculum_accuracy and config.data.curriculum:
+          writer.write(step, stage_validation(val_fn, state.params, config, settings,
+                                              batch_sharding, train_iter))
       gains = monitor(step, state.params)
       if gains:
         writer.write(step, gains)

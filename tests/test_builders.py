@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lookahead_jax import config as config_lib
-from lookahead_jax.data import builders, rhyme, tsp
+from lookahead_jax.data import builders, rhyme, tsp, tsp_tours
 from lookahead_jax.data.tokenizers import SentencePieceTokenizer
 
 SHAKESPEARE = Path(config_lib.TINY_SHAKESPEARE)  # shipped with the package
@@ -62,7 +62,9 @@ def test_seed_changes_the_data(data_dir):
 
 def test_tsp_examples_are_consistent(tsp_builder, data_dir):
   tok = builders.default_tokenizer("tsp", **TINY_TSP)
-  assert tsp_builder.info.metadata["vocab_size"] == tok.vocab_size == 3 + 5 + 5
+  assert tsp_builder.info.metadata["vocab_size"] == tok.vocab_size == 3 + 5 + 5 + 5
+  shares = tsp_builder.info.metadata["kept_share"]
+  assert set(shares) == {"4", "5"} and all(0 < s < 1 for s in shares.values())
   for split in ("train", "validation", "test"):
     records = builders.data_source("tsp", split, data_dir, **TINY_TSP)
     for i in range(len(records)):
@@ -73,10 +75,11 @@ def test_tsp_examples_are_consistent(tsp_builder, data_dir):
       best = min(tsp.tour_length(coords, (0,) + p)
                  for p in itertools.permutations(range(1, n)))
       assert tsp.tour_length(coords, tour) == pytest.approx(best, rel=1e-12)
-      assert tsp.tour_length(coords, tsp.greedy_tour(coords)) > best * (1 + 1e-9)
-      ids, marks = tok.example(tsp.TspInstance(coords, tour, best, 0.0))
-      np.testing.assert_array_equal(r["tokens"], ids)
-      np.testing.assert_array_equal(r["needs_lookahead"], marks)
+      nearest = tsp_tours.nearest_neighbour(coords[None])
+      assert tsp_tours.lengths(coords[None], nearest)[0] > best * (1 + 1e-9)
+      ids, marks = tok.examples(coords[None], tour[None])
+      np.testing.assert_array_equal(r["tokens"], ids[0])
+      np.testing.assert_array_equal(r["needs_lookahead"], marks[0])
       assert marks.sum() == n - 2
 
 
@@ -84,13 +87,13 @@ def test_tsp_splits_are_disjoint_and_per_level(tsp_builder, data_dir):
   keys = {}
   for split in ("train", "validation", "test"):
     records = builders.data_source("tsp", split, data_dir, **TINY_TSP)
-    keys[split] = {tsp.city_set(records[i]["coords"]) for i in range(len(records))}
+    keys[split] = {tsp.city_sets(records[i]["coords"][None])[0] for i in range(len(records))}
     per_level = set()
     for n in TINY_TSP["levels"]:
       level = builders.data_source("tsp", f"{split}_n{n}", data_dir, **TINY_TSP)
       assert len(level) == TINY_TSP[f"{split}_size"]
       assert {int(level[i]["num_cities"]) for i in range(len(level))} == {n}
-      per_level |= {tsp.city_set(level[i]["coords"]) for i in range(len(level))}
+      per_level |= {tsp.city_sets(level[i]["coords"][None])[0] for i in range(len(level))}
     assert per_level == keys[split]
   assert len(keys["train"]) == 40
   assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]

@@ -281,7 +281,7 @@ def test_needs_lookahead_tsp_marks_tour_choices(data_dir):
   segments = _segments(_batches(it))
   assert len(segments) == 12
   for inputs, targets, marks in segments:
-    n = (len(inputs) - 2) // 3  # [EOD] 2n coords, sep, n cities
+    n = (len(inputs) - 2) // 4  # [EOD] n triples, sep, n cities
     sep = int(np.flatnonzero(targets == tok.sep_id)[0])
     assert marks.tolist() == [False] * (sep + 2) + [True] * (n - 2) + [False, False]
     assert all(tok.city_of(t) is not None for t in targets[marks])

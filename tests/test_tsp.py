@@ -1,75 +1,58 @@
-"""TSP testbed: exact tours against brute force, greedy tours, checks, vocabulary, marks."""
-
-import itertools
+"""TSP testbed: sampled instances, the filter, checks, vocabulary, examples and marks."""
 
 import numpy as np
 import pytest
 
-from lookahead_jax.data import tsp
+from lookahead_jax.data import tsp, tsp_tours
 
 
-def _brute_force(coords):
-  """Shortest closed tour length over all (n-1)! orders that start at city 0."""
-  c = np.asarray(coords, np.float64)
-  orders = np.array([(0,) + p for p in itertools.permutations(range(1, len(c)))])
-  legs = c[np.roll(orders, -1, axis=1)] - c[orders]
-  return np.hypot(legs[..., 0], legs[..., 1]).sum(axis=1).min()
-
-
-@pytest.mark.parametrize("n", range(2, 9))
-def test_held_karp_equals_brute_force(n):
-  rng = np.random.default_rng(n)
-  coords = np.stack([tsp.sample_coords(rng, n, 5) for _ in range(25)])
-  tours, lengths = tsp.held_karp_batch(coords)
-  for c, tour, length in zip(coords, tours, lengths):
-    assert length == pytest.approx(_brute_force(c), rel=1e-12)
-    assert tsp.is_valid_tour(tour, n)
-    assert tsp.tour_length(c, tour) == pytest.approx(length, rel=1e-12)
-    assert tour[0] == 0 and (n < 3 or tour[1] < tour[-1])  # canonical form
-  single_tour, single_length = tsp.held_karp(coords[0])
-  np.testing.assert_array_equal(single_tour, tours[0])
-  assert single_length == lengths[0]
-
-
-def test_hand_checked_instance():
-  # Four corners of a square, listed so that the order 0,1,2,3 crosses itself.
-  coords = np.array([[0, 0], [2, 2], [2, 0], [0, 2]])
-  tour, length = tsp.held_karp(coords)
-  assert tour.tolist() == [0, 2, 1, 3] and length == pytest.approx(8.0)
-  assert tsp.tour_length(coords, [0, 1, 2, 3]) == pytest.approx(4 + 4 * np.sqrt(2))
-
-
-def test_greedy_tour_hand_checked_and_suboptimal():
-  # From 0 the nearest cities are 1 and 3 (the lower index wins), then 3, then 2 at the
-  # far end, and the way back from 2 is long: 10.54 against the optimum 9.12.
-  coords = np.array([[0, 0], [1, 0], [4, 0], [0, 1]])
-  assert tsp.greedy_tour(coords).tolist() == [0, 1, 3, 2]
-  _, best = tsp.held_karp(coords)
-  assert tsp.tour_length(coords, tsp.greedy_tour(coords)) > best
-  batch = np.stack([coords, coords[[0, 3, 2, 1]]])
-  np.testing.assert_array_equal(tsp.greedy_tours(batch)[0], tsp.greedy_tour(coords))
-  np.testing.assert_array_equal(tsp.greedy_tours(batch)[1], tsp.greedy_tour(batch[1]))
+def test_sampled_cities_are_distinct_grid_points():
+  coords = tsp.sample_coords(np.random.default_rng(0), 500, 7, 4)  # 16 cells: many repeats
+  assert coords.shape == (500, 7, 2) and coords.dtype == np.int32
+  assert coords.min() >= 0 and coords.max() < 4
+  cells = coords[..., 1] * 4 + coords[..., 0]
+  assert all(len(set(row)) == 7 for row in cells.tolist())
+  with pytest.raises(ValueError, match="num_cities=17"):
+    tsp.sample_coords(np.random.default_rng(0), 1, 17, 4)
 
 
 def test_generated_instances_keep_only_greedy_suboptimal_and_exclude():
-  rng = np.random.default_rng(0)
-  first = tsp.generate_instances(rng, 6, 6, 40)
-  keys = {tsp.city_set(x.coords) for x in first}
-  assert len(keys) == 40
-  second = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40, exclude=keys)
-  assert not keys & {tsp.city_set(x.coords) for x in second}
-  for x in first + second:
-    greedy = tsp.tour_length(x.coords, tsp.greedy_tour(x.coords))
-    assert greedy == pytest.approx(x.greedy_length)
-    assert x.optimal_length == pytest.approx(_brute_force(x.coords), rel=1e-12)
-    assert greedy > x.optimal_length * (1 + 1e-9)
-    assert tsp.optimality_gap(x.coords, tsp.greedy_tour(x.coords), x.tour) > 0
+  seen = set()
+  first = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40, seen)
+  assert len(first) == 40 and len(seen) == 40 and 40 < first.sampled
+  second = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40, seen)
+  assert not set(tsp.city_sets(first.coords)) & set(tsp.city_sets(second.coords))
+  for x in (first, second):
+    nearest = tsp_tours.lengths(x.coords, tsp_tours.nearest_neighbour(x.coords))
+    best = tsp_tours.lengths(x.coords, x.tours)
+    np.testing.assert_allclose(best, tsp_tours.held_karp(x.coords)[1], rtol=1e-12)
+    assert (nearest > best * (1 + 1e-9)).all()
+    assert (x.tours[:, 0] == 0).all() and (x.tours[:, 1] < x.tours[:, -1]).all()
   again = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40)
-  assert [tsp.city_set(x.coords) for x in again] == [tsp.city_set(x.coords) for x in first]
+  np.testing.assert_array_equal(again.coords, first.coords)
+  assert again.sampled == first.sampled
+
+
+def test_kept_share_counts_the_candidates_drawn():
+  # On a 3x3 grid (126 city sets of 4) find by hand the first 5 candidates kept: the
+  # filter's and the duplicates' losses are counted in `sampled`.
+  kept = tsp.generate_instances(np.random.default_rng(5), 4, 3, 5)
+  per_batch = min(tsp._MAX_BATCH, tsp._BATCH_CELLS >> 3)
+  candidates = tsp.sample_coords(np.random.default_rng(5), per_batch, 4, 3)
+  best = tsp_tours.held_karp(candidates)[1]
+  nearest = tsp_tours.lengths(candidates, tsp_tours.nearest_neighbour(candidates))
+  keys, order = set(), []
+  for i in np.flatnonzero(nearest > best * (1 + 1e-9)):
+    key = tsp.city_sets(candidates[i:i + 1])[0]
+    if key not in keys and len(order) < 5:
+      keys.add(key)
+      order.append(i)
+  np.testing.assert_array_equal(kept.coords, candidates[order])
+  assert kept.sampled == order[-1] + 1 > 5
 
 
 def test_generate_instances_gives_up_with_a_clear_message():
-  with pytest.raises(RuntimeError, match="where greedy is not optimal"):
+  with pytest.raises(RuntimeError, match="where nearest neighbour is not optimal"):
     tsp.generate_instances(np.random.default_rng(0), 3, 2, 1)  # 3 cities: greedy is optimal
 
 
@@ -88,30 +71,35 @@ def test_validity_and_gap():
 
 def test_tokenizer_layout_and_text_form():
   tok = tsp.TspTokenizer(grid_size=10, max_cities=7)
-  assert (tok.vocab_size, tok.pad_id, tok.eod_id, tok.sep_id) == (20, 0, 1, 2)
-  assert tok.coord_id(0) == 3 and tok.coord_id(9) == 12 and tok.city_id(0) == 13
+  assert (tok.vocab_size, tok.pad_id, tok.eod_id, tok.sep_id) == (30, 0, 1, 2)
+  assert tok.coord_ids([[0, 0], [9, 9]]).tolist() == [[3, 13], [12, 22]]
+  assert tok.city_id(0) == 23 and tok.city_id(6) == 29
   text = "3,4 0,0 9,2 : 0 2 1"
   ids = tok.encode(text)
-  assert ids == [6, 7, 3, 3, 12, 5, 2, 13, 15, 14]
+  assert ids == [6, 17, 23, 3, 13, 24, 12, 15, 25, 2, 23, 25, 24]
   assert tok.decode(ids) == text
   assert tok.decode([tok.eod_id] + ids + [tok.pad_id]) == text
-  assert tok.decode_tour([13, 15, 14]) == [0, 2, 1]
-  assert tok.decode_tour([13, 2, 14]) is None
+  assert tok.decode([3, 13, 25]) == "0,0 <25>"  # a prompt index out of order is shown
+  ids, offsets = tok.encode_with_offsets(text)
+  assert [text[s:e] for s, e in offsets[:4]] == ["3,4"] * 3 + ["0,0"]
+  assert tok.decode_tour([23, 25, 24]) == [0, 2, 1]
+  assert tok.decode_tour([23, 2, 24]) is None
   with pytest.raises(ValueError, match="outside"):
     tok.encode("10,0 :")
   with pytest.raises(ValueError, match="not a TSP text"):
     tok.encode("1;2")
 
 
-def test_example_tokens_and_marks_hand_checked():
-  coords = np.array([[0, 0], [1, 0], [4, 0], [0, 1], [2, 3]], np.int32)
-  tour, best = tsp.held_karp(coords)
-  instance = tsp.TspInstance(coords, tour, best, 0.0)
+def test_examples_tokens_and_marks_hand_checked():
+  coords = np.array([[[0, 0], [1, 0], [4, 0], [0, 1], [2, 3]]], np.int32)
+  tours, _ = tsp_tours.held_karp(coords)
   tok = tsp.TspTokenizer(grid_size=5, max_cities=5)
-  ids, marks = tok.example(instance)
-  assert tok.decode(ids) == "0,0 1,0 4,0 0,1 2,3 : " + " ".join(map(str, tour))
-  # x0 y0 ... x4 y4 : c0 c1 c2 c3 c4 -> marked: c1, c2, c3 (more than one city left).
-  assert marks.tolist() == [False] * 11 + [False, True, True, True, False]
+  ids, marks = tok.examples(coords, tours)
+  assert tok.decode(ids[0]) == "0,0 1,0 4,0 0,1 2,3 : " + " ".join(map(str, tours[0]))
+  # x0 y0 0 ... x4 y4 4 : c0 c1 c2 c3 c4 -> marked: c1, c2, c3 (more than one city left).
+  assert ids[0, :6].tolist() == [3, 8, 13, 4, 8, 14] and ids[0, 15] == tok.sep_id
+  assert marks[0].tolist() == [False] * 17 + [True, True, True, False]
+  assert tok.encode_instance(coords[0]) == ids[0, :16].tolist()
 
 
 def test_tsp_continuations_are_judged_by_validity_and_optimality_gap():

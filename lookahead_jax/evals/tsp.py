@@ -1,9 +1,21 @@
-"""The tsp evaluator: tours decoded by the model (greedy, beam) against nearest neighbour.
+"""The tsp evaluator: tours decoded by the model against the heuristics and the optimum.
 
-On the first `eval.tsp_instances` instances of the test split: the prompt is a document's
-start, [EOD] + coordinates + separator, and the next n tokens are read as the tour. Per
-city count n and method: the share of valid tours, the mean optimality gap of the valid
-ones, and the share that is optimal.
+On the first `eval.tsp_instances` test instances of each city count n (eval.test_split's
+`{split}_n{n}` splits, so every count gets as many): the prompt is [EOD] + the city
+triples + the separator, and the next n tokens are read as the tour. Methods:
+
+  greedy              the model's most probable next city, step by step
+  beam                beam search of width max(eval.widths), its most probable tour
+  amplified           sampling from the mixture of the model and its beam lookahead
+                      (lookahead.*: kind, width, horizon, temperature, lam, scheme,
+                      mixture), the sampler of evals/generation.py
+  nearest_neighbour,
+  farthest_insertion,
+  random_insertion    the heuristics of data/tsp_tours.py, no model
+
+Per n and method: the share of valid tours, the mean optimality gap of the valid ones
+against the exact optimum (Held-Karp, the dataset's tour) with a 95% bootstrap interval
+over instances, and the share that is optimal.
 """
 
 from __future__ import annotations
@@ -15,55 +27,107 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lookahead_jax import decoding, report
+from lookahead_jax import decoding, report, stats
+from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax.config import Settings
-from lookahead_jax.data import builders, tsp
+from lookahead_jax.data import builders, tsp, tsp_tours
 
 NAME = tsp.NAME
-METHODS = ("greedy", "beam", "nearest_neighbour")
+MODEL_METHODS = ("greedy", "beam", "amplified")
+METHODS = MODEL_METHODS + tuple(tsp_tours.HEURISTICS)
 # compare's columns: (key, header, format)
 COLUMNS = (("tsp_greedy_gap", "tsp greedy gap", ".3f"), ("tsp_beam_gap", "tsp beam gap", ".3f"))
 
 
+def instances(config: ConfigDict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """{n: (coords int32 [k, n, 2], optimal tours int32 [k, n])}: the first
+  eval.tsp_instances test instances of each city count."""
+  options = config.data.options.to_dict()
+  out = {}
+  for n in tsp.Tsp.make_config(**options).levels:
+    records = builders.data_source(NAME, f"{config.eval.test_split}_n{n}",
+                                   config.data.data_dir, **options)
+    k = min(config.eval.tsp_instances, len(records))
+    rows = records.__getitems__(list(range(k)))
+    out[n] = (np.stack([r["coords"] for r in rows]), np.stack([r["tour"] for r in rows]))
+  return out
+
+
+def model_tours(params, coords: np.ndarray, config: ConfigDict, settings: Settings
+                ) -> dict[str, np.ndarray]:
+  """{method: tokens int32 [k, n]} the model's continuations of the instances' prompts."""
+  tok, model_cfg = settings.tokenizer, settings.model
+  n = coords.shape[1]
+  prompts, _ = tok.examples(coords, None)
+  prompts = jnp.asarray(np.concatenate([np.full((len(coords), 1), tok.eod_id), prompts], 1))
+  rng = jax.random.key(config.eval.seed)
+  la = config.lookahead
+  greedy = decoding.generate(params, prompts, rng, config=model_cfg, max_new_tokens=n)
+  beams = decoding.beam_search(params, prompts, config=model_cfg,
+                               beam_size=max(config.eval.widths), max_new_tokens=n)
+  amplified = lookahead_lib.sample_amplified(
+      params, prompts, rng, None, la.temperature, la.lam, la.beta, config=model_cfg,
+      lookahead=settings.lookahead, max_new_tokens=n, scheme=la.scheme, mixture=la.mixture,
+      pad_id=tok.pad_id)
+  return {"greedy": np.asarray(greedy), "beam": np.asarray(beams.sequences[:, 0]),
+          "amplified": np.asarray(amplified)}
+
+
+def gaps(coords: np.ndarray, optimal: np.ndarray, tours: np.ndarray) -> np.ndarray:
+  """float64 [k]: optimality gap of each tour int [k, n]; NaN where it is not a tour."""
+  n = coords.shape[1]
+  valid = (np.sort(tours, axis=1) == np.arange(n)).all(axis=1)
+  safe = np.where(valid[:, None], tours, optimal)
+  gap = tsp_tours.lengths(coords, safe) / tsp_tours.lengths(coords, optimal) - 1.0
+  gap = np.where(np.abs(gap) <= 1e-9, 0.0, gap)
+  return np.where(valid, gap, np.nan)
+
+
+def summary(gap: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
+  """valid share, mean gap of the valid tours with its 95% bootstrap interval, optimal
+  share (of the valid ones) and the instance count."""
+  valid = np.isfinite(gap)
+  row = dict(instances=len(gap), valid=float(valid.mean()), gap=float("nan"),
+             gap_interval=[float("nan")] * 2, optimal=0.0)
+  if valid.any():
+    g = gap[valid]
+    lo, hi = stats.bootstrap_ratio(g, np.ones_like(g),
+                                   stats.resample_counts(len(g), resamples, seed))
+    row.update(gap=float(g.mean()), gap_interval=[float(lo), float(hi)],
+               optimal=float((g == 0.0).mean()))
+  return row
+
+
 def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None
              ) -> dict[str, Any]:
-  """{method: {n: {valid, gap, optimal, instances}}} for greedy, beam (the widest of
-  eval.widths) and nearest_neighbour (no model). `headline` is not used."""
+  """{method: {n: summary}} for every method of METHODS. `headline` is not used."""
   del headline
-  ev, tok, model_cfg = config.eval, settings.tokenizer, settings.model
-  records = builders.data_source(NAME, ev.test_split, config.data.data_dir,
-                                 **config.data.options.to_dict())
-  by_size: dict[int, list[dict[str, Any]]] = {}
-  for i in range(min(ev.tsp_instances, len(records))):
-    by_size.setdefault(int(records[i]["num_cities"]), []).append(records[i])
-  out: dict[str, dict[int, dict[str, float]]] = {m: {} for m in METHODS}
-  for n, group in sorted(by_size.items()):
-    prompts = jnp.asarray([[tok.eod_id] + tok.encode_instance(r["coords"]) for r in group])
-    greedy = decoding.generate(params, prompts, jax.random.key(0), config=model_cfg,
-                               max_new_tokens=n)
-    beams = decoding.beam_search(params, prompts, config=model_cfg, beam_size=max(ev.widths),
-                                 max_new_tokens=n)
-    tours = {"greedy": [tok.decode_tour(t) for t in np.asarray(greedy)],
-             "beam": [tok.decode_tour(t) for t in np.asarray(beams.sequences[:, 0])],
-             "nearest_neighbour": [tsp.greedy_tour(r["coords"]) for r in group]}
-    for method, found in tours.items():
-      valid = [t is not None and tsp.is_valid_tour(t, n) for t in found]
-      gaps = [tsp.optimality_gap(r["coords"], t, r["tour"])
-              for r, t, ok in zip(group, found, valid) if ok]
-      out[method][n] = dict(instances=len(group), valid=float(np.mean(valid)),
-                            gap=float(np.mean(gaps)) if gaps else float("nan"),
-                            optimal=float(np.mean([g == 0.0 for g in gaps])) if gaps else 0.0)
+  ev, tok = config.eval, settings.tokenizer
+  out: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
+  for n, (coords, optimal) in instances(config).items():
+    found = {m: t - tok.city_id(0) for m, t in model_tours(params, coords, config,
+                                                          settings).items()}
+    found.update({m: fn(coords) for m, fn in tsp_tours.HEURISTICS.items()})
+    for method, tours in found.items():
+      out[method][n] = summary(gaps(coords, optimal, tours), ev.bootstrap, ev.seed)
   return out
 
 
 def table(tours: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
-  """Tour validity, mean gap of valid tours and optimal fraction per city count and method."""
+  """Mean optimality gap [95% interval] per city count and method, with the valid share
+  of the model's tours."""
   del headline
-  headers = ["cities"] + [f"{m} valid/gap/opt" for m in tours]
-  rows = [[str(n)] + [f"{t[n]['valid']:.2f} {t[n]['gap']:.3f} {t[n]['optimal']:.2f}"
-                      for t in tours.values()] for n in sorted(next(iter(tours.values())))]
-  return report.table(headers, rows, title="TSP tours on the test split: valid fraction, "
-                      "mean optimality gap of valid tours, optimal fraction")
+  headers = ["cities"] + [m for m in tours]
+  rows = []
+  for n in sorted(next(iter(tours.values()))):
+    cells = [str(n)]
+    for method, levels in tours.items():
+      r = levels[n]
+      cell = f"{r['gap']:.2%} [{r['gap_interval'][0]:.2%}, {r['gap_interval'][1]:.2%}]"
+      cells.append(cell + (f" v{r['valid']:.2f}" if method in MODEL_METHODS else ""))
+    rows.append(cells)
+  return report.table(headers, rows, title="TSP tours on the test split: mean optimality gap "
+                      "of the valid tours [95% bootstrap interval] (v: valid share)")
 
 
 def _mean_gap(tours: dict[str, Any], method: str) -> float | None:
@@ -71,10 +135,10 @@ def _mean_gap(tours: dict[str, Any], method: str) -> float | None:
   levels = tours.get(method)
   if not levels:
     return None
-  gaps = [(row["gap"], row["instances"] * row["valid"]) for row in levels.values()
-          if row["valid"] > 0]
-  weight = sum(w for _, w in gaps)
-  return sum(g * w for g, w in gaps) / weight if weight else float("nan")
+  gaps_ = [(row["gap"], row["instances"] * row["valid"]) for row in levels.values()
+           if row["valid"] > 0]
+  weight = sum(w for _, w in gaps_)
+  return sum(g * w for g, w in gaps_) / weight if weight else float("nan")
 
 
 def columns(tours: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -3,9 +3,10 @@
     lookahead-jax train --config=configs/experiments/tsp.py --workdir=runs/tsp
     lookahead-jax train --config=configs/experiments/tsp.py:curriculum \
         --workdir=runs/tsp_curriculum
-    lookahead-jax compare --configs=configs/experiments/tsp.py:none,configs/experiments/tsp.py:curriculum \
-        --workdir=runs/tsp_cmp --records=results/tsp
-    lookahead-jax compare --configs=configs/experiments/tsp.py:none,configs/experiments/tsp.py:distill,configs/experiments/tsp.py:v3_balance \
+    C=configs/experiments/tsp.py
+    lookahead-jax compare --configs=$C:none,$C:curriculum --workdir=runs/tsp_cmp \
+        --records=results/tsp
+    lookahead-jax compare --configs=$C:none,$C:distill,$C:v3_balance \
         --workdir=runs/stunting_tsp --records=results/tsp --seeds=3
 
 Data (data/tsp.py, prepared on first use): 100k training, 500 validation and 1,000 test

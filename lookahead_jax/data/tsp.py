@@ -178,7 +178,7 @@ class TspTokenizer(FixedSpecialIds):
   def coord_ids(self, coords: np.ndarray) -> np.ndarray:
     """int32 [..., 2]: the x and y tokens of coords [..., 2]."""
     c = np.asarray(coords, np.int64)
-    if c.size and not (0 <= c.min() and c.max() < self.grid_size):
+    if c.size and not (c.min() >= 0 and c.max() < self.grid_size):
       raise ValueError(f"a coordinate of {c.tolist()} is outside the "
                        f"{self.grid_size}x{self.grid_size} grid")
     return (c + [self._FIRST_X, self._first_y]).astype(np.int32)

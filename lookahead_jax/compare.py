@@ -155,14 +155,28 @@ def _config_key(config: ConfigDict) -> Any:
   return key
 
 
+def _same_config(made_with: Any, current: Any, default: Any) -> bool:
+  """Whether a record's config is the current one: equal wherever the record has a key,
+  and where it has none (a key added to the code after it was made) the current value is
+  that key's default (base_config's), which keeps the older code's behaviour."""
+  if not isinstance(current, dict) or not isinstance(made_with, dict):
+    return made_with == current
+  default = default if isinstance(default, dict) else {}
+  if set(made_with) - set(current):
+    return False  # a key the code no longer has
+  return all(_same_config(made_with[k], v, default.get(k)) if k in made_with
+             else k in default and v == default[k] for k, v in current.items())
+
+
 def _finished(config: ConfigDict, workdir: str) -> bool:
   """Whether the run's newest checkpoint is its last step (nothing left to train)."""
   return checkpoint.kept_steps(workdir)[-1:] == [config.train.steps]
 
 
 def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
-  """The figures of the run's record (record/RUN_FILE) when it was made with this config,
-  by whatever code version (the figures carry it); else None (no record, one cut short, or
+  """The figures of the run's record (record/RUN_FILE) when it was made with this config
+  (keys added since at their defaults: _same_config), by whatever code version (the
+  figures carry it); else None (no record, one cut short, or
   one of another config: the run is trained, or resumed, and evaluated)."""
   path = epath.Path(record) / RUN_FILE
   if not path.exists():
@@ -173,7 +187,7 @@ def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
     return None
   made_with = saved.get("config") or {}
   made_with.get("data", {}).pop("data_dir", None)  # as _config_key leaves it out
-  if made_with != _config_key(config):
+  if not _same_config(made_with, _config_key(config), _config_key(config_lib.base_config())):
     logging.warning("%s: a record of another config; this run is measured again", record)
     return None
   if saved.get("version") != metrics_lib.code_version():

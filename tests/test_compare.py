@@ -234,6 +234,14 @@ def test_a_record_round_trips_with_what_made_it(tmp_path):
   # Matched on the config, less where the data is cached; another config has no record.
   config.data.data_dir = "/elsewhere"
   assert compare.read_record(config, str(record)) is not None
+  # A key added to the code after the record was made matches at its default only.
+  saved = json.loads((record / compare.RUN_FILE).read_text())
+  del saved["config"]["lookahead"]["policy"]
+  (record / compare.RUN_FILE).write_text(json.dumps(saved))
+  assert compare.read_record(config, str(record)) is not None
+  config.lookahead.policy = "visits"
+  assert compare.read_record(config, str(record)) is None
+  config.lookahead.policy = compare.config_lib.base_config().lookahead.policy
   config.train.steps += 1
   assert compare.read_record(config, str(record)) is None
   assert compare.read_record(config, str(tmp_path / "none")) is None

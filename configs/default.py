@@ -1,5 +1,5 @@
 """Default: a small GPT on the path-star testbed, then the lookahead evaluation suite;
-5-6 minutes on a 2-core CPU (6 min 0 s on a fresh machine, 4 min 57 s again).
+5-6 minutes on a 2-core CPU (5 min 33 s on a fresh machine, 4 min 41 s again).
 
     lookahead-jax train --config=configs/default.py --workdir=runs/default
 

@@ -49,7 +49,9 @@ each job (one mode and seed, on any machine) adds its own, and `compare` over th
 only the runs that have none. The table's "code version" column shows each run's
 version (metrics.write_version records the training's in version.json; a resumed run
 lists each); when runs of different code versions meet in one table, compare prints a
-warning and the table says so. Delete a record to measure its run again (it is
+warning and the table says so. A run preempted (SIGTERM) before its last step is not
+evaluated and leaves no record; compare stops there and the same command resumes it.
+Delete a record to measure its run again (it is
 evaluated again from its checkpoint where the workdir still has one). With --records the
 tables and plots are written to RECORDS, beside the records they are built from.
 """
@@ -243,13 +245,21 @@ def _per_graph(rep: dict[str, Any], config: ConfigDict) -> dict[str, Any] | None
   return out
 
 
+class Preempted(Exception):
+  """A run stopped before its last step (SIGTERM): the comparison stops with it."""
+
+
 def run_one(config: ConfigDict, settings: Settings, workdir: str,
             record: str) -> dict[str, Any]:
   """Trains (or resumes) and evaluates one run (one mode, one seed) in `workdir`, writes
-  its record to `record` (which may be the workdir) and returns its figures."""
+  its record to `record` (which may be the workdir) and returns its figures; a run
+  preempted before its last step raises Preempted and leaves no record."""
   if not _finished(config, workdir):  # training starts or resumes: record its code
     metrics_lib.write_version(workdir, enabled=jax.process_index() == 0)
   summary = train.run(config, settings, workdir)
+  if summary["preempted"]:  # stopped (SIGTERM) before its last step: no figures, no record
+    raise Preempted(f"{workdir}: preempted at step {summary['step']} of "
+                    f"{summary['steps']}; the same command resumes it")
   stunt, dev = settings.monitor_lookahead, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))

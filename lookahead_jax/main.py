@@ -129,8 +129,11 @@ def main(argv):
   try:
     config_lib.check_workdir(workdir)
     if argv[1] == "compare":
-      compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value, _RECORDS.value,
-                  _RECORDS_ONLY.value)
+      try:
+        compare.run(_CONFIGS.value or "", workdir, _SET.value, _SEEDS.value, _RECORDS.value,
+                    _RECORDS_ONLY.value)
+      except compare.Preempted as stopped:  # like a preempted train: saved, exits cleanly
+        print(f"compare stopped: {stopped}")
       return
     if config is None:
       raise config_lib.ConfigError(f"{argv[1]} needs --config=CONFIG.py (e.g. configs/default.py)")

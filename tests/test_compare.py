@@ -247,6 +247,21 @@ def test_a_record_round_trips_with_what_made_it(tmp_path):
   assert compare.read_record(config, str(tmp_path / "none")) is None
 
 
+def test_a_preempted_run_is_neither_evaluated_nor_recorded(tmp_path, monkeypatch):
+  config = compare.load(PATH_STAR + ":v3_balance")[0][1]
+  monkeypatch.setattr(compare.train, "run", lambda *args: {"preempted": True, "step": 3,
+                                                            "steps": config.train.steps})
+
+  def never(*args, **kwargs):
+    raise AssertionError("a preempted run was evaluated")
+
+  monkeypatch.setattr(compare.evaluate, "run", never)
+  record = tmp_path / "results" / "v3_balance" / "seed_0"
+  with pytest.raises(compare.Preempted, match="preempted at step 3 of 3000"):
+    compare.run_one(config, None, str(tmp_path / "run"), str(record))
+  assert not record.exists() and compare.read_record(config, str(record)) is None
+
+
 def test_a_compare_over_records_trains_nothing_and_marks_other_code_versions(
     tmp_path, monkeypatch, capsys):
   records = tmp_path / "results"

@@ -130,17 +130,13 @@ def _step_time(log: list[dict[str, Any]]) -> float | None:
   return statistics.median(times[1:] or times) if times else None
 
 
-def _toward(log: list[dict[str, Any]]) -> float | None:
-  """Mean logged share of toward tokens over a run's training (None: no stunting), read
-  from its log, so a run finished earlier counts as one trained now does."""
-  shares = [r["toward"] for r in log if "toward" in r]
-  return statistics.fmean(shares) if shares else None
-
-
-def _balanced(log: list[dict[str, Any]]) -> float | None:
-  """Share of a run's logged steps that v3_balance balanced (None: another mode)."""
-  shares = [r["balanced_step"] for r in log if "balanced_step" in r]
-  return statistics.fmean(shares) if shares else None
+def _logged_mean(log: list[dict[str, Any]], key: str) -> float | None:
+  """Mean of `key` over a run's logged steps (None where the run never logs it: toward,
+  the share of toward tokens, outside the lookahead modes; balanced_step, the share of
+  balanced steps, outside v3_balance), read from its log, so a run finished earlier
+  counts as one trained now does."""
+  values = [r[key] for r in log if key in r]
+  return statistics.fmean(values) if values else None
 
 
 def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str, Any]:
@@ -264,8 +260,9 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str,
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   log = metrics_lib.read(workdir)  # the run's log, read once
-  out = {"seed": config.seed, "test_nll": rep["naive"]["test_nll"], "toward": _toward(log),
-         "balanced": _balanced(log),
+  out = {"seed": config.seed, "test_nll": rep["naive"]["test_nll"],
+         "toward": _logged_mean(log, "toward"),
+         "balanced": _logged_mean(log, "balanced_step"),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
          "trajectory": monitor.trajectory(log),
          "test_rows": rep.get("tokens", {}).get("test_rows"),

@@ -35,7 +35,7 @@ def get_config():
 
   config.model.vocab_size = 426  # 6 symbols + 20 node labels + 400 edge tokens
   config.model.num_layers = 2
-  config.model.d_model = 128
+  config.model.d_model = 96  # at 128 the model is a weaker verifier (docs/results.md)
   config.model.num_heads = 4
 
   config.lookahead.width = 2  # one beam per arm
@@ -46,7 +46,7 @@ def get_config():
   # figures as one chunk of all 32 positions; the monitor's SMC lookahead in half the time).
   config.lookahead.chunk = 8
 
-  config.train.steps = 2000
+  config.train.steps = 1500
   config.train.global_batch = 32
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 100
@@ -55,9 +55,9 @@ def get_config():
   config.train.val_batches = 4
   config.train.checkpoint_every = 0  # at the end (and on SIGTERM) only
 
-  # G on fixed held-out batches eight times during training: runs/default/eval/
+  # G on fixed held-out batches four times during training: runs/default/eval/
   # G_trajectory.png and accuracy_trajectory.png
-  config.stunting.monitor_every = (config.train.get_ref("steps") + 7) // 8
+  config.stunting.monitor_every = (config.train.get_ref("steps") + 3) // 4
   config.stunting.monitor_batches = 2
   # The dev lookahead differs from the stunting one in kind (a wider beam of the same
   # horizon on a 2-arm graph would restate it): SMC, 8 particles, tempered by beta.

@@ -46,6 +46,7 @@ token-level G of the headline row grouped by `pipeline.mark_groups`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -104,13 +105,18 @@ def _right_padded(rows: list[list[int]], pad: int, width: int) -> tuple[jax.Arra
   return jnp.asarray(tokens), jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), tokens.shape)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def _log_softmax_pass(params, tokens, positions, *, config: model_lib.Config) -> jax.Array:
+  logits, _ = model_lib.forward(params, tokens, positions, config=config)
+  return jax.nn.log_softmax(logits.astype(jnp.float32))
+
+
 def log_probs(params, rows: list[list[int]], *, config: model_lib.Config, pad: int
               ) -> np.ndarray:
   """Next-token log-probs [n, max_len, V] of token lists right-padded to the model's
-  length (one compiled shape per row count; row i valid to len-1)."""
+  length (one compiled pass per row count; row i valid to len-1)."""
   tokens, positions = _right_padded(rows, pad, config.max_len)
-  logits, _ = model_lib.forward(params, tokens, positions, config=config)
-  return np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32)))
+  return np.asarray(_log_softmax_pass(params, tokens, positions, config=config))
 
 
 def prompt(tok: path_star.PathStarTokenizer, x: path_star.PathStarInstance) -> list[int]:

@@ -1,5 +1,5 @@
 """Default: a small GPT on the path-star testbed, then the lookahead evaluation suite;
-5-6 minutes on a 2-core CPU (5 min 33 s on a fresh machine, 4 min 41 s again).
+about 4 minutes on a 2-core CPU (3 min 43 s and 4 min 7 s on a fresh machine, 3 min again).
 
     lookahead-jax train --config=configs/default.py --workdir=runs/default
 
@@ -11,12 +11,13 @@ the first step, which needs a search back from the goal: it stays near chance (1
 every rule that picks an arm without a search). Beam lookahead from the first step (one
 beam per arm, H = 8: past the longest arm's leaf) is scored against the best horizon-1
 sharpening of p, each side fitted on 512 validation graphs, on 2,048 test graphs (G's
-interval on the first steps under 0.06 nats wide). What the run shows (three seeds,
-docs/results.md): it does not beat sharpening, G -0.022 [-0.080, +0.036] nats, because
-the model's own continuation down a wrong arm is not improbable enough (a dead end is a
-state it never trained on). The report leads with G, its interval, the first-step
-accuracy per goal depth against the no-search rules, the verifier-strength figures, and
-saves the trajectory of G over training (runs/default/eval/G_trajectory.png).
+interval on the first steps about 0.06 nats wide). What the run shows (three seeds,
+docs/results.md): looking ahead beats sharpening there, G +0.320 [+0.223, +0.417] nats,
+because this model is a verifier: down a wrong arm it neither ends the path nor goes on
+confidently past the leaf, so the beam that reaches the goal scores higher. At d_model
+128 it is not, and G is -0.022 [-0.080, +0.036]. The report leads with G, its interval,
+the first-step accuracy per goal depth against the no-search rules, the verifier-strength
+figures, and saves the trajectory of G over training (runs/default/eval/G_trajectory.png).
 
 Any key can be overridden, e.g. --config.train.steps=1000 --config.model.num_layers=3.
 """

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import scipy.stats
+import scipy.special
 
 
 def resample_counts(rows: int, resamples: int, seed: int = 0) -> np.ndarray:
@@ -56,7 +56,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
   mean = float(x.mean())
   if len(x) < 2:
     return mean, float("nan"), float("nan")
-  half = float(scipy.stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+  half = float(scipy.special.stdtrit(len(x) - 1, 0.5 + level / 2) * x.std(ddof=1) / np.sqrt(len(x)))
   return mean, mean - half, mean + half
 
 
@@ -77,7 +77,7 @@ def jackknife(statistic: Callable[[np.ndarray], float], n: int, groups: int,
   left_out = np.asarray([statistic(np.setdiff1d(everything, p)) for p in parts], np.float64)
   g = len(parts)
   se = float(np.sqrt((g - 1) / g * np.sum((left_out - left_out.mean()) ** 2)))
-  z = float(scipy.stats.norm.ppf(0.5 + level / 2))
+  z = float(scipy.special.ndtri(0.5 + level / 2))
   return estimate, estimate - z * se, estimate + z * se
 
 

@@ -43,7 +43,9 @@ SETS = ["data.tokenizer=''", "model.vocab_size=258", "data.seq_len=32", "model.n
         "model.d_model=32", "lookahead.width=2", "train.steps=4", "train.warmup_steps=1",
         "train.log_every=2", "train.checkpoint_every=0", "eval.max_batches=1",
         "eval.batch_size=8", "eval.schemes=('sum',)", "eval.mixtures=('linear',)",
-        "stunting.dev_width=2", "eval.bootstrap=200"] + [
+        "stunting.dev_width=2", "eval.bootstrap=200",
+        "stunting.monitor_every=4",  # once, at the last step: the trajectory's one point
+        ] + [
             f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
 
 

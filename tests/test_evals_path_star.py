@@ -31,8 +31,15 @@ def setup(tmp_path_factory):
 def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup):
   config, settings, params = setup
   tok, cfg = settings.tokenizer, settings.model
-  graphs = ps_eval.test_graphs(config, "test", 4)  # the reference is eager: slow per graph
+  graphs = ps_eval.test_graphs(config, "test", 4)  # the reference is one graph at a time
   batched = ps_eval.verifier_strength(params, graphs, tok, cfg)
+  padded = jax.jit(lambda p, t: model_lib.forward(p, t, jnp.arange(cfg.max_len)[None],
+                                                   config=cfg)[0][0])
+
+  def logits_of(ids):  # one row, right-padded (causal: the padding changes no earlier logit)
+    return padded(params, jnp.asarray([ids + [tok.pad_id] * (cfg.max_len - len(ids))]))[
+        :len(ids)]
+
   per_graph = []
   for x in graphs:
     prompt = [tok.eod_id] + tok.encode_instance(x.edges, x.source, x.goal)
@@ -42,12 +49,8 @@ def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup):
         continue
       ids = prompt + [tok.edge_id(u, v) for u, v in zip([x.source] + arm[:-1], arm)]
       for _ in range(1 + ps_eval.AFTER_LEAF):  # greedy past the leaf, one token at a time
-        logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
-                                      config=cfg)
-        ids.append(int(logits[0, -1].argmax()))
-      logits, _ = model_lib.forward(params, jnp.asarray([ids]), jnp.arange(len(ids))[None],
-                                    config=cfg)
-      lp = np.asarray(jax.nn.log_softmax(logits[0]))
+        ids.append(int(logits_of(ids)[-1].argmax()))
+      lp = np.asarray(jax.nn.log_softmax(logits_of(ids)))
       leaf = len(prompt) + len(arm) - 1  # the input position of the leaf's edge
       walk = [lp[j - 1, ids[j]] for j in range(len(prompt) + 1, leaf + 1)]
       arms.append([np.mean(walk) if walk else np.nan,  # an arm of one node has no walk

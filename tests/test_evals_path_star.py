@@ -28,17 +28,15 @@ def setup(tmp_path_factory):
   return config, settings, params
 
 
-def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup):
+def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup, forward):
   config, settings, params = setup
   tok, cfg = settings.tokenizer, settings.model
   graphs = ps_eval.test_graphs(config, "test", 4)  # the reference is one graph at a time
   batched = ps_eval.verifier_strength(params, graphs, tok, cfg)
-  padded = jax.jit(lambda p, t: model_lib.forward(p, t, jnp.arange(cfg.max_len)[None],
-                                                   config=cfg)[0][0])
 
   def logits_of(ids):  # one row, right-padded (causal: the padding changes no earlier logit)
-    return padded(params, jnp.asarray([ids + [tok.pad_id] * (cfg.max_len - len(ids))]))[
-        :len(ids)]
+    tokens = jnp.asarray([ids + [tok.pad_id] * (cfg.max_len - len(ids))])
+    return forward(params, tokens, jnp.arange(cfg.max_len)[None], config=cfg)[0][0, :len(ids)]
 
   per_graph = []
   for x in graphs:

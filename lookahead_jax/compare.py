@@ -75,7 +75,7 @@ from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import checkpoint, evals, evaluate, monitor, report, stats, stunting, train
+from lookahead_jax import aot, checkpoint, evals, evaluate, monitor, report, stats, stunting, train
 from lookahead_jax import config as config_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
@@ -252,7 +252,8 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str,
   preempted before its last step raises Preempted and leaves no record."""
   if not _finished(config, workdir):  # training starts or resumes: record its code
     metrics_lib.write_version(workdir, enabled=jax.process_index() == 0)
-  summary = train.run(config, settings, workdir)
+  with aot.Ahead() as ahead:  # the monitor's passes compile beside the training loop
+    summary = train.run(config, settings, workdir, ahead)
   if summary["preempted"]:  # stopped (SIGTERM) before its last step: no figures, no record
     raise Preempted(f"{workdir}: preempted at step {summary['step']} of "
                     f"{summary['steps']}; the same command resumes it")

@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import itertools
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -47,7 +48,7 @@ from etils import epath
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lookahead_jax import evals, fit, monitor, report, sharding, stats
+from lookahead_jax import aot, evals, fit, monitor, report, sharding, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
@@ -95,6 +96,42 @@ def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
   targets = batch["targets"]
   return dict(caches={LOOKAHEAD: fit.pass_cache(log_p, found, targets, False)},
               control=fit.pass_cache(log_p, control, targets, loglinear))
+
+
+def batch_step(model_cfg: model_lib.Config, la: lookahead_lib.Lookahead, width: int,
+               loglinear: bool) -> Callable:
+  """`batch_cache` jitted for one lookahead and the control's largest top-k `width`."""
+  return jax.jit(functools.partial(batch_cache, config=model_cfg, lookahead=la,
+                                   control_width=width, loglinear=loglinear))
+
+
+def eval_batches(config: ConfigDict, settings: Settings, split: str) -> Iterator[dict]:
+  """The host batches of a split, in order (eval.batch_size rows; eval.max_batches)."""
+  ev = config.eval
+  its = pipeline.make_ordered_iterator(config.data.name, split,
+                                       **dict(settings.data, global_batch_size=ev.batch_size))
+  return its if ev.max_batches == 0 else itertools.islice(its, ev.max_batches)
+
+
+def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
+  """Queues on `ahead` (into the persistent compilation cache, aot.Ahead.warm) the compiles
+  `run` makes for parameters shaped like `params`: each grid setting's batch pass, then
+  the testbed's own (its task evaluator's `compile_ahead`, where it has one)."""
+  if not aot.caching():
+    return
+  ev, model_cfg = config.eval, settings.model
+  mesh = state_lib.make_mesh(config)
+  batch = pipeline.global_batch(next(iter(eval_batches(config, settings, ev.validation_split))),
+                                sharding.batch_sharding(mesh))
+  width = control_width(ev, model_cfg.vocab_size)
+  for kind, w, horizon in settings_grid(ev):
+    la = dataclasses.replace(settings.lookahead, kind=kind, width=w, horizon=horizon)
+    ahead.warm(batch_step(model_cfg, la, width, "loglinear" in ev.mixtures), params,
+               aot.abstract(batch), jax.random.fold_in(jax.random.key(ev.seed), 0),
+               config.lookahead.beta)
+  task = evals.task(config.data.name)
+  if hasattr(task, "compile_ahead"):
+    task.compile_ahead(ahead, config, settings, params)
 
 
 # ----------------------------------------------------------------------------- passes
@@ -221,11 +258,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   if params is None:
     params, source = state_lib.load_params(config, settings, workdir, mesh)
 
-  def batches(split):
-    kwargs = dict(settings.data, global_batch_size=ev.batch_size)
-    its = pipeline.make_ordered_iterator(config.data.name, split, **kwargs)
-    return its if ev.max_batches == 0 else itertools.islice(its, ev.max_batches)
-
+  batches = functools.partial(eval_batches, config, settings)
   counts = {split: sum(1 for _ in batches(split)) for split in (ev.validation_split,
                                                                  ev.test_split)}
   progress = tqdm(total=len(runs) * sum(counts.values()), desc="eval", unit="batch",
@@ -238,8 +271,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   start = time.time()
   for kind, width, horizon in runs:
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
-    step = jax.jit(functools.partial(batch_cache, config=model_cfg, lookahead=la,
-                                     control_width=widths[-1], loglinear=loglinear))
+    step = batch_step(model_cfg, la, widths[-1], loglinear)
     val = split_pass(step, params, batches(ev.validation_split), rng, config.lookahead.beta,
                      mesh, progress, groups)
     test = split_pass(step, params, batches(ev.test_split), rng, config.lookahead.beta, mesh,

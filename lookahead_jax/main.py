@@ -17,6 +17,7 @@ and evaluates several stunting runs and writes one comparison table and plot. A 
 config stops with a one-line error before anything compiles.
 """
 
+import functools
 import os
 import re
 import sys
@@ -26,7 +27,17 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lookahead_jax import compare, decoding, editing, evaluate, report, sharding, stunting, train
+from lookahead_jax import (
+  aot,
+  compare,
+  decoding,
+  editing,
+  evaluate,
+  report,
+  sharding,
+  stunting,
+  train,
+)
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import state as state_lib
@@ -145,7 +156,12 @@ def main(argv):
       generate_report(config, settings, workdir)
       return
     if argv[1] == "train":
-      summary = train.run(config, settings, workdir)
+      # The monitor's and the evaluation's compiles run beside the training loop.
+      with aot.Ahead() as ahead:
+        later = (functools.partial(evaluate.compile_ahead, ahead, config, settings)
+                 if config.eval.at_end else None)
+        summary = train.run(config, settings, workdir, ahead, later)
+        ahead.close(cancel=summary["preempted"])
       if summary["preempted"] or not config.eval.at_end:
         return
     evaluate.run(config, settings, workdir)

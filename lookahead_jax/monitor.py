@@ -49,11 +49,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lookahead_jax import aot, sharding, stats
 from lookahead_jax import fit as fit_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
-from lookahead_jax import sharding, stats
 from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
 
@@ -258,6 +258,7 @@ class Monitor:
                                 loglinear=s.mixture == "loglinear")
     self.resamples, self.seed = config.eval.bootstrap, config.eval.seed
     self.rng = jax.random.key(config.seed + 1)
+    self.compiled = self.probes_compiled = None  # Futures of the compiles, `compile_ahead`
     count = lambda bs, marks: sum(int((scored(b) & ((b["mark_group"] > 0) | ~marks)).sum())
                                   for b in bs)
     logging.info(
@@ -282,6 +283,17 @@ class Monitor:
       self.probe_fn = jax.jit(functools.partial(probes_lib.probe_metrics, config=settings.model,
                                                 probes=self.probes))
 
+  def compile_ahead(self, ahead: aot.Ahead, params) -> None:
+    """Starts compiling the held-out pass and the probes on `ahead`, for parameters shaped
+    and sharded like `params`; the checks then call the compiled passes."""
+    if not self.every:
+      return
+    shapes = aot.abstract(params)
+    self.compiled = ahead.submit(held_out_pass, shapes, self.batches[0],
+                                 jax.random.fold_in(self.rng, 0), **self.fn.keywords)
+    if self.probes is not None:
+      self.probes_compiled = ahead.submit(self.probe_fn, shapes, *self.probe_batches, self.rng)
+
   @staticmethod
   def _read(config: ml_collections.ConfigDict, settings: Settings) -> tuple[list, list]:
     """The report and fit batches of data.val_split (different batches, fixed for the
@@ -304,12 +316,18 @@ class Monitor:
                       n_report, len(host) - n_report)
     return host[:n_report], host[n_report:]
 
+  def due(self, step: int) -> bool:
+    """Whether `step` is a monitoring step."""
+    return bool(self.every) and step % self.every == 0
+
   def __call__(self, step: int, params) -> dict[str, float]:
     """The figures at this step ({} when not a monitoring step): G of both lookaheads,
-    accuracy, fitted settings, probes, as monitor_<key>."""
-    if not self.every or step % self.every:
+    accuracy, fitted settings, probes, as monitor_<key>. Checks run one at a time, in
+    step order (the warning's streak counts them in that order)."""
+    if not self.due(step):
       return {}
-    outs = [jax.tree.map(sharding.gather, self.fn(params, b, jax.random.fold_in(self.rng, i)))
+    fn = self.fn if self.compiled is None else self.compiled.result()
+    outs = [jax.tree.map(sharding.gather, fn(params, b, jax.random.fold_in(self.rng, i)))
             for i, b in enumerate(self.batches)]
     report, fitting = host_tokens(outs[:self.n_report]), host_tokens(outs[self.n_report:])
     fits = fit_settings(fitting, self.parts, scheme=self.scheme, mixture=self.mixture,
@@ -324,7 +342,8 @@ class Monitor:
                    fitted["stunting"].describe(), fitted["control"].describe())
     gains = {f"monitor_{k}": v for k, v in figures.items()}
     if self.probes is not None:
-      out = self.probe_fn(params, *self.probe_batches, self.rng)
+      probe_fn = self.probe_fn if self.probes_compiled is None else self.probes_compiled.result()
+      out = probe_fn(params, *self.probe_batches, self.rng)
       gains.update({f"monitor_{k}": v for k, v in probes_lib.named(jax.device_get(out),
                                                                     self.probes).items()})
     self._warn(step, gains)

@@ -19,6 +19,7 @@ terms there and the gradients in `train_step`, through the mode's hooks (stuntin
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -42,7 +43,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import checkpoint, report, sharding
+from lookahead_jax import aot, checkpoint, report, sharding
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
@@ -354,14 +355,17 @@ def stage_validation(val_fn: Callable, params: model_lib.Params, config: ConfigD
           "curriculum_next_stage": float(stages.stage)}
 
 
-def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
+def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead | None = None,
+        compile_later: Callable[[model_lib.Params], None] | None = None) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest readable checkpoint.
 
   Saves every `train.checkpoint_every` steps and at the end; on SIGTERM (at any time)
   saves at the next step boundary and returns with summary["preempted"] True; after
   `train.max_nonfinite_in_a_row` non-finite steps in a row saves the last good state and
   raises `NonFiniteError`. Returns the summary that process 0 prints. `settings`: what
-  config.validate(config) returned.
+  config.validate(config) returned. With `ahead`, the monitor's passes compile on its
+  thread while the run starts, then `compile_later(abstract params)` queues what the
+  caller runs after training (main.py: the evaluation's compiles).
   """
   workdir = str(checkpoint.absolute(workdir))
   main_process = jax.process_index() == 0
@@ -382,6 +386,10 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
     step_fn = jit_train_step(config, settings, mesh, tx, schedule, shardings)
     val_fn = jit_val_step(settings, mesh, shardings)
     monitor = monitor_lib.Monitor(config, settings, mesh)
+    if ahead is not None:
+      monitor.compile_ahead(ahead, abstract.params)
+      if compile_later is not None:
+        compile_later(abstract.params)
 
     # Resume from the newest readable checkpoint, or start.
     manager = stack.enter_context(checkpoint.manager(workdir, t.keep_checkpoints, create=True))
@@ -440,6 +448,18 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
             f"{t.max_nonfinite_in_a_row}); the last good state is saved at step {step} in "
             f"{manager.directory}. Lower train.learning_rate or check the data")
 
+    # With `ahead` and one process, the monitor's checks run on a thread beside the loop
+    # (after its compiles), and their figures are logged, at their steps, once done.
+    checks, pending_checks = None, []
+    if ahead is not None and jax.process_count() == 1 and monitor.every:
+      checks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="monitor")
+      stack.callback(checks.shutdown, wait=True, cancel_futures=True)
+
+    def write_checks(wait: bool) -> None:
+      while pending_checks and (wait or pending_checks[0][1].done()):
+        check_step, done = pending_checks.pop(0)
+        writer.write(check_step, done.result())
+
     profile = metrics_lib.Profile(workdir, *t.profile_steps)
     stack.callback(lambda: profile.stop(state))
     while step < t.steps and not preempted:
@@ -459,15 +479,20 @@ def run(config: ConfigDict, settings: Settings, workdir: str) -> dict[str, Any]:
         if config.data.curriculum_accuracy and config.data.curriculum:
           writer.write(step, stage_validation(val_fn, state.params, config, settings,
                                               batch_sharding, train_iter))
-      gains = monitor(step, state.params)
-      if gains:
-        writer.write(step, gains)
+      if monitor.due(step):
+        if checks is None:
+          writer.write(step, monitor(step, state.params))
+        else:  # on a copy: the next step donates these parameters
+          pending_checks.append((step, checks.submit(monitor, step,
+                                                     jax.tree.map(jnp.copy, state.params))))
+      write_checks(wait=False)
       preempted = preemption(step)
       if preempted or (t.checkpoint_every and step % t.checkpoint_every == 0):
         save()
       log.paused += time.perf_counter() - paused
     if pending is not None:
       read(*pending)
+    write_checks(wait=True)
 
     save()
     if preempted:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from etils import epath
 
+from lookahead_jax import aot, fit, metrics, monitor, report, sharding
 from lookahead_jax import config as config_lib
-from lookahead_jax import fit, metrics, monitor, report, sharding
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import stunting as stunting_lib
 
@@ -164,6 +164,18 @@ def test_figures_pool_every_token_of_the_report_batches(setup):
     assert abs(record[f"monitor_{key}"] - pooled) < 1e-6, key
     assert abs(value.mean() - pooled) > 1e-3, key  # not the mean of the batches' means
     assert record[f"monitor_{key}_lo"] < pooled < record[f"monitor_{key}_hi"], key
+
+
+def test_a_check_with_the_passes_compiled_ahead_is_the_same_check(setup):
+  config, settings, mesh, params, report, fitting = setup
+  _, record = _run(setup, report, fitting)
+  m = monitor.Monitor(config, settings, mesh, batches=([dict(b) for b in report],
+                                                        [dict(b) for b in fitting]))
+  placed = jax.device_put(params, sharding.replicated(mesh))  # as training places them
+  with aot.Ahead() as ahead:
+    m.compile_ahead(ahead, aot.abstract(placed))
+    assert isinstance(m.compiled.result(), jax.stages.Compiled)
+  assert m(1, placed) == record
 
 
 def test_tau_and_lam_are_fitted_on_the_fit_batches_not_the_report_batches(setup):

@@ -166,8 +166,8 @@ def test_probe_settings_are_derived_and_checked(tiny_run):
 
 
 def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path, capsys):
+  from lookahead_jax import aot, train
   from lookahead_jax import metrics as metrics_lib
-  from lookahead_jax import train
 
   from conftest import RHYME_CONFIG, load_config
 
@@ -178,6 +178,12 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
   summary = train.run(config, config_lib.validate(config), str(tmp_path))
   records = [r for r in metrics_lib.read(str(tmp_path)) if "monitor_future_gain" in r]
   assert [r["step"] for r in records] == [2, 4]
+  # With an aot.Ahead (as the command line runs it) the checks compile ahead and run
+  # beside the loop, on copies of the parameters: the same records, at the same steps.
+  with aot.Ahead() as ahead:
+    train.run(config, config_lib.validate(config), str(tmp_path / "ahead"), ahead)
+  beside = [r for r in metrics_lib.read(str(tmp_path / "ahead")) if "monitor_future_gain" in r]
+  assert beside == records
   for r in records:
     assert {"monitor_G_dev", "monitor_probe_k2_emb_nll", "monitor_lens_L2_nll",
             "monitor_induction_max", "monitor_icl_score"} <= set(r)

@@ -6,7 +6,9 @@ command).
 A task evaluator module has NAME (its testbed's), COLUMNS (compare's columns: key,
 header, format), `evaluate(params, config, settings, headline) -> figures`,
 `table(figures, headline) -> str` and `columns(figures, best_rows) -> compare figures`;
-optionally HEADLINE, the keys of compare's printed columns (else report.HEADLINE).
+optionally HEADLINE, the keys of compare's printed columns (else report.HEADLINE), and
+`compile_ahead(ahead, config, settings, params)`, which queues its compiles on an
+aot.Ahead while the run trains (evaluate.compile_ahead).
 """
 
 from __future__ import annotations

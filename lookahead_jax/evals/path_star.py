@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -55,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lookahead_jax import decoding, report
+from lookahead_jax import aot, decoding, report
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax.config import Settings
@@ -187,32 +189,63 @@ def _first_step_and_goal(tok, graphs, decoded: np.ndarray) -> dict[str, np.ndarr
   return {"first": np.asarray(first, np.float64), "goal": np.asarray(reached, np.float64)}
 
 
-def decoded(params, graphs, tok, settings: Settings, beam_size: int,
-            amplified: dict[str, Any] | None, seed: int) -> dict[str, dict[str, np.ndarray]]:
-  """Per method of METHODS[1:] (amplified only with a headline row `amplified`): per graph,
-  the first step right and the path reaching the goal. Beam decoding ranks by
-  log p / length**settings.lookahead.length_penalty (the lookahead's rule)."""
+def _decoder_calls(params, graphs, tok, settings: Settings, beam_size: int,
+                   amplified: dict[str, Any] | None, seed: int
+                   ) -> dict[str, tuple[Callable, tuple, dict[str, Any]]]:
+  """(jitted function, args, kwargs) of each decoding method of `decoded`; `compile_ahead`
+  lowers the same calls."""
   model_cfg = settings.model
   prompts, lengths = decoding.left_pad([prompt(tok, x) for x in graphs], tok.pad_id)
   new = max(len(tok.encode_path(x.path)) for x in graphs) + 1  # the longest path, its EOD
   new = min(new, model_cfg.max_len - prompts.shape[1])
   key = jax.random.key(seed)
-  out = {
-      "greedy": decoding.generate(params, prompts, key, lengths, config=model_cfg,
-                                  max_new_tokens=new, eos_id=tok.END_PATH),
-      "beam": decoding.beam_search(params, prompts, lengths, settings.lookahead.length_penalty,
-                                   config=model_cfg, beam_size=beam_size, max_new_tokens=new,
-                                   eos_id=tok.END_PATH).sequences[:, 0],
-      "sample": decoding.generate(params, prompts, key, lengths, 1.0, config=model_cfg,
-                                  max_new_tokens=new, eos_id=tok.END_PATH)}
+  common = dict(config=model_cfg, max_new_tokens=new, eos_id=tok.END_PATH)
+  calls = {
+      "greedy": (decoding.generate, (params, prompts, key, lengths), common),
+      "beam": (decoding.beam_search,
+               (params, prompts, lengths, settings.lookahead.length_penalty),
+               dict(common, beam_size=beam_size)),
+      "sample": (decoding.generate, (params, prompts, key, lengths, 1.0), common)}
   if amplified is not None:
     la = dataclasses.replace(settings.lookahead, kind=amplified["kind"],
                              width=amplified["width"], horizon=amplified["horizon"])
-    out["amplified"] = lookahead_lib.sample_amplified(
-        params, prompts, key, lengths, amplified["temperature"], amplified["lam"],
-        settings.stunting.beta, config=model_cfg, lookahead=la, max_new_tokens=new,
-        scheme=amplified["scheme"], mixture=amplified["mixture"], pad_id=tok.pad_id)
+    calls["amplified"] = (
+        lookahead_lib.sample_amplified,
+        (params, prompts, key, lengths, amplified["temperature"], amplified["lam"],
+         settings.stunting.beta),
+        dict(config=model_cfg, lookahead=la, max_new_tokens=new, scheme=amplified["scheme"],
+             mixture=amplified["mixture"], pad_id=tok.pad_id))
+  return calls
+
+
+def decoded(params, graphs, tok, settings: Settings, beam_size: int,
+            amplified: dict[str, Any] | None, seed: int) -> dict[str, dict[str, np.ndarray]]:
+  """Per method of METHODS[1:] (amplified only with a headline row `amplified`): per graph,
+  the first step right and the path reaching the goal. Beam decoding ranks by
+  log p / length**settings.lookahead.length_penalty (the lookahead's rule)."""
+  out = {}
+  for method, (fn, args, kwargs) in _decoder_calls(params, graphs, tok, settings, beam_size,
+                                                  amplified, seed).items():
+    ids = fn(*args, **kwargs)
+    out[method] = ids.sequences[:, 0] if method == "beam" else ids
   return {m: _first_step_and_goal(tok, graphs, np.asarray(ids)) for m, ids in out.items()}
+
+
+def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
+  """Queues on `ahead` the decoders' compiles `evaluate` makes for parameters shaped like
+  `params` (aot.Ahead.warm); amplified sampling's only when the grid has one setting (its
+  headline row is then known before the fits)."""
+  ev = config.eval
+  graphs = test_graphs(config, ev.test_split)
+  amplified = None
+  grid = list(itertools.product(ev.kinds, ev.widths, ev.horizons, ev.schemes, ev.mixtures))
+  if len(grid) == 1 and grid[0][2] > 1:
+    kind, width, horizon, scheme, mixture = grid[0]
+    amplified = dict(kind=kind, width=width, horizon=horizon, scheme=scheme, mixture=mixture,
+                     temperature=1.0, lam=0.5)  # (traced: any values)
+  for fn, args, kwargs in _decoder_calls(params, graphs, settings.tokenizer, settings,
+                                         max(ev.widths), amplified, ev.seed).values():
+    ahead.warm(fn, *args, **kwargs)
 
 
 def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None

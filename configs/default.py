@@ -1,5 +1,5 @@
 """Default: a small GPT on the path-star testbed, then the lookahead evaluation suite;
-about 4 minutes on a 2-core CPU (3 min 43 s to 4 min 15 s on a fresh machine, 3 min again).
+3 to 4 minutes on a 2-core CPU (3 min 13 s to 3 min 41 s on a fresh machine, 2.5 min again).
 
     lookahead-jax train --config=configs/default.py --workdir=runs/default
 

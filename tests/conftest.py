@@ -9,6 +9,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # (the same tiny train step is compiled by many `lookahead-jax` subprocesses).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"lookahead-jax-tests-{os.getuid()}"))
+# Every compile goes in, not only those over a second: the many small jitted helpers of
+# each process a test starts are then loaded instead of compiled again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import pytest

@@ -98,11 +98,13 @@ def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
               control=fit.pass_cache(log_p, control, targets, loglinear))
 
 
-def batch_step(model_cfg: model_lib.Config, la: lookahead_lib.Lookahead, width: int,
-               loglinear: bool) -> Callable:
-  """`batch_cache` jitted for one lookahead and the control's largest top-k `width`."""
+def batch_step(model_cfg: model_lib.Config, ev: ConfigDict, la: lookahead_lib.Lookahead
+               ) -> Callable:
+  """`batch_cache` jitted for one lookahead of the grid `ev` (the control's largest top-k,
+  the loglinear normaliser when the grid has that mixture)."""
   return jax.jit(functools.partial(batch_cache, config=model_cfg, lookahead=la,
-                                   control_width=width, loglinear=loglinear))
+                                   control_width=control_width(ev, model_cfg.vocab_size),
+                                   loglinear="loglinear" in ev.mixtures))
 
 
 def eval_batches(config: ConfigDict, settings: Settings, split: str) -> Iterator[dict]:
@@ -123,10 +125,9 @@ def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, para
   mesh = state_lib.make_mesh(config)
   batch = pipeline.global_batch(next(iter(eval_batches(config, settings, ev.validation_split))),
                                 sharding.batch_sharding(mesh))
-  width = control_width(ev, model_cfg.vocab_size)
-  for kind, w, horizon in settings_grid(ev):
-    la = dataclasses.replace(settings.lookahead, kind=kind, width=w, horizon=horizon)
-    ahead.warm(batch_step(model_cfg, la, width, "loglinear" in ev.mixtures), params,
+  for kind, width, horizon in settings_grid(ev):
+    la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
+    ahead.warm(batch_step(model_cfg, ev, la), params,
                aot.abstract(batch), jax.random.fold_in(jax.random.key(ev.seed), 0),
                config.lookahead.beta)
   task = evals.task(config.data.name)
@@ -266,12 +267,11 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   groups = functools.partial(pipeline.mark_groups, config.data.name, settings.tokenizer)
   rng = jax.random.key(ev.seed)
   widths = range(1, control_width(ev, model_cfg.vocab_size) + 1)
-  loglinear = "loglinear" in ev.mixtures
   rows, hist = [], {}
   start = time.time()
   for kind, width, horizon in runs:
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
-    step = batch_step(model_cfg, la, widths[-1], loglinear)
+    step = batch_step(model_cfg, ev, la)
     val = split_pass(step, params, batches(ev.validation_split), rng, config.lookahead.beta,
                      mesh, progress, groups)
     test = split_pass(step, params, batches(ev.test_split), rng, config.lookahead.beta, mesh,

@@ -209,6 +209,22 @@ def test_the_mcts_experiment_validates_with_mcts_stunting_and_a_beam_dev_lookahe
   assert settings.stunting.lookahead.kind == "mcts"  # distill: toward q_MCTS
 
 
+def test_the_path_star_rho_experiment_is_path_stars_baseline_with_the_mask_spectrum(tmp_path):
+  small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
+                                              ("train", "validation", "test")}}
+  experiments = os.path.join(CONFIGS, "experiments")
+  baseline = load_config(os.path.join(experiments, "path_star.py"), small, "none").to_dict()
+  for mode, rho in (("rho_1", 1.0), ("rho_0.5", 0.5), ("rho_0.1", 0.1)):
+    config = load_config(os.path.join(experiments, "path_star_rho.py"), small, mode)
+    settings = config_lib.validate(config)
+    assert settings.tokenizer.mask_id == config.model.vocab_size - 1
+    assert config.objective.kind == "spectrum" and config.objective.rho == rho
+    differs = config.to_dict()
+    del differs["objective"]
+    differs["model"]["vocab_size"] -= 1
+    assert differs == {k: v for k, v in baseline.items() if k != "objective"}
+
+
 def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):
   """lm1b and TFDS tiny_shakespeare pass every check up to the dataset, which is not here."""
   lm1b = load_config(os.path.join(CONFIGS, "lm1b.py"), {"data.data_dir": str(tmp_path)})

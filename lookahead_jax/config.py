@@ -28,6 +28,7 @@ import jax
 import ml_collections
 
 from lookahead_jax import checkpoint, gpt2, sharding
+from lookahead_jax import heads as heads_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import model as model_lib
@@ -140,6 +141,8 @@ def base_config() -> ConfigDict:
   c.train.keep_checkpoints = 3  # the newest ones kept
   c.train.max_nonfinite_in_a_row = 5  # non-finite steps in a row before the run stops
   c.train.profile_steps = (0, 0)  # steps [first, last) traced into workdir/profile; (0, 0): off
+  c.train.value_weight = 1.0  # the value head's loss weight (model.value_head; heads.py)
+  c.train.done_weight = 1.0  # the is-done head's loss weight (model.done_head; heads.py)
 
   # The training objective (masked.py, docs/design.md section 8).
   c.objective = ConfigDict()
@@ -273,6 +276,7 @@ class Settings:
   dev_lookahead: the monitoring lookahead that stunting never uses.
   data:          keyword arguments of the input pipeline (pipeline.make_iterator).
   probes:        the probes' static settings (None: probes.enabled is False).
+  heads:         the value and is-done heads' training (None: the model has neither).
   """
 
   model: model_lib.Config
@@ -284,6 +288,7 @@ class Settings:
   dev_lookahead: lookahead_lib.Lookahead
   data: dict[str, Any]
   probes: probes_lib.Probes | None
+  heads: heads_lib.Heads | None = None
 
 
 def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahead:
@@ -291,6 +296,19 @@ def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahea
   return lookahead_lib.Lookahead(kind=la.kind, width=la.width, horizon=la.horizon,
                                  length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id,
                                  simulations=la.simulations, policy=la.policy)
+
+
+def _heads(config: ConfigDict, lookahead: lookahead_lib.Lookahead,
+           eod_id: int | None) -> heads_lib.Heads | None:
+  """The heads' training: value targets from the config's lookahead as a beam, done
+  targets at the tokenizer's EOD."""
+  m, t = config.model, config.train
+  if not (m.value_head or m.done_head):
+    return None
+  return heads_lib.Heads(
+      lookahead=dataclasses.replace(lookahead, kind="beam") if m.value_head else None,
+      eod_id=eod_id if m.done_head else None, value_weight=t.value_weight,
+      done_weight=t.done_weight)
 
 
 def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stunting_lib.Stunting:
@@ -369,7 +387,8 @@ def _check_train(t: ConfigDict) -> None:
   for key in ("steps", "global_batch", "grad_accum", "log_every", "keep_checkpoints",
               "max_nonfinite_in_a_row"):
     _require(t[key] >= 1, f"train.{key}", t[key], "must be >= 1")
-  for key in ("val_every", "val_batches", "checkpoint_every", "weight_decay", "grad_clip"):
+  for key in ("val_every", "val_batches", "checkpoint_every", "weight_decay", "grad_clip",
+              "value_weight", "done_weight"):
     _require(t[key] >= 0, f"train.{key}", t[key], "must be >= 0")
   _require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
   _require(0 <= t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
@@ -614,7 +633,7 @@ def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
                 tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
                 text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
                 read_threads=d.read_threads),
-      probes=_probes(config))
+      probes=_probes(config), heads=_heads(config, lookahead, tokenizer.eod_id))
 
 
 def pretrained_model(path: str) -> model_lib.Config:

@@ -12,7 +12,9 @@ node's embedding, so a new node copies its parent's path cache and writes one sl
 The tree is at most H-1 tokens deep (the forwarded tokens of an H-token path, as beam
 lookahead forwards H-1 tokens per beam); a node is valued
 
-  - by the model's value head at the node, when the model has one;
+  - by the model's value head at the node, when the model has one: H times its output,
+    the head's estimate of the mean log-probability per token of the best H-token
+    continuation from the node (heads.py trains it so), so a leaf sees H tokens further;
   - else by the log-probability of the node's most probable next token: the path is
     scored as extended greedily by one token, so a path of H-1 tree tokens scores H tokens,
     as a beam's does, and a wrong arm's dead end is seen at the node before it.
@@ -126,7 +128,7 @@ class PathCache:
 
 
 def model_step(params, prefix, position, *, config: model_lib.Config, slots: int,
-               eos_id: int | None) -> Step:
+               horizon: int, eos_id: int | None) -> Step:
   """`search`'s step for the model: one model call of the new token against the shared
   prefix (k, v, mask) and the node's path cache; the value and done heads where the
   model has them; the edge into `eos_id` ends the path."""
@@ -140,7 +142,7 @@ def model_step(params, prefix, position, *, config: model_lib.Config, slots: int
         segment_ids=(jnp.arange(slots)[None] < depth[:, None]).astype(jnp.int32))
     pos = jnp.minimum(position + depth, config.max_len - 1)[:, None]
     out = model_lib.forward(params, token[:, None], pos, cache, config=config, heads=heads)
-    value = out[2]["value"][:, 0] if config.value_head else None
+    value = horizon * out[2]["value"][:, 0] if config.value_head else None
     discount = jnp.ones(token.shape, jnp.float32)
     if config.done_head:
       discount = 1.0 - jax.nn.sigmoid(out[2]["done"][:, 0])
@@ -164,7 +166,7 @@ def search_one(params, prefix, first_logprobs, position, rng, beta, *,
   slots = max(lookahead.horizon - 1, 1)
   empty = model_lib.Cache.empty(config, 1, slots)
   step = model_step(params, prefix, position, config=config, slots=slots,
-                    eos_id=lookahead.eos_id)
+                    horizon=lookahead.horizon, eos_id=lookahead.eos_id)
   return search(first_logprobs, step, PathCache(k=empty.k, v=empty.v), rng,
                 width=lookahead.width, horizon=lookahead.horizon, policy=lookahead.policy,
                 budget=simulations(lookahead.width, lookahead.horizon, lookahead.simulations))

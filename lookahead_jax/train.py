@@ -44,6 +44,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lookahead_jax import aot, checkpoint, report, sharding
+from lookahead_jax import heads as heads_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
@@ -95,7 +96,8 @@ def make_val_iterator(config: ConfigDict, settings: Settings, split: str | None 
 
 def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
                norm: Array, target: Array, *, model_cfg: model_lib.Config,
-               stunt: stunting_lib.Stunting, dropout: bool = True
+               stunt: stunting_lib.Stunting, dropout: bool = True,
+               heads: heads_lib.Heads | None = None
                ) -> tuple[tuple[Array, Array], dict[str, Array]]:
   """The training loss and the alignment A of a (micro-)batch, and its summed statistics.
 
@@ -109,6 +111,7 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
     model_cfg: the model.
     stunt: the stunting settings (stunting.py).
     dropout: whether to apply the model's dropout.
+    heads: the value and is-done heads' training (heads.py), or None.
 
   Returns:
     ((loss [], A []), aux): A = sum_i sum_w d_i(w) log p_i(w) / norm (stunting.py; 0
@@ -116,30 +119,43 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
     with a lookahead toward, marked (weighted tokens the batch's needs_lookahead marks),
     toward_marked, movement, kl, penalty, distill and the mode's token_weights
     statistics (v3_balance: balance_realized, the realized sum w_i m_i, and the others of
-    stunting.balance_weights).
+    stunting.balance_weights); with heads, their summed terms (heads.py).
   """
   dropout_key, lookahead_key = jax.random.split(rng)
   # One teacher-forced pass: the logits and every layer's keys/values, which the stunting
   # lookahead reuses.
-  logits, cache = model_lib.forward(params, batch["inputs"], batch["positions"], config=model_cfg,
-                                    segment_ids=batch["segment_ids"],
-                                    dropout_rng=dropout_key if dropout else None,
-                                    myopic=stunt.hooks.myopic,
-                                    bidirectional=batch.get("bidirectional"))
+  logits, cache, *extras = model_lib.forward(
+      params, batch["inputs"], batch["positions"], config=model_cfg,
+      segment_ids=batch["segment_ids"], dropout_rng=dropout_key if dropout else None,
+      myopic=stunt.hooks.myopic, bidirectional=batch.get("bidirectional"),
+      heads=heads is not None)
   targets, weights = batch["targets"], batch["weights"]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [b, T]
   aux = {"ce_sum": jnp.sum(ce * weights), "tokens": jnp.sum(weights),
          "correct": jnp.sum((jnp.argmax(logits, -1) == targets) * weights)}
-  if stunt.lookahead is None:
-    return (aux["ce_sum"] / norm, jnp.zeros(())), aux
 
-  # The amplified targets, from the current parameters under stop_gradient, at the anchors
-  # the loss weighs (the others' paths would only be multiplied by 0).
+  # The paths of a lookahead, from the current parameters under stop_gradient, at the
+  # anchors the loss weighs (the others' paths would only be multiplied by 0).
   sg = jax.lax.stop_gradient
+  paths = functools.partial(lookahead_lib.paths_from_pass, sg(params), sg(logits), sg(cache),
+                            batch["positions"], batch["segment_ids"], lookahead_key,
+                            needed=weights > 0, config=model_cfg)
+  found = None if stunt.lookahead is None else paths(stunt.beta, lookahead=stunt.lookahead)
+  head_loss = jnp.zeros(())
+  if heads is not None:
+    if heads.eod_id is not None:
+      aux.update(heads_lib.done_terms(extras[0]["done"], targets, weights, heads.eod_id))
+    if heads.lookahead is not None:  # the stunting beam's paths serve when they are the same
+      value_paths = found if stunt.lookahead == heads.lookahead else paths(
+          1.0, lookahead=heads.lookahead)
+      aux.update(heads_lib.value_terms(extras[0]["value"], value_paths, weights,
+                                       heads.lookahead.horizon))
+    head_loss = heads_lib.loss(aux, heads, norm)
+  if stunt.lookahead is None:
+    return (aux["ce_sum"] / norm + head_loss, jnp.zeros(())), aux
+
+  # The amplified targets.
   log_p = jax.nn.log_softmax(logits)
-  found = lookahead_lib.paths_from_pass(
-      sg(params), sg(logits), sg(cache), batch["positions"], batch["segment_ids"], lookahead_key,
-      stunt.beta, weights > 0, config=model_cfg, lookahead=stunt.lookahead)
   amp = lookahead_lib.amplify(found, stunt.temperature, stunt.scheme)
   control = None  # the horizon-1 control: top-B of p (or N draws), no forward pass
   if stunt.uses_control:
@@ -149,7 +165,7 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
   token_weights, weight_stats = stunt.hooks.token_weights(terms, weights, target)
   penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
-  loss = jnp.sum(ce * token_weights) / norm
+  loss = jnp.sum(ce * token_weights) / norm + head_loss
   extra, distill = stunt.hooks.extra_loss(log_p, amp, weights, penalty, stunt)
   if extra is not None:
     loss = loss + extra / norm
@@ -174,7 +190,8 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                model_cfg: model_lib.Config, stunt: stunting_lib.Stunting, grad_accum: int,
                micro_sharding: NamedSharding,
-               objective: masked_lib.Objective = masked_lib.NEXT_TOKEN
+               objective: masked_lib.Objective = masked_lib.NEXT_TOKEN,
+               heads: heads_lib.Heads | None = None
                ) -> tuple[state_lib.TrainState, dict[str, Array]]:
   """One optimizer step on a global batch [B, T]; a non-finite step changes only counters.
 
@@ -202,7 +219,8 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
 
   def micro_step(i, micro):
     objective = functools.partial(objectives, batch=micro, rng=jax.random.fold_in(rng, i),
-                                  norm=norm, target=target, model_cfg=model_cfg, stunt=stunt)
+                                  norm=norm, target=target, model_cfg=model_cfg, stunt=stunt,
+                                  heads=heads)
     (loss, _), vjp, aux = jax.vjp(objective, state.params, has_aux=True)
     one, zero = jnp.ones(()), jnp.zeros(())
     grads = vjp((one, zero))[0]
@@ -230,7 +248,7 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Array], *,
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   tokens = jnp.maximum(aux["tokens"], 1.0)
   metrics = {"loss": loss, "ce": aux["ce_sum"] / tokens, "accuracy": aux["correct"] / tokens,
-             "grad_norm": grad_norm}
+             "grad_norm": grad_norm, **heads_lib.metrics(aux, tokens)}
   # The optimizer's update u for the raw gradient (clipping, Adam's moments, weight decay),
   # and its new state: the moments follow the gradient in every mode. Stunting edits u,
   # the update that is applied; a skipped step keeps the old parameters and optimizer state.
@@ -290,7 +308,7 @@ def jit_train_step(config: ConfigDict, settings: Settings, mesh: jax.sharding.Me
   """`train_step` jitted over the mesh: state in its shardings (donated), batch split."""
   step = functools.partial(
       train_step, tx=tx, schedule=schedule, model_cfg=settings.model, stunt=settings.stunting,
-      grad_accum=config.train.grad_accum, objective=settings.objective,
+      grad_accum=config.train.grad_accum, objective=settings.objective, heads=settings.heads,
       micro_sharding=NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
   return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)

@@ -198,15 +198,20 @@ def test_default_rhyme_and_tiny_shakespeare_validate(tmp_path):
                                   {"data.data_dir": str(tmp_path)}))  # the shipped text
 
 
-def test_the_mcts_experiment_validates_with_mcts_stunting_and_a_beam_dev_lookahead(tmp_path):
+def test_the_mcts_experiment_validates_with_mcts_stunting_a_beam_dev_lookahead_and_ida_heads(
+    tmp_path):
   small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
                                               ("train", "validation", "test")}}
   path = os.path.join(CONFIGS, "experiments", "path_star_mcts.py")
-  for mode in ("none", "distill"):
+  for mode in ("none", "distill", "ida"):
     settings = config_lib.validate(load_config(path, small, mode))
     assert settings.monitor_lookahead.describe() == "mcts K=2 H=8 S=14 gumbel"
     assert settings.dev_lookahead.describe() == "beam B=2 H=8"
-  assert settings.stunting.lookahead.kind == "mcts"  # distill: toward q_MCTS
+    assert (settings.heads is None) == (mode != "ida")
+  assert settings.stunting.lookahead.kind == "mcts"  # ida: distill toward q_MCTS
+  # ida's value targets: the best path of the beam of the search's width and depth
+  assert settings.heads.lookahead.describe() == "beam B=2 H=8"
+  assert settings.heads.eod_id == settings.tokenizer.eod_id
 
 
 def test_the_path_star_rho_experiment_is_path_stars_baseline_with_the_mask_spectrum(tmp_path):

@@ -4,6 +4,8 @@ the search's improved policy).
 
     lookahead-jax train --config=configs/experiments/path_star_mcts.py:none --workdir=runs/ps_mcts
     lookahead-jax train --config=configs/experiments/path_star_mcts.py:distill \
+        --workdir=runs/ps_mcts_distill
+    lookahead-jax train --config=configs/experiments/path_star_mcts.py:ida \
         --workdir=runs/ps_mcts_ida
     lookahead-jax compare --configs=configs/experiments/path_star_mcts.py \
         --workdir=runs/compare_ps_mcts --seeds=3
@@ -21,14 +23,20 @@ monitor's stunting lookahead); "distill", the policy trained toward the mixture 
 q_MCTS at every answer token (loss + KL(q~_MCTS || p)): AlphaZero-style improvement with
 the search as the teacher; its G over training (the monitor's, beam as the dev
 lookahead) shows whether the search is being learned inside. Without a value head the
-search values a leaf by the model's own next-token log-prob (mcts.py). Cost: the distill
-step runs the search at every answer token, about 9 s a step on a 2-core CPU shared at a
-load average of 10 (docs/results.md), so the IDA run wants an accelerator or hours.
+search values a leaf by the model's own next-token log-prob (mcts.py). "ida", distill
+with the value and is-done heads trained beside the policy (heads.py): the value toward
+the best H-token beam score from each answer token (a distilled value, so the search's
+leaves see H tokens further), the done head toward the answer's end; the search values
+its leaves and ends its paths with them, so the teacher improves as the heads learn.
+Cost: the distill step runs the search at every answer token, about 9 s a step on a
+2-core CPU shared at a load average of 10 (docs/results.md), and ida's also a beam of
+the search's width and depth for the value targets (10 s a step at a load of 8), so the
+IDA runs want an accelerator or hours.
 """
 
 from lookahead_jax import config as config_lib
 
-EXPERIMENTS = ("none", "distill")
+EXPERIMENTS = ("none", "distill", "ida")
 
 
 def get_config(mode: str = "none"):
@@ -63,7 +71,8 @@ def get_config(mode: str = "none"):
   config.train.val_batches = 4
   config.train.checkpoint_every = 500
 
-  config = config_lib.experiment(config, mode)
+  config = config_lib.experiment(config, "distill" if mode == "ida" else mode)
+  config.model.value_head = config.model.done_head = mode == "ida"
   config.stunting.monitor_batches = 2
   config.stunting.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
   config.stunting.dev_width = 2

@@ -1,12 +1,17 @@
 """The value and is-done heads' training (heads.py): targets, losses, and the train step."""
 
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from test_train import _batch, _host, _step_setup
 
-from lookahead_jax import decoding, heads, sharding
+from lookahead_jax import config as config_lib
+from lookahead_jax import decoding, heads, sharding, train
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import state as state_lib
 
 from conftest import RHYME_CONFIG, load_config
 
@@ -70,3 +75,19 @@ def test_a_step_trains_both_heads_and_at_zero_weight_leaves_the_trunk_as_without
   for a, b in zip(trunk, plain):
     np.testing.assert_allclose(a, b, atol=1e-5)
   assert all(not np.any(runs["zero"][0][h]["kernel"]) for h in HEADS)
+
+
+def test_a_run_with_heads_resumed_from_its_checkpoint_equals_one_uninterrupted(tiny_run, tmp_path):
+  config = load_config(RHYME_CONFIG, {**tiny_run, "model.value_head": True,
+                                      "model.done_head": True, "train.steps": 4,
+                                      "train.checkpoint_every": 2})
+  settings = config_lib.validate(config)
+  whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+  train.run(config, settings, whole)
+  shutil.copytree(whole, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))  # as if killed after step 2
+  assert train.run(config, settings, resumed)["resumed_from"] == 2
+  a, b = (jax.device_get(state_lib.restore_params(config, settings, w)) for w in (whole, resumed))
+  for head in HEADS:
+    assert np.abs(np.asarray(a[head]["kernel"])).max() > 0
+  jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -176,6 +176,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:  # a value that does not parse, a missing required flag
     sys.exit(f"error: {e}")
   except (AttributeError, KeyError) as e:  # an unknown key: the schema is locked
+    renamed = config_lib.renamed_key_error(e)
+    if renamed is not None:
+      sys.exit(f"error: {renamed}")
     overrides = [arg[len("--config."):].split("=")[0] for arg in argv
                  if arg.startswith("--config.")]
     # config_flags names the missing key first; the locked schema says 'Key "name" ...'

@@ -40,6 +40,14 @@ def test_unknown_override_is_one_line(tiny_run, tmp_path):
   assert _only_line(result.stderr).startswith("error: unknown config key train.stepz:")
 
 
+def test_a_renamed_override_is_one_line_naming_its_new_name(tiny_run, tmp_path):
+  result = _run(*command("train", tmp_path, {**tiny_run, "stunting.monitor_every": 3}))
+  assert result.returncode == 1
+  assert _only_line(result.stderr) == (
+      "error: stunting.monitor_every is now monitor.every: rename it in the config file or "
+      "override")
+
+
 def test_a_workdir_that_is_a_file_is_one_line(tiny_run, tmp_path):
   path = tmp_path / "notes.txt"
   path.write_text("x")

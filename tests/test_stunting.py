@@ -522,11 +522,11 @@ def test_monitoring_logs_g_and_a_dev_g_never_positive_gives_no_warning(
 
   config = load_config(RHYME_CONFIG, {
       **tiny_run, "train.steps": 3, "train.checkpoint_every": 0, "lookahead.lam": 0.9,
-      "lookahead.width": 2, "lookahead.horizon": 2, "stunting.monitor_every": 1,
-      "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2,
+      "lookahead.width": 2, "lookahead.horizon": 2, "monitor.every": 1,
+      "monitor.patience": 2, "monitor.batches": 1, "monitor.dev_width": 2,
       # a dev lookahead of horizon 1 is one of its control's family (p's top-k): G ~ 0,
       # never clearly positive
-      "stunting.dev_kind": "beam", "stunting.dev_horizon": 1,
+      "monitor.dev_kind": "beam", "monitor.dev_horizon": 1,
       "probes.enabled": False})  # one monitor batch: no split for the probes (test_probes)
   # absl's verbosity sets the "absl" logger's level (a command run in-process may have
   # raised it): INFO on that logger for the run.

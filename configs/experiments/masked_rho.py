@@ -53,7 +53,7 @@ def get_config(mode: str = "rho_1"):
   config.objective.mask_rate = 0.15
   config.objective.mean_span = 0.0  # tokens masked independently, as in BERT
 
-  config.stunting.dev_width = 8  # the dev lookahead: SMC with 8 particles
+  config.monitor.dev_width = 8  # the dev lookahead: SMC with 8 particles
   config = config_lib.experiment(config, "none")
-  config.stunting.monitor_every = 0
+  config.monitor.every = 0
   return config

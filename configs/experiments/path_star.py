@@ -65,11 +65,11 @@ def get_config(mode: str = "none"):
   config.train.checkpoint_every = 500
 
   config = config_lib.experiment(config, mode)
-  config.stunting.monitor_batches = 4
+  config.monitor.batches = 4
   # The dev lookahead differs from the stunting one (beam) in kind: SMC, 16 particles,
   # tempered by beta (a wider beam of the same horizon on a 2-arm graph restates it).
-  config.stunting.dev_kind = "smc"
-  config.stunting.dev_width = 16
+  config.monitor.dev_kind = "smc"
+  config.monitor.dev_width = 16
   config.lookahead.beta = 4.0
   config.eval.max_batches = 0  # all 1000 test graphs (about 370 of them marked)
   config.eval.batch_size = 32

@@ -64,9 +64,9 @@ def get_config(mode: str = "none"):
   config.train.checkpoint_every = 500
 
   config = config_lib.experiment(config, mode)
-  config.stunting.monitor_batches = 2
-  config.stunting.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
-  config.stunting.dev_width = 2
+  config.monitor.batches = 2
+  config.monitor.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
+  config.monitor.dev_width = 2
   config.eval.max_batches = 0  # path_star's figures use every test graph
   config.eval.kinds = ("beam", "mcts")
   config.eval.widths = (2,)

@@ -39,5 +39,5 @@ def get_config(mode: str = "none"):
   config.train.val_every = 500
   config.train.checkpoint_every = 500
 
-  config.stunting.dev_width = 8
+  config.monitor.dev_width = 8
   return config_lib.experiment(config, mode)

@@ -112,11 +112,13 @@ def load(spec: str) -> list[tuple[str, ConfigDict]]:
 
 
 def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
-  """Applies KEY=VALUE assignments (values parsed as Python literals, else strings)."""
+  """Applies KEY=VALUE assignments, the command line's --config.KEY=VALUE (values parsed as
+  Python literals, else strings)."""
   for assignment in assignments:
     key, sep, text = assignment.partition("=")
     if not sep:
-      raise ConfigError(f"--set={assignment!r}: write KEY=VALUE, e.g. train.steps=100")
+      raise ConfigError(f"--config.{assignment}: write --config.KEY=VALUE, e.g. "
+                        "--config.train.steps=100")
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -125,7 +127,7 @@ def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
       config.update_from_flattened_dict({key: value})
     except (KeyError, AttributeError, TypeError) as e:
       raise config_lib.renamed_key_error(e) or ConfigError(
-          f"--set={assignment!r}: {e}") from None
+          f"--config.{assignment}: {e}") from None
 
 
 def _step_time(log: list[dict[str, Any]]) -> float | None:
@@ -510,6 +512,16 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 
   first = runs[0][1]
   return tabulate(results, records or workdir, first.data.name, specs,
                   resamples=first.eval.bootstrap, seed=first.eval.seed)
+
+
+def command(workdir: str, configs: str | None, overrides: Sequence[str], seeds: int,
+            records: str, records_only: bool) -> None:
+  """`lookahead-jax compare`: `run`; a run preempted before its last step stops the
+  comparison with a line (like a preempted train: saved, and the same command resumes)."""
+  try:
+    run(configs or "", workdir, overrides, seeds, records, records_only)
+  except Preempted as stopped:
+    print(f"compare stopped: {stopped}")
 
 
 def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: str,

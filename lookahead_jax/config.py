@@ -275,7 +275,7 @@ def experiment(config: ConfigDict, mode: str) -> ConfigDict:
   """`config` as one run of a stunting comparison: its mode, monitoring and evaluation.
 
   Monitoring runs ten times a run: the interval follows train.steps, also when it is
-  overridden later (on the command line or by `compare --set`).
+  overridden later (on the command line, also in `compare`).
   """
   config.stunting.mode = mode
   config.monitor.every = (config.train.get_ref("steps") + 9) // 10

@@ -49,6 +49,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lookahead_jax import aot, evals, fit, monitor, report, sharding, stats
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
@@ -337,3 +338,8 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     report.write_eval(out, hist[best_row], test.group, epath.Path(workdir) / "eval",
                       monitor.trajectory(log), tables)
   return out
+
+
+def command(workdir: str, config: ConfigDict) -> None:
+  """`lookahead-jax eval`: the evaluation suite on the workdir's parameters."""
+  run(config, config_lib.prepare_and_validate(config), workdir)

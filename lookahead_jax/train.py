@@ -43,7 +43,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import aot, checkpoint, report, sharding
+from lookahead_jax import aot, checkpoint, evaluate, report, sharding
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
@@ -365,7 +366,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
   raises `NonFiniteError`. Returns the summary that process 0 prints. `settings`: what
   config.validate(config) returned. With `ahead`, the monitor's passes compile on its
   thread while the run starts, then `compile_later(abstract params)` queues what the
-  caller runs after training (main.py: the evaluation's compiles).
+  caller runs after training (`command`: the evaluation's compiles).
   """
   workdir = str(checkpoint.absolute(workdir))
   main_process = jax.process_index() == 0
@@ -559,3 +560,16 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       "data": counters,
   }
   return dict(summary, rows=report.summary_rows(summary, config, workdir))
+
+
+def command(workdir: str, config: ConfigDict) -> None:
+  """`lookahead-jax train`: trains (resuming), then with eval.at_end runs the evaluation
+  suite; the monitor's and the evaluation's compiles run beside the training loop."""
+  settings = config_lib.prepare_and_validate(config)
+  with aot.Ahead() as ahead:
+    later = (functools.partial(evaluate.compile_ahead, ahead, config, settings)
+             if config.eval.at_end else None)
+    summary = run(config, settings, workdir, ahead, later)
+    ahead.close(cancel=summary["preempted"])
+  if config.eval.at_end and not summary["preempted"]:
+    evaluate.run(config, settings, workdir)

@@ -106,7 +106,7 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
 
 def test_bad_assignments_are_one_line_errors(tmp_path):
   spec = os.path.join(REPO, "configs", "experiments", "rhyme.py:none")
-  with pytest.raises(ConfigError, match="write KEY=VALUE"):
+  with pytest.raises(ConfigError, match="write --config.KEY=VALUE"):
     compare.run(spec, str(tmp_path), ["train.steps"])
   with pytest.raises(ConfigError, match="no config file"):
     compare.run("configs/experiments/nope.py", str(tmp_path))

@@ -97,8 +97,9 @@ def base_config() -> ConfigDict:
   (RENAMED, renamed_key_error).
   """
   # Defaults of the keys that configure a settings dataclass are read from it.
-  la, st, ob, pr = (functools.partial(_default, cls) for cls in (
-      lookahead_lib.Lookahead, stunting_lib.Stunting, masked_lib.Objective, probes_lib.Probes))
+  la, mx, st, ob, pr = (functools.partial(_default, cls) for cls in (
+      lookahead_lib.Lookahead, lookahead_lib.Mixture, stunting_lib.Stunting,
+      masked_lib.Objective, probes_lib.Probes))
   c = ConfigDict()
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
 
@@ -127,14 +128,14 @@ def base_config() -> ConfigDict:
   c.lookahead.kind = la("kind")  # beam | smc | mcts
   c.lookahead.width = la("width")  # beams B, SMC particles N, or MCTS children K of a node
   c.lookahead.horizon = la("horizon")  # H tokens, the predicted one included
-  c.lookahead.temperature = st("temperature")  # tau of the amplified distribution
-  c.lookahead.scheme = st("scheme")  # sum | max
-  c.lookahead.mixture = st("mixture")  # linear | loglinear
-  c.lookahead.lam = st("lam")  # weight of q in the mixture
+  c.lookahead.temperature = mx("temperature")  # tau of the amplified distribution
+  c.lookahead.scheme = mx("scheme")  # sum | max
+  c.lookahead.mixture = mx("mixture")  # linear | loglinear
+  c.lookahead.lam = mx("lam")  # weight of q in the mixture
   c.lookahead.chunk = la("chunk")  # anchors per vmapped chunk; 0: all
   # beam paths that end early at EOS score S * (H / L)**alpha
   c.lookahead.length_penalty = la("length_penalty")
-  c.lookahead.beta = st("beta")  # SMC tempering
+  c.lookahead.beta = mx("beta")  # SMC tempering
   # MCTS (mcts.py): model calls per anchor; 0: K(H-1), as many as a width-K beam's
   c.lookahead.simulations = la("simulations")
   # MCTS: q is "gumbel" (Gumbel MuZero's improved policy at the root) or "visits" (PUCT's
@@ -293,6 +294,8 @@ class Settings:
   model:         the model's static config.
   tokenizer:     the tokenizer the data is read with.
   lookahead:     the config's lookahead section (paths end at the tokenizer's EOD).
+  mixture:       how every lookahead's q and the mixture q~ are formed (tau, scheme,
+                 mixture, lam, SMC's beta): the one the stunted step reads too.
   stunting:      the stunted step's settings (v4 resolved to its base with SMC).
   objective:     the training objective, with the tokenizer's [MASK] id.
   monitor_lookahead: the stunting lookahead the monitor reads (lookahead for modes
@@ -305,6 +308,7 @@ class Settings:
   model: model_lib.Config
   tokenizer: Tokenizer
   lookahead: lookahead_lib.Lookahead
+  mixture: lookahead_lib.Mixture
   stunting: stunting_lib.Stunting
   objective: masked_lib.Objective
   monitor_lookahead: lookahead_lib.Lookahead
@@ -321,17 +325,22 @@ def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahea
 
 
 def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stunting_lib.Stunting:
-  st, la = config.stunting, config.lookahead
+  st = config.stunting
   mode = st.v4_base if st.mode == "v4" else st.mode
   if mode not in stunting_lib.LOOKAHEAD_MODES:
     lookahead = None
   elif st.mode == "v4":
     lookahead = dataclasses.replace(lookahead, kind="smc")
   return stunting_lib.Stunting(
-      mode=mode, lookahead=lookahead, contrast=st.contrast, temperature=la.temperature,
-      scheme=la.scheme, mixture=la.mixture, lam=la.lam, beta=la.beta, penalty=st.penalty,
-      distill=st.distill, margin=st.margin, debt_decay=st.debt_decay,
+      mode=mode, lookahead=lookahead, contrast=st.contrast, mixture=_mixture(config),
+      penalty=st.penalty, distill=st.distill, margin=st.margin, debt_decay=st.debt_decay,
       alignment_every=st.alignment_every)
+
+
+def _mixture(config: ConfigDict) -> lookahead_lib.Mixture:
+  la = config.lookahead
+  return lookahead_lib.Mixture(temperature=la.temperature, scheme=la.scheme,
+                               mixture=la.mixture, lam=la.lam, beta=la.beta)
 
 
 def _other_kind(kind: str) -> str:
@@ -634,7 +643,8 @@ def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   stunt = _stunting(config, lookahead)
   return Settings(
       model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
-      lookahead=lookahead, stunting=stunt, objective=_objective(config, tokenizer.mask_id),
+      lookahead=lookahead, mixture=stunt.mixture, stunting=stunt,
+      objective=_objective(config, tokenizer.mask_id),
       monitor_lookahead=stunt.lookahead or lookahead,
       dev_lookahead=_dev_lookahead(config, lookahead),
       data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,

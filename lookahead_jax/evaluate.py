@@ -130,7 +130,7 @@ def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, para
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
     ahead.warm(batch_step(model_cfg, ev, la), params,
                aot.abstract(batch), jax.random.fold_in(jax.random.key(ev.seed), 0),
-               config.lookahead.beta)
+               settings.mixture.beta)
   task = evals.task(config.data.name)
   if hasattr(task, "compile_ahead"):
     task.compile_ahead(ahead, config, settings, params)
@@ -218,7 +218,7 @@ def monitor_summary(log: list[dict[str, Any]], settings: Settings, part: str
   dev = settings.dev_lookahead
   return dict(step=last["step"], G=last.get(key), G_ci=[last.get(key + "_lo"),
                                                         last.get(key + "_hi")],
-              lookahead=dev.describe(settings.stunting.beta))
+              lookahead=dev.describe(settings.mixture.beta))
 
 
 def headline_row(rows: list[dict[str, Any]]) -> int:
@@ -273,9 +273,9 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   for kind, width, horizon in runs:
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
     step = batch_step(model_cfg, ev, la)
-    val = split_pass(step, params, batches(ev.validation_split), rng, config.lookahead.beta,
+    val = split_pass(step, params, batches(ev.validation_split), rng, settings.mixture.beta,
                      mesh, progress, groups)
-    test = split_pass(step, params, batches(ev.test_split), rng, config.lookahead.beta, mesh,
+    test = split_pass(step, params, batches(ev.test_split), rng, settings.mixture.beta, mesh,
                       progress, groups)
     test_rows, n_rows = compact_rows(test.row)
     # the same resamples of the test rows for every figure and setting: paired

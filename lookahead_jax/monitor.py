@@ -247,15 +247,15 @@ class Monitor:
     self.n_report = len(report)
     batch_sharding = sharding.batch_sharding(mesh)
     self.batches = [pipeline.global_batch(b, batch_sharding) for b in report + fitting]
-    s = settings.stunting
-    self.lookaheads = (("stunting", settings.monitor_lookahead, s.beta),
-                       ("dev", settings.dev_lookahead, s.beta))
+    mix = settings.mixture
+    self.lookaheads = (("stunting", settings.monitor_lookahead, mix.beta),
+                       ("dev", settings.dev_lookahead, mix.beta))
     width = min(max(la.width for _, la, _ in self.lookaheads), settings.model.vocab_size)
     self.control_widths = range(1, width + 1)
-    self.scheme, self.mixture = s.scheme, s.mixture
+    self.scheme, self.mixture = mix.scheme, mix.mixture
     self.fn = functools.partial(held_out_pass, config=settings.model,
                                 lookaheads=self.lookaheads, control_width=width,
-                                loglinear=s.mixture == "loglinear")
+                                loglinear=mix.mixture == "loglinear")
     self.resamples, self.seed = config.eval.bootstrap, config.eval.seed
     self.rng = jax.random.key(config.seed + 1)
     self.compiled = self.probes_compiled = None  # Futures of the compiles, `compile_ahead`
@@ -268,7 +268,7 @@ class Monitor:
         "%s and the dev lookahead %s (%s, %s mixture)", self.every, len(report),
         count(report, False), count(report, True), width, len(fitting), count(fitting, False),
         count(fitting, True), ", ".join(self.parts),
-        *(la.describe(beta) for _, la, beta in self.lookaheads), s.scheme, s.mixture)
+        *(la.describe(beta) for _, la, beta in self.lookaheads), mix.scheme, mix.mixture)
     if self.groups and not count(fitting, True):
       logging.warning("monitor: the %d fit batches hold no marked token: G on marked tokens "
                       "cannot be fitted and is left out; raise monitor.fit_batches",

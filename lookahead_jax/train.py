@@ -136,17 +136,17 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
 
   # The amplified targets, from the current parameters under stop_gradient, at the anchors
   # the loss weighs (the others' paths would only be multiplied by 0).
-  sg = jax.lax.stop_gradient
+  sg, mix = jax.lax.stop_gradient, stunt.mixture
   log_p = jax.nn.log_softmax(logits)
   found = lookahead_lib.paths_from_pass(
       sg(params), sg(logits), sg(cache), batch["positions"], batch["segment_ids"], lookahead_key,
-      stunt.beta, weights > 0, config=model_cfg, lookahead=stunt.lookahead)
-  amp = lookahead_lib.amplify(found, stunt.temperature, stunt.scheme)
+      mix.beta, weights > 0, config=model_cfg, lookahead=stunt.lookahead)
+  amp = lookahead_lib.amplify(found, mix.temperature, mix.scheme)
   control = None  # the horizon-1 control: top-B of p (or N draws), no forward pass
   if stunt.uses_control:
     control = lookahead_lib.amplify(
-        lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, stunt.beta,
-                                    lookahead=stunt.lookahead), stunt.temperature, stunt.scheme)
+        lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, mix.beta,
+                                    lookahead=stunt.lookahead), mix.temperature, mix.scheme)
   terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
   token_weights, weight_stats = stunt.hooks.token_weights(terms, weights, target)
   penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
@@ -507,7 +507,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
   counters = metrics_lib.sum_over_processes(train_iter.counters())
   summary = _summary(config, workdir, state, log.records, val, counters,
                      time.perf_counter() - start, resumed_from, preempted, monitor.last,
-                     settings.dev_lookahead.describe(settings.stunting.beta))
+                     settings.dev_lookahead.describe(settings.mixture.beta))
   if main_process:
     print(report.summary_table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
           flush=True)

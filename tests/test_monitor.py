@@ -119,7 +119,8 @@ def setup(tiny_config, tiny_params, forward):
   config.monitor.every = 1
   config.eval.bootstrap = 200
   settings = types.SimpleNamespace(
-      model=tiny_config, stunting=stunting_lib.Stunting(mode="none", lookahead=None),
+      model=tiny_config, mixture=la_lib.Mixture(),
+      stunting=stunting_lib.Stunting(mode="none", lookahead=None),
       monitor_lookahead=la_lib.Lookahead(width=2, horizon=3),
       dev_lookahead=la_lib.Lookahead(width=3, horizon=2), probes=None, tokenizer=None)
   params = jax.tree.map(lambda x: 3.0 * x, tiny_params)

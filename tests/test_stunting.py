@@ -26,8 +26,8 @@ LOOKAHEAD = la_lib.Lookahead(width=3, horizon=3)
 def _stunt(mode, contrast="naive", lookahead=LOOKAHEAD, **kw):
   """The tests of each mode's mechanics use the naive definitions (q against p); the
   control contrast has tests of its own below."""
-  return st_lib.Stunting(mode=mode, lookahead=lookahead, contrast=contrast, lam=0.5,
-                         alignment_every=1, **kw)
+  return st_lib.Stunting(mode=mode, lookahead=lookahead, contrast=contrast,
+                         mixture=la_lib.Mixture(lam=0.5), alignment_every=1, **kw)
 
 
 def _batch(config, seed=0, b=4, t=12):
@@ -575,7 +575,8 @@ def test_v1_token_a_confident_correct_token_is_not_toward_under_the_default_marg
   base = config_lib.base_config()
   assert base.stunting.margin == st_lib.Stunting().margin == 0.01
   stunt = st_lib.Stunting(mode="v1_token", lookahead=LOOKAHEAD, contrast="control",
-                          lam=base.lookahead.lam, mixture=base.lookahead.mixture,
+                          mixture=la_lib.Mixture(lam=base.lookahead.lam,
+                                                 mixture=base.lookahead.mixture),
                           margin=base.stunting.margin)
   y = jnp.asarray([[3]], jnp.int32)
   rest = 0.001 / 15

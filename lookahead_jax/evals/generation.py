@@ -140,8 +140,8 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
 
 
 def continue_prompts(sampler: str, params, tokens, lengths, rng, new_tokens: int, *,
-                     config: ConfigDict, settings: Settings, beams: int, temperature: float,
-                     top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+                     settings: Settings, beams: int, temperature: float, top_k: int = 0,
+                     top_p: float = 1.0) -> jax.Array:
   """Continuations [b, new_tokens] of left-padded prompts [b, P] (lengths [b]) by one of
   `lookahead.SAMPLERS`; after a row's EOD, padding. `decode` prints these."""
   tok = settings.tokenizer
@@ -150,10 +150,10 @@ def continue_prompts(sampler: str, params, tokens, lengths, rng, new_tokens: int
     return decoding.beam_search(params, tokens, lengths, beam_size=beams, eos_id=tok.eod_id,
                                 **kwargs).sequences[:, 0]
   if sampler == "amplified":
-    la = config.lookahead
+    mix = settings.mixture
     return lookahead_lib.sample_amplified(
-        params, tokens, rng, lengths, la.temperature, la.lam, la.beta,
-        lookahead=settings.lookahead, scheme=la.scheme, mixture=la.mixture, **kwargs)
+        params, tokens, rng, lengths, mix.temperature, mix.lam, mix.beta,
+        lookahead=settings.lookahead, scheme=mix.scheme, mixture=mix.mixture, **kwargs)
   return decoding.generate(params, tokens, rng, lengths,
                            0.0 if sampler == "greedy" else temperature, top_k, top_p,
                            eos_id=tok.eod_id, **kwargs)
@@ -238,7 +238,7 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
       conts, seconds = refs, None
     else:
       call = functools.partial(continue_prompts, sampler, params, new_tokens=new_tokens,
-                               config=config, settings=settings, beams=g.beams,
+                               settings=settings, beams=g.beams,
                                temperature=g.temperature, top_p=g.top_p)
       key = jax.random.key(g.seed)
       jax.block_until_ready(call(tokens[:b], lengths[:b], key))  # compiles
@@ -300,7 +300,7 @@ def decode(workdir: str, config: ConfigDict, prompt: list[str], sampler: str,
                         temperature=temperature, population=population)
     return
   out = continue_prompts(sampler, params, tokens, lengths, jax.random.key(config.seed),
-                         new_tokens, config=config, settings=settings, beams=beams,
+                         new_tokens, settings=settings, beams=beams,
                          temperature=temperature, top_k=top_k, top_p=top_p)
   for text, row in zip(prompt, np.asarray(out)):
     print(f"--- {sampler}, {text!r}:\n{text}{tokenizer.decode(row.tolist())}")

@@ -61,13 +61,13 @@ def model_tours(params, coords: np.ndarray, config: ConfigDict, settings: Settin
   prompts, _ = tok.examples(coords, None)
   prompts = jnp.asarray(np.concatenate([np.full((len(coords), 1), tok.eod_id), prompts], 1))
   rng = jax.random.key(config.eval.seed)
-  la = config.lookahead
+  mix = settings.mixture
   greedy = decoding.generate(params, prompts, rng, config=model_cfg, max_new_tokens=n)
   beams = decoding.beam_search(params, prompts, config=model_cfg,
                                beam_size=max(config.eval.widths), max_new_tokens=n)
   amplified = lookahead_lib.sample_amplified(
-      params, prompts, rng, None, la.temperature, la.lam, la.beta, config=model_cfg,
-      lookahead=settings.lookahead, max_new_tokens=n, scheme=la.scheme, mixture=la.mixture,
+      params, prompts, rng, None, mix.temperature, mix.lam, mix.beta, config=model_cfg,
+      lookahead=settings.lookahead, max_new_tokens=n, scheme=mix.scheme, mixture=mix.mixture,
       pad_id=tok.pad_id)
   return {"greedy": np.asarray(greedy), "beam": np.asarray(beams.sequences[:, 0]),
           "amplified": np.asarray(amplified)}

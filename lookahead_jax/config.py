@@ -376,6 +376,12 @@ def load_file(path: str) -> types.ModuleType:
   return module
 
 
+def beside(config_file: str, name: str) -> types.ModuleType:
+  """The config file `name`, a path relative to the folder of `config_file` (a config's
+  __file__), as a module: an experiment config starts from its testbed's base this way."""
+  return load_file(os.path.join(os.path.dirname(config_file), name))
+
+
 def check_workdir(workdir: str) -> None:
   """A local workdir must be a directory (or not exist yet); a URL is taken as it is."""
   if not checkpoint.is_url(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):

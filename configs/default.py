@@ -58,12 +58,12 @@ def get_config():
 
   # G on fixed held-out batches four times during training: runs/default/eval/
   # G_trajectory.png and accuracy_trajectory.png
-  config.stunting.monitor_every = (config.train.get_ref("steps") + 3) // 4
-  config.stunting.monitor_batches = 2
+  config.monitor.every = (config.train.get_ref("steps") + 3) // 4
+  config.monitor.batches = 2
   # The dev lookahead differs from the stunting one in kind (a wider beam of the same
   # horizon on a 2-arm graph would restate it): SMC, 8 particles, tempered by beta.
-  config.stunting.dev_kind = "smc"
-  config.stunting.dev_width = 8
+  config.monitor.dev_kind = "smc"
+  config.monitor.dev_width = 8
   config.lookahead.beta = 4.0
 
   # After training: G of beam lookahead on the first steps of held-out graphs.

@@ -40,7 +40,7 @@ def get_config():
   config.lookahead.chunk = 32  # anchors per vmapped chunk: cache-sized steps on a CPU
 
   # G on fixed held-out batches ten times during training: runs/rhyme/eval/G_trajectory.png
-  config.stunting.monitor_every = (config.train.get_ref("steps") + 9) // 10
+  config.monitor.every = (config.train.get_ref("steps") + 9) // 10
 
   # After training: the lookahead gain of beam and SMC lookahead on held-out poems.
   config.eval.at_end = True

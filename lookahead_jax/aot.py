@@ -1,6 +1,6 @@
 """Compiling ahead: the XLA compiles of functions a run calls later, on a background thread.
 
-A training run calls the monitor's held-out pass first at step `stunting.monitor_every`,
+A training run calls the monitor's held-out pass first at step `monitor.every`,
 and the evaluation's passes after the last step. Compiled when first called, each stops
 the run for its compile (on the default run about 70 s of XLA compiles in all, most of
 them these). `Ahead` starts them when the run starts, on one thread beside the training

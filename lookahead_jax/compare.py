@@ -105,15 +105,20 @@ def load(spec: str) -> list[tuple[str, ConfigDict]]:
   args = [arg] if arg else list(getattr(module, "EXPERIMENTS", ()))
   if not args:
     raise ConfigError(f"--configs: {path} has no EXPERIMENTS; name a run as {path}:ARG")
-  return [(a, module.get_config(a)) for a in args]
+  try:
+    return [(a, module.get_config(a)) for a in args]
+  except (AttributeError, KeyError) as e:  # a key the locked schema does not have
+    raise config_lib.renamed_key_error(e) or e from None
 
 
 def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
-  """Applies KEY=VALUE assignments (values parsed as Python literals, else strings)."""
+  """Applies KEY=VALUE assignments, the command line's --config.KEY=VALUE (values parsed as
+  Python literals, else strings)."""
   for assignment in assignments:
     key, sep, text = assignment.partition("=")
     if not sep:
-      raise ConfigError(f"--set={assignment!r}: write KEY=VALUE, e.g. train.steps=100")
+      raise ConfigError(f"--config.{assignment}: write --config.KEY=VALUE, e.g. "
+                        "--config.train.steps=100")
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -121,7 +126,8 @@ def _override(config: ConfigDict, assignments: Sequence[str]) -> None:
     try:
       config.update_from_flattened_dict({key: value})
     except (KeyError, AttributeError, TypeError) as e:
-      raise ConfigError(f"--set={assignment!r}: {e}") from None
+      raise config_lib.renamed_key_error(e) or ConfigError(
+          f"--config.{assignment}: {e}") from None
 
 
 def _step_time(log: list[dict[str, Any]]) -> float | None:
@@ -166,6 +172,17 @@ def _same_config(made_with: Any, current: Any, default: Any) -> bool:
              else k in default and v == default[k] for k, v in current.items())
 
 
+def _renamed(made_with: dict[str, Any]) -> dict[str, Any]:
+  """A record's config with the keys renamed since it was made under their new names
+  (config_lib.RENAMED); the record on disk is left as it is."""
+  out = copy.deepcopy(made_with)
+  for old, new in config_lib.RENAMED.items():
+    (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+    if old_key in out.get(old_section, {}):
+      out.setdefault(new_section, {})[new_key] = out[old_section].pop(old_key)
+  return out
+
+
 def _finished(config: ConfigDict, workdir: str) -> bool:
   """Whether the run's newest checkpoint is its last step (nothing left to train)."""
   return checkpoint.kept_steps(workdir)[-1:] == [config.train.steps]
@@ -173,7 +190,8 @@ def _finished(config: ConfigDict, workdir: str) -> bool:
 
 def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
   """The figures of the run's record (record/RUN_FILE) when it was made with this config
-  (keys added since at their defaults: _same_config), by whatever code version (the
+  (keys added since at their defaults: _same_config; keys renamed since under their new
+  names: _renamed), by whatever code version (the
   figures carry it); else None (no record, one cut short, or
   one of another config: the run is trained, or resumed, and evaluated)."""
   path = epath.Path(record) / RUN_FILE
@@ -183,7 +201,7 @@ def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
     saved = json.loads(path.read_text())
   except ValueError:
     return None
-  made_with = saved.get("config") or {}
+  made_with = _renamed(saved.get("config") or {})
   made_with.get("data", {}).pop("data_dir", None)  # as _config_key leaves it out
   if not _same_config(made_with, _config_key(config), _config_key(config_lib.base_config())):
     logging.warning("%s: a record of another config; this run is measured again", record)
@@ -494,6 +512,16 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 
   first = runs[0][1]
   return tabulate(results, records or workdir, first.data.name, specs,
                   resamples=first.eval.bootstrap, seed=first.eval.seed)
+
+
+def command(workdir: str, configs: str | None, overrides: Sequence[str], seeds: int,
+            records: str, records_only: bool) -> None:
+  """`lookahead-jax compare`: `run`; a run preempted before its last step stops the
+  comparison with a line (like a preempted train: saved, and the same command resumes)."""
+  try:
+    run(configs or "", workdir, overrides, seeds, records, records_only)
+  except Preempted as stopped:
+    print(f"compare stopped: {stopped}")
 
 
 def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: str,

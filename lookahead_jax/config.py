@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import types
 from typing import Any
 
@@ -53,6 +54,29 @@ class ConfigError(ValueError):
   """A bad configuration: one line naming the key and the fix."""
 
 
+# Keys renamed since run records were made: old dotted key -> new one. An old key in a
+# config file or an override stops with a one-line error naming the new one
+# (renamed_key_error); a record made with old keys is read under the new ones
+# (compare.read_record), and the record itself is left as it is.
+RENAMED = {
+    "eval.tsp_instances": "eval.task_instances",
+    **{f"stunting.monitor_{key}": f"monitor.{key}"
+       for key in ("every", "batches", "fit_batches", "patience")},
+    **{f"stunting.dev_{key}": f"monitor.dev_{key}" for key in ("kind", "width", "horizon")},
+}
+
+
+def renamed_key_error(error: Exception) -> ConfigError | None:
+  """The one-line error naming the new key when `error`, the locked schema's error on a key
+  it does not have (AttributeError or KeyError), names a renamed key; else None."""
+  text = str(error)  # 'Key "name" does not exist ...' on assignment, "'name'" on reading
+  unknown = re.findall(r'Key "(\w+)"', text)[:1] or re.findall(r"\w+", text)[:1]
+  for old, new in RENAMED.items():
+    if unknown and old.rsplit(".", 1)[-1] == unknown[0]:
+      return ConfigError(f"{old} is now {new}: rename it in the config file or override")
+  return None
+
+
 # ----------------------------------------------------------------------------- schema
 
 
@@ -67,13 +91,16 @@ def base_config() -> ConfigDict:
 
   Sections: seed; data; lookahead (the lookahead that amplifies predictions; evaluation
   and stunting read it); model (model.Config's fields); pretrained; train; objective
-  (next-token or the mask spectrum, masked.py); mesh; stunting; eval (the lookahead
-  evaluation suite); probes (internal-lookahead probes). The result is locked: new keys
-  cannot be added, except inside data.options (the builder's own options).
+  (next-token or the mask spectrum, masked.py); mesh; stunting; monitor (G during training,
+  monitor.py); eval (the lookahead evaluation suite); probes (internal-lookahead probes).
+  The result is locked: new keys cannot be added, except inside data.options (the
+  builder's own options). A key that was renamed is a one-line error naming its new name
+  (RENAMED, renamed_key_error).
   """
   # Defaults of the keys that configure a settings dataclass are read from it.
-  la, st, ob, pr = (functools.partial(_default, cls) for cls in (
-      lookahead_lib.Lookahead, stunting_lib.Stunting, masked_lib.Objective, probes_lib.Probes))
+  la, mx, st, ob, pr = (functools.partial(_default, cls) for cls in (
+      lookahead_lib.Lookahead, lookahead_lib.Mixture, stunting_lib.Stunting,
+      masked_lib.Objective, probes_lib.Probes))
   c = ConfigDict()
   c.seed = 0  # parameters, dropout, data order and SMC draws all follow from it
 
@@ -102,14 +129,14 @@ def base_config() -> ConfigDict:
   c.lookahead.kind = la("kind")  # beam | smc | mcts
   c.lookahead.width = la("width")  # beams B, SMC particles N, or MCTS children K of a node
   c.lookahead.horizon = la("horizon")  # H tokens, the predicted one included
-  c.lookahead.temperature = st("temperature")  # tau of the amplified distribution
-  c.lookahead.scheme = st("scheme")  # sum | max
-  c.lookahead.mixture = st("mixture")  # linear | loglinear
-  c.lookahead.lam = st("lam")  # weight of q in the mixture
+  c.lookahead.temperature = mx("temperature")  # tau of the amplified distribution
+  c.lookahead.scheme = mx("scheme")  # sum | max
+  c.lookahead.mixture = mx("mixture")  # linear | loglinear
+  c.lookahead.lam = mx("lam")  # weight of q in the mixture
   c.lookahead.chunk = la("chunk")  # anchors per vmapped chunk; 0: all
   # beam paths that end early at EOS score S * (H / L)**alpha
   c.lookahead.length_penalty = la("length_penalty")
-  c.lookahead.beta = st("beta")  # SMC tempering
+  c.lookahead.beta = mx("beta")  # SMC tempering
   # MCTS (mcts.py): model calls per anchor; 0: K(H-1), as many as a width-K beam's
   c.lookahead.simulations = la("simulations")
   # MCTS: q is "gumbel" (Gumbel MuZero's improved policy at the root) or "visits" (PUCT's
@@ -173,29 +200,30 @@ def base_config() -> ConfigDict:
   c.stunting.debt_decay = st("debt_decay")  # v3_balance: per-step decay of unbalanced movement
   # steps between cos(g, g_A) logs (v1_update, v3_project: every step)
   c.stunting.alignment_every = st("alignment_every")
-  # Monitoring (monitor.py): the lookahead-specific gain G on held-out batches with the
-  # stunting lookahead and a dev lookahead that stunting never uses, each side's tau and
-  # lam (and the control's top-k) fitted on other held-out batches than those G is
-  # reported on; a warning when the dev G is not positive for monitor_patience
-  # evaluations in a row after it had been clearly positive (the model may have learned
-  # the lookahead).
-  c.stunting.monitor_every = 0  # steps; 0: off
+  # Monitoring (monitor.py), in every stunting mode: the lookahead-specific gain G on
+  # held-out batches with the stunting lookahead and a dev lookahead that stunting never
+  # uses, each side's tau and lam (and the control's top-k) fitted on other held-out batches
+  # than those G is reported on; a warning when the dev G is not positive for
+  # monitor.patience evaluations in a row after it had been clearly positive (the model may
+  # have learned the lookahead).
+  c.monitor = ConfigDict()
+  c.monitor.every = 0  # steps; 0: off
   # batches of data.val_split G is reported on (pooled, with row-bootstrap intervals),
   # fixed for the whole run
-  c.stunting.monitor_batches = 2
+  c.monitor.batches = 2
   # the next batches of data.val_split, where tau, lam and the control's width are fitted.
-  # As many as the report batches by default (an override of monitor_batches moves it):
+  # As many as the report batches by default (an override of monitor.batches moves it):
   # the control's fit sits near its bounds (tau -> inf, lam -> 1), where the NLL is flat
   # and a fit on few marked tokens is noisy, so the fit gets as many tokens as G does, at
   # twice the monitor's cost of lookahead passes.
-  c.stunting.monitor_fit_batches = c.stunting.get_ref("monitor_batches")
-  c.stunting.monitor_patience = 3  # evaluations in a row before the warning
+  c.monitor.fit_batches = c.monitor.get_ref("batches")
+  c.monitor.patience = 3  # evaluations in a row before the warning
   # The dev lookahead differs from the stunting lookahead (v4: SMC) in kind or in horizon
   # (validate checks it): a wider beam of the same kind and horizon restates the stunting
   # signal (on a 2-arm graph its q nearly coincides).
-  c.stunting.dev_kind = ""  # "": smc beside a beam stunting lookahead, else beam
-  c.stunting.dev_width = 8  # beams or particles of the dev lookahead (SMC: lookahead.beta)
-  c.stunting.dev_horizon = 0  # 0: the stunting lookahead's horizon (lookahead.horizon)
+  c.monitor.dev_kind = ""  # "": smc beside a beam stunting lookahead, else beam
+  c.monitor.dev_width = 8  # beams or particles of the dev lookahead (SMC: lookahead.beta)
+  c.monitor.dev_horizon = 0  # 0: the stunting lookahead's horizon (lookahead.horizon)
 
   # The evaluation suite (evaluate.py): every (kind, width, horizon) is a lookahead; every
   # (scheme, mixture) is read off the same paths, each side's tau and lam fitted on
@@ -212,7 +240,7 @@ def base_config() -> ConfigDict:
   c.eval.schemes = ("sum", "max")
   c.eval.mixtures = ("linear", "loglinear")
   c.eval.bootstrap = 1000  # bootstrap resamples of the test rows for the 95% intervals
-  c.eval.tsp_instances = 300  # tsp: test instances the model decodes
+  c.eval.task_instances = 300  # a testbed's task evaluation (tsp): test instances decoded
   c.eval.seed = 0  # SMC draws and bootstrap resamples of the evaluation
 
   # The generation report (`lookahead-jax generate-report`, evals/generation.py): each
@@ -229,7 +257,7 @@ def base_config() -> ConfigDict:
   c.generate.batch_size = 32  # prompts per sampler call
   c.generate.seed = 0  # keys of the sampled continuations
 
-  # Internal-lookahead probes (probes.py): with the monitor (every stunting.monitor_every
+  # Internal-lookahead probes (probes.py): with the monitor (every monitor.every
   # steps: fit on its fit batches, scored on its report batches) and in the
   # evaluation report (fit on eval.validation_split, scored on eval.test_split).
   c.probes = ConfigDict()
@@ -251,10 +279,10 @@ def experiment(config: ConfigDict, mode: str) -> ConfigDict:
   """`config` as one run of a stunting comparison: its mode, monitoring and evaluation.
 
   Monitoring runs ten times a run: the interval follows train.steps, also when it is
-  overridden later (on the command line or by `compare --set`).
+  overridden later (on the command line, also in `compare`).
   """
   config.stunting.mode = mode
-  config.stunting.monitor_every = (config.train.get_ref("steps") + 9) // 10
+  config.monitor.every = (config.train.get_ref("steps") + 9) // 10
   config.eval.max_batches = 8
   return config
 
@@ -269,6 +297,8 @@ class Settings:
   model:         the model's static config.
   tokenizer:     the tokenizer the data is read with.
   lookahead:     the config's lookahead section (paths end at the tokenizer's EOD).
+  mixture:       how every lookahead's q and the mixture q~ are formed (tau, scheme,
+                 mixture, lam, SMC's beta): the one the stunted step reads too.
   stunting:      the stunted step's settings (v4 resolved to its base with SMC).
   objective:     the training objective, with the tokenizer's [MASK] id.
   monitor_lookahead: the stunting lookahead the monitor reads (lookahead for modes
@@ -282,6 +312,7 @@ class Settings:
   model: model_lib.Config
   tokenizer: Tokenizer
   lookahead: lookahead_lib.Lookahead
+  mixture: lookahead_lib.Mixture
   stunting: stunting_lib.Stunting
   objective: masked_lib.Objective
   monitor_lookahead: lookahead_lib.Lookahead
@@ -312,34 +343,39 @@ def _heads(config: ConfigDict, lookahead: lookahead_lib.Lookahead,
 
 
 def _stunting(config: ConfigDict, lookahead: lookahead_lib.Lookahead) -> stunting_lib.Stunting:
-  st, la = config.stunting, config.lookahead
+  st = config.stunting
   mode = st.v4_base if st.mode == "v4" else st.mode
   if mode not in stunting_lib.LOOKAHEAD_MODES:
     lookahead = None
   elif st.mode == "v4":
     lookahead = dataclasses.replace(lookahead, kind="smc")
   return stunting_lib.Stunting(
-      mode=mode, lookahead=lookahead, contrast=st.contrast, temperature=la.temperature,
-      scheme=la.scheme, mixture=la.mixture, lam=la.lam, beta=la.beta, penalty=st.penalty,
-      distill=st.distill, margin=st.margin, debt_decay=st.debt_decay,
+      mode=mode, lookahead=lookahead, contrast=st.contrast, mixture=_mixture(config),
+      penalty=st.penalty, distill=st.distill, margin=st.margin, debt_decay=st.debt_decay,
       alignment_every=st.alignment_every)
 
 
+def _mixture(config: ConfigDict) -> lookahead_lib.Mixture:
+  la = config.lookahead
+  return lookahead_lib.Mixture(temperature=la.temperature, scheme=la.scheme,
+                               mixture=la.mixture, lam=la.lam, beta=la.beta)
+
+
 def _other_kind(kind: str) -> str:
-  """The dev lookahead's kind when stunting.dev_kind is "": SMC beside beam, else beam."""
+  """The dev lookahead's kind when monitor.dev_kind is "": SMC beside beam, else beam."""
   return "smc" if kind == "beam" else "beam"
 
 
 def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
                    ) -> lookahead_lib.Lookahead:
   """The monitor's dev lookahead, from the stunting lookahead the monitor reads (v4: SMC;
-  `lookahead` for modes without one): stunting.dev_kind ("": the other kind),
-  stunting.dev_width, stunting.dev_horizon (0: the stunting lookahead's)."""
-  st = config.stunting
+  `lookahead` for modes without one): monitor.dev_kind ("": the other kind),
+  monitor.dev_width, monitor.dev_horizon (0: the stunting lookahead's)."""
+  mon = config.monitor
   base = _stunting(config, lookahead).lookahead or lookahead
-  kind = st.dev_kind or _other_kind(base.kind)
-  return dataclasses.replace(base, kind=kind, width=st.dev_width,
-                             horizon=st.dev_horizon or base.horizon)
+  kind = mon.dev_kind or _other_kind(base.kind)
+  return dataclasses.replace(base, kind=kind, width=mon.dev_width,
+                             horizon=mon.dev_horizon or base.horizon)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -356,6 +392,12 @@ def load_file(path: str) -> types.ModuleType:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def beside(config_file: str, name: str) -> types.ModuleType:
+  """The config file `name`, a path relative to the folder of `config_file` (a config's
+  __file__), as a module: an experiment config starts from its testbed's base this way."""
+  return load_file(os.path.join(os.path.dirname(config_file), name))
 
 
 def check_workdir(workdir: str) -> None:
@@ -424,7 +466,7 @@ def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
 
 
 def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
-  st = config.stunting
+  st, mon = config.stunting, config.monitor
   _require(st.mode in stunting_lib.MODES, "stunting.mode", st.mode,
            f"use one of {', '.join(stunting_lib.MODES)}")
   _require(st.contrast in stunting_lib.CONTRASTS, "stunting.contrast", st.contrast,
@@ -434,12 +476,12 @@ def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
   for key in ("penalty", "distill", "margin"):
     _require(st[key] >= 0, f"stunting.{key}", st[key], "must be >= 0")
   _require(0.0 <= st.debt_decay <= 1.0, "stunting.debt_decay", st.debt_decay, "must be in [0, 1]")
-  for key in ("alignment_every", "monitor_batches", "monitor_fit_batches", "monitor_patience",
-              "dev_width"):
-    _require(st[key] >= 1, f"stunting.{key}", st[key], "must be >= 1")
-  _require(st.monitor_every >= 0, "stunting.monitor_every", st.monitor_every,
-           "must be >= 0 (0: no monitoring)")
-  _require(st.dev_kind in ("",) + lookahead_lib.KINDS, "stunting.dev_kind", st.dev_kind,
+  _require(st.alignment_every >= 1, "stunting.alignment_every", st.alignment_every,
+           "must be >= 1")
+  for key in ("batches", "fit_batches", "patience", "dev_width"):
+    _require(mon[key] >= 1, f"monitor.{key}", mon[key], "must be >= 1")
+  _require(mon.every >= 0, "monitor.every", mon.every, "must be >= 0 (0: no monitoring)")
+  _require(mon.dev_kind in ("",) + lookahead_lib.KINDS, "monitor.dev_kind", mon.dev_kind,
            f"use one of {', '.join(lookahead_lib.KINDS)} (or '' for the other kind)")
   try:
     lookahead = _lookahead(config, None)
@@ -452,12 +494,12 @@ def _check_stunting(config: ConfigDict, mc: model_lib.Config) -> None:
     raise ConfigError(f"stunting: {e}") from None
   base = stunt.lookahead or lookahead
   _require(
-      (dev.kind, dev.horizon) != (base.kind, base.horizon), "stunting.dev_kind/dev_horizon",
-      (st.dev_kind, st.dev_horizon),
+      (dev.kind, dev.horizon) != (base.kind, base.horizon), "monitor.dev_kind/dev_horizon",
+      (mon.dev_kind, mon.dev_horizon),
       f"the dev lookahead ({dev.kind} H={dev.horizon}) has the stunting lookahead's kind and "
       f"horizon ({base.kind} H={base.horizon}), so its G restates the stunting signal; set "
-      f"stunting.dev_kind='' (the other kind, "
-      f"{_other_kind(base.kind)}) or a stunting.dev_horizon other than "
+      f"monitor.dev_kind='' (the other kind, "
+      f"{_other_kind(base.kind)}) or a monitor.dev_horizon other than "
       f"{base.horizon}")
 
 
@@ -476,7 +518,7 @@ def _check_objective(config: ConfigDict) -> None:
 
 
 def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
-  for key in ("batch_size", "tsp_instances", "bootstrap"):
+  for key in ("batch_size", "task_instances", "bootstrap"):
     _require(ev[key] >= 1, f"eval.{key}", ev[key], "must be >= 1")
   _require(ev.max_batches >= 0, "eval.max_batches", ev.max_batches, "must be >= 0 (0: all)")
   _require(ev.batch_size % devices == 0, "eval.batch_size", ev.batch_size,
@@ -509,7 +551,7 @@ def _check_generate(g: ConfigDict, mc: model_lib.Config) -> None:
 
 
 def _check_probes(config: ConfigDict, mc: model_lib.Config) -> None:
-  p, st = config.probes, config.stunting
+  p, mon = config.probes, config.monitor
   if not p.enabled:
     return
   _require(2 <= p.max_offset < config.data.seq_len, "probes.max_offset", p.max_offset,
@@ -524,8 +566,8 @@ def _check_probes(config: ConfigDict, mc: model_lib.Config) -> None:
   _require(p.induction_length >= 0 and 2 * p.induction_length <= mc.max_len,
            "probes.induction_length", p.induction_length,
            f"must be in [0, model.max_len/2={mc.max_len // 2}] (0: half of data.seq_len)")
-  _require(not st.monitor_every or st.monitor_batches >= 2, "stunting.monitor_batches",
-           st.monitor_batches, "the probes fit on half the monitor's batches and score on the "
+  _require(not mon.every or mon.batches >= 2, "monitor.batches",
+           mon.batches, "the probes fit on half the monitor's batches and score on the "
            "other half: use >= 2 (or probes.enabled=False)")
 
 
@@ -626,7 +668,8 @@ def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   stunt = _stunting(config, lookahead)
   return Settings(
       model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
-      lookahead=lookahead, stunting=stunt, objective=_objective(config, tokenizer.mask_id),
+      lookahead=lookahead, mixture=stunt.mixture, stunting=stunt,
+      objective=_objective(config, tokenizer.mask_id),
       monitor_lookahead=stunt.lookahead or lookahead,
       dev_lookahead=_dev_lookahead(config, lookahead),
       data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,

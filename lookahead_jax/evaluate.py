@@ -49,6 +49,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lookahead_jax import aot, evals, fit, monitor, report, sharding, stats
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
@@ -129,7 +130,7 @@ def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, para
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
     ahead.warm(batch_step(model_cfg, ev, la), params,
                aot.abstract(batch), jax.random.fold_in(jax.random.key(ev.seed), 0),
-               config.lookahead.beta)
+               settings.mixture.beta)
   task = evals.task(config.data.name)
   if hasattr(task, "compile_ahead"):
     task.compile_ahead(ahead, config, settings, params)
@@ -217,7 +218,7 @@ def monitor_summary(log: list[dict[str, Any]], settings: Settings, part: str
   dev = settings.dev_lookahead
   return dict(step=last["step"], G=last.get(key), G_ci=[last.get(key + "_lo"),
                                                         last.get(key + "_hi")],
-              lookahead=dev.describe(settings.stunting.beta))
+              lookahead=dev.describe(settings.mixture.beta))
 
 
 def headline_row(rows: list[dict[str, Any]]) -> int:
@@ -272,9 +273,9 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   for kind, width, horizon in runs:
     la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
     step = batch_step(model_cfg, ev, la)
-    val = split_pass(step, params, batches(ev.validation_split), rng, config.lookahead.beta,
+    val = split_pass(step, params, batches(ev.validation_split), rng, settings.mixture.beta,
                      mesh, progress, groups)
-    test = split_pass(step, params, batches(ev.test_split), rng, config.lookahead.beta, mesh,
+    test = split_pass(step, params, batches(ev.test_split), rng, settings.mixture.beta, mesh,
                       progress, groups)
     test_rows, n_rows = compact_rows(test.row)
     # the same resamples of the test rows for every figure and setting: paired
@@ -337,3 +338,8 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
     report.write_eval(out, hist[best_row], test.group, epath.Path(workdir) / "eval",
                       monitor.trajectory(log), tables)
   return out
+
+
+def command(workdir: str, config: ConfigDict) -> None:
+  """`lookahead-jax eval`: the evaluation suite on the workdir's parameters."""
+  run(config, config_lib.prepare_and_validate(config), workdir)

@@ -50,6 +50,26 @@ SAMPLERS = ("greedy", "beam", "sample", "amplified")  # evals/generation.py: con
 
 
 @dataclasses.dataclass(frozen=True)
+class Mixture:
+  """How a lookahead's q and the mixture q~ of p and q are formed (hashable): one for the
+  whole run, read by stunting, the monitor, the evaluation's amplified decoding and
+  generation alike.
+
+  temperature: tau of q (`amplify`).
+  scheme:      "sum" or "max" over the paths that start with a token (`amplify`).
+  mixture:     "linear" or "loglinear" (`mix`).
+  lam:         the weight of q in the mixture.
+  beta:        SMC tempering (a lookahead of kind "smc").
+  """
+
+  temperature: float = 1.0
+  scheme: str = "sum"
+  mixture: str = "linear"
+  lam: float = 0.5
+  beta: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Lookahead:
   """Which lookahead builds q (hashable: a static argument of jitted functions).
 

@@ -1,6 +1,6 @@
 """Monitoring during training: does explicit lookahead keep helping the model?
 
-Every `stunting.monitor_every` steps, on fixed held-out batches of data.val_split, the
+Every `monitor.every` steps, on fixed held-out batches of data.val_split, the
 lookahead-specific gain G = gain(q_H) - gain(q_1) of the stunting lookahead and of a dev
 lookahead that stunting never uses (docs/design.md section 3; config._dev_lookahead makes
 it differ from the stunting one in kind or horizon), and the teacher-forced accuracy on
@@ -8,7 +8,7 @@ the marked tokens, split by mark group (path_star: the goal's depth).
 
 G is measured as the evaluation measures it (fit.py, docs/design.md section 2), not at
 one fixed tau and lam: the held-out batches are split, for the whole run, into
-`stunting.monitor_batches` REPORT batches and the next `stunting.monitor_fit_batches` FIT
+`monitor.batches` REPORT batches and the next `monitor.fit_batches` FIT
 batches of the split. At every monitoring step one pass per batch computes, at the scored
 tokens, the paths of each monitoring lookahead (run at those anchors only) and p's top-k,
 k up to the largest width among the lookaheads (the control family). On the FIT batches'
@@ -211,23 +211,23 @@ def setting_figures(fits: dict[str, fit_lib.Fit]) -> dict[str, float]:
 class Monitor:
   """G of the stunting and the dev lookahead on fixed held-out batches (module docstring).
 
-  Every `stunting.monitor_every` steps: each side fitted on the FIT batches, the figures
+  Every `monitor.every` steps: each side fitted on the FIT batches, the figures
   pooled over the REPORT batches with row-bootstrap intervals (it says which batches and
   lookaheads when it starts). G of the dev lookahead is read on the marked tokens (all
   tokens where the testbed marks none). Once its interval has been above 0, a warning
-  follows when G has not been positive for `stunting.monitor_patience` evaluations in a
+  follows when G has not been positive for `monitor.patience` evaluations in a
   row (the model may have internalized the lookahead that stunting is meant to keep it
   from learning); before, it says once that lookahead has not helped yet. With probes,
   also the probes' figures (probes.named) as monitor_<name>.
 
   batches: (report, fit) lists of host batches, for tests; None reads data.val_split:
-  the first monitor_batches batches report, the next monitor_fit_batches fit.
+  the first monitor.batches batches report, the next monitor.fit_batches fit.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, settings: Settings,
                mesh: jax.sharding.Mesh, batches: tuple[list, list] | None = None):
-    st = config.stunting
-    self.every, self.patience, self.streak, self.last = st.monitor_every, st.monitor_patience, 0, {}
+    mon = config.monitor
+    self.every, self.patience, self.streak, self.last = mon.every, mon.patience, 0, {}
     self.helped, self.said_not_yet = False, False
     if not self.every:
       return
@@ -247,15 +247,15 @@ class Monitor:
     self.n_report = len(report)
     batch_sharding = sharding.batch_sharding(mesh)
     self.batches = [pipeline.global_batch(b, batch_sharding) for b in report + fitting]
-    s = settings.stunting
-    self.lookaheads = (("stunting", settings.monitor_lookahead, s.beta),
-                       ("dev", settings.dev_lookahead, s.beta))
+    mix = settings.mixture
+    self.lookaheads = (("stunting", settings.monitor_lookahead, mix.beta),
+                       ("dev", settings.dev_lookahead, mix.beta))
     width = min(max(la.width for _, la, _ in self.lookaheads), settings.model.vocab_size)
     self.control_widths = range(1, width + 1)
-    self.scheme, self.mixture = s.scheme, s.mixture
+    self.scheme, self.mixture = mix.scheme, mix.mixture
     self.fn = functools.partial(held_out_pass, config=settings.model,
                                 lookaheads=self.lookaheads, control_width=width,
-                                loglinear=s.mixture == "loglinear")
+                                loglinear=mix.mixture == "loglinear")
     self.resamples, self.seed = config.eval.bootstrap, config.eval.seed
     self.rng = jax.random.key(config.seed + 1)
     self.compiled = self.probes_compiled = None  # Futures of the compiles, `compile_ahead`
@@ -268,10 +268,10 @@ class Monitor:
         "%s and the dev lookahead %s (%s, %s mixture)", self.every, len(report),
         count(report, False), count(report, True), width, len(fitting), count(fitting, False),
         count(fitting, True), ", ".join(self.parts),
-        *(la.describe(beta) for _, la, beta in self.lookaheads), s.scheme, s.mixture)
+        *(la.describe(beta) for _, la, beta in self.lookaheads), mix.scheme, mix.mixture)
     if self.groups and not count(fitting, True):
       logging.warning("monitor: the %d fit batches hold no marked token: G on marked tokens "
-                      "cannot be fitted and is left out; raise stunting.monitor_fit_batches",
+                      "cannot be fitted and is left out; raise monitor.fit_batches",
                       len(fitting))
     self.probes = settings.probes
     if self.probes is not None:
@@ -298,8 +298,7 @@ class Monitor:
   def _read(config: ml_collections.ConfigDict, settings: Settings) -> tuple[list, list]:
     """The report and fit batches of data.val_split (different batches, fixed for the
     run); where the split has fewer than both ask, what it has, split in their ratio."""
-    st = config.stunting
-    want_report, want_fit = st.monitor_batches, st.monitor_fit_batches
+    want_report, want_fit = config.monitor.batches, config.monitor.fit_batches
     host = list(itertools.islice(pipeline.make_ordered_iterator(
         config.data.name, config.data.val_split, **settings.data), want_report + want_fit))
     if len(host) < 2:
@@ -311,7 +310,7 @@ class Monitor:
       n_report = min(max(1, round(len(host) * want_report / (want_report + want_fit))),
                      len(host) - 1)
       logging.warning("monitor: data.val_split=%r has %d batches, fewer than "
-                      "stunting.monitor_batches=%d + monitor_fit_batches=%d: reporting on %d, "
+                      "monitor.batches=%d + monitor.fit_batches=%d: reporting on %d, "
                       "fitting on %d", config.data.val_split, len(host), want_report, want_fit,
                       n_report, len(host) - n_report)
     return host[:n_report], host[n_report:]

@@ -138,10 +138,10 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
                                     + f" nats/token on {'marked' if marked else 'all'} tokens "
                                     f"at step {monitored['step']} (G = gain(q_H) - gain(q_1) of "
                                     f"the dev lookahead {summary.get('dev_lookahead', '')}, on "
-                                    f"{config.stunting.monitor_batches} held-out batches; each "
+                                    f"{config.monitor.batches} held-out batches; each "
                                     "side's tau and lam"
                                     + (f", and q_1's top-{int(width)}" if width else "")
-                                    + f", fitted on {config.stunting.monitor_fit_batches} other "
+                                    + f", fitted on {config.monitor.fit_batches} other "
                                     "held-out batches)"))
   if monitored and "monitor_future_gain" in monitored:
     icl = monitored.get("monitor_icl_score")

@@ -95,8 +95,7 @@ class Stunting:
                    SMC lookahead); `hooks` is its object.
   lookahead:       the stunting lookahead; None for modes without one.
   contrast:        "control" (q_H against its horizon-1 control) or "naive" (q against p).
-  temperature, scheme, mixture, lam: how q and the mixture q~ are read off the paths.
-  beta:            SMC tempering.
+  mixture:         how q and the mixture q~ are formed (the run's one lookahead_lib.Mixture).
   penalty:         v2_penalty coefficient.
   distill:         distill: coefficient of KL(q~_H || p).
   margin:          a token is toward when log q~_H(y) - log q~_1(y) (naive: - log p(y))
@@ -109,11 +108,7 @@ class Stunting:
   mode: str = "none"
   lookahead: lookahead_lib.Lookahead | None = None
   contrast: str = "control"
-  temperature: float = 1.0
-  scheme: str = "sum"
-  mixture: str = "linear"
-  lam: float = 0.5
-  beta: float = 4.0
+  mixture: lookahead_lib.Mixture = lookahead_lib.Mixture()
   penalty: float = 1.0
   distill: float = 1.0
   margin: float = 0.01
@@ -155,7 +150,8 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
   (movement) and kl (KL(q_H || p)); all 0 / False where an anchor has no lookahead.
   """
   log_p_y = lookahead_lib.token_log_prob(log_p, targets)
-  mix_y = lookahead_lib.mix_at(amp, log_p, targets, stunting.lam, stunting.mixture)
+  mix = stunting.mixture
+  mix_y = lookahead_lib.mix_at(amp, log_p, targets, mix.lam, mix.mixture)
   log_p_k = _at_tokens(log_p, amp)
   p_dot_q = amp.expect(jnp.exp(log_p_k))
   if control is None:  # naive: against p
@@ -163,7 +159,7 @@ def token_terms(log_p, targets, amp: lookahead_lib.Amplified,
     m = jnp.exp(amp.at(targets)) - jnp.exp(log_p_y) - p_dot_q + jnp.sum(
         jnp.exp(2.0 * log_p), axis=-1)
   else:  # against the horizon-1 control
-    reference_y = lookahead_lib.mix_at(control, log_p, targets, stunting.lam, stunting.mixture)
+    reference_y = lookahead_lib.mix_at(control, log_p, targets, mix.lam, mix.mixture)
     m = (jnp.exp(amp.at(targets)) - jnp.exp(control.at(targets)) - p_dot_q
          + control.expect(jnp.exp(_at_tokens(log_p, control))))
   kl = amp.expect(jnp.where(amp.log_q > -jnp.inf, amp.log_q - log_p_k, 0.0))
@@ -195,7 +191,7 @@ def penalty(log_p, amp: lookahead_lib.Amplified,
 def distill_kl(log_p, amp: lookahead_lib.Amplified, stunting: Stunting) -> Array:
   """KL(q~_H || p) [b, T], differentiable in log_p; the mixture q~_H is a fixed target."""
   target = jax.lax.stop_gradient(lookahead_lib.mix(
-      log_p, amp.dense(log_p), stunting.lam, stunting.mixture))
+      log_p, amp.dense(log_p), stunting.mixture.lam, stunting.mixture.mixture))
   kl = jnp.sum(jnp.exp(target) * (target - log_p), axis=-1)
   return jnp.where(amp.valid, kl, 0.0)
 

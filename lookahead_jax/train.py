@@ -43,7 +43,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import aot, checkpoint, report, sharding
+from lookahead_jax import aot, checkpoint, evaluate, report, sharding
+from lookahead_jax import config as config_lib
 from lookahead_jax import heads as heads_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
@@ -136,11 +137,11 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
 
   # The paths of a lookahead, from the current parameters under stop_gradient, at the
   # anchors the loss weighs (the others' paths would only be multiplied by 0).
-  sg = jax.lax.stop_gradient
+  sg, mix = jax.lax.stop_gradient, stunt.mixture
   paths = functools.partial(lookahead_lib.paths_from_pass, sg(params), sg(logits), sg(cache),
                             batch["positions"], batch["segment_ids"], lookahead_key,
                             needed=weights > 0, config=model_cfg)
-  found = None if stunt.lookahead is None else paths(stunt.beta, lookahead=stunt.lookahead)
+  found = None if stunt.lookahead is None else paths(mix.beta, lookahead=stunt.lookahead)
   head_loss = jnp.zeros(())
   if heads is not None:
     if heads.eod_id is not None:
@@ -156,12 +157,12 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
 
   # The amplified targets.
   log_p = jax.nn.log_softmax(logits)
-  amp = lookahead_lib.amplify(found, stunt.temperature, stunt.scheme)
+  amp = lookahead_lib.amplify(found, mix.temperature, mix.scheme)
   control = None  # the horizon-1 control: top-B of p (or N draws), no forward pass
   if stunt.uses_control:
     control = lookahead_lib.amplify(
-        lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, stunt.beta,
-                                    lookahead=stunt.lookahead), stunt.temperature, stunt.scheme)
+        lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, mix.beta,
+                                    lookahead=stunt.lookahead), mix.temperature, mix.scheme)
   terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
   token_weights, weight_stats = stunt.hooks.token_weights(terms, weights, target)
   penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
@@ -383,7 +384,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
   raises `NonFiniteError`. Returns the summary that process 0 prints. `settings`: what
   config.validate(config) returned. With `ahead`, the monitor's passes compile on its
   thread while the run starts, then `compile_later(abstract params)` queues what the
-  caller runs after training (main.py: the evaluation's compiles).
+  caller runs after training (`command`: the evaluation's compiles).
   """
   workdir = str(checkpoint.absolute(workdir))
   main_process = jax.process_index() == 0
@@ -524,7 +525,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
   counters = metrics_lib.sum_over_processes(train_iter.counters())
   summary = _summary(config, workdir, state, log.records, val, counters,
                      time.perf_counter() - start, resumed_from, preempted, monitor.last,
-                     settings.dev_lookahead.describe(settings.stunting.beta))
+                     settings.dev_lookahead.describe(settings.mixture.beta))
   if main_process:
     print(report.summary_table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
           flush=True)
@@ -577,3 +578,16 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       "data": counters,
   }
   return dict(summary, rows=report.summary_rows(summary, config, workdir))
+
+
+def command(workdir: str, config: ConfigDict) -> None:
+  """`lookahead-jax train`: trains (resuming), then with eval.at_end runs the evaluation
+  suite; the monitor's and the evaluation's compiles run beside the training loop."""
+  settings = config_lib.prepare_and_validate(config)
+  with aot.Ahead() as ahead:
+    later = (functools.partial(evaluate.compile_ahead, ahead, config, settings)
+             if config.eval.at_end else None)
+    summary = run(config, settings, workdir, ahead, later)
+    ahead.close(cancel=summary["preempted"])
+  if config.eval.at_end and not summary["preempted"]:
+    evaluate.run(config, settings, workdir)

@@ -122,7 +122,7 @@ def tiny_run(rhyme_data_dir):
       "train.log_every": 2, "train.val_every": 0, "train.val_batches": 2,
       "train.checkpoint_every": 4,
       "eval.at_end": False,  # tests that evaluate ask for it
-      "stunting.monitor_every": 0,  # tests that monitor ask for it
+      "monitor.every": 0,  # tests that monitor ask for it
   }
   overrides.update({f"data.options.{k}": v for k, v in RHYME_TEST_OPTIONS.items()})
   return overrides

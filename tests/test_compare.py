@@ -25,7 +25,7 @@ def test_every_experiment_config_has_every_mode(path):
   runs = compare.load(path)
   assert [name for name, _ in runs] == list(stunting.MODES)
   for mode, config in runs:
-    assert config.stunting.mode == mode and config.stunting.monitor_every > 0
+    assert config.stunting.mode == mode and config.monitor.every > 0
     assert config.model.max_len >= config.data.seq_len + config.lookahead.horizon
     assert config.is_locked  # built on the schema: nothing unknown
   # A run is named by the argument after the colon.
@@ -43,8 +43,8 @@ SETS = ["data.tokenizer=''", "model.vocab_size=258", "data.seq_len=32", "model.n
         "model.d_model=32", "lookahead.width=2", "train.steps=4", "train.warmup_steps=1",
         "train.log_every=2", "train.checkpoint_every=0", "eval.max_batches=1",
         "eval.batch_size=8", "eval.schemes=('sum',)", "eval.mixtures=('linear',)",
-        "stunting.dev_width=2", "eval.bootstrap=200",
-        "stunting.monitor_every=4",  # once, at the last step: the trajectory's one point
+        "monitor.dev_width=2", "eval.bootstrap=200",
+        "monitor.every=4",  # once, at the last step: the trajectory's one point
         ] + [
             f"data.options.{k}={v}" for k, v in RHYME_TEST_OPTIONS.items()]
 
@@ -106,7 +106,7 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
 
 def test_bad_assignments_are_one_line_errors(tmp_path):
   spec = os.path.join(REPO, "configs", "experiments", "rhyme.py:none")
-  with pytest.raises(ConfigError, match="write KEY=VALUE"):
+  with pytest.raises(ConfigError, match="write --config.KEY=VALUE"):
     compare.run(spec, str(tmp_path), ["train.steps"])
   with pytest.raises(ConfigError, match="no config file"):
     compare.run("configs/experiments/nope.py", str(tmp_path))
@@ -115,6 +115,20 @@ def test_bad_assignments_are_one_line_errors(tmp_path):
 
 
 MASKED = os.path.join(REPO, "configs", "experiments", "masked_rho.py")
+
+
+def test_a_renamed_key_in_a_config_file_is_one_line(tmp_path):
+  path = tmp_path / "old.py"
+  path.write_text("from lookahead_jax import config as config_lib\n\n"
+                  "def get_config(arg=None):\n"
+                  "  config = config_lib.base_config()\n"
+                  "  config.stunting.dev_width = 4\n"
+                  "  return config\n")
+  with pytest.raises(ConfigError, match=r"^stunting.dev_width is now monitor.dev_width: "):
+    compare.load(f"{path}:none")
+  spec = os.path.join(REPO, "configs", "experiments", "rhyme.py:none")
+  with pytest.raises(ConfigError, match=r"^eval.tsp_instances is now eval.task_instances: "):
+    compare.run(spec, str(tmp_path), ["eval.tsp_instances=5"])
 
 
 def test_the_masked_experiment_config_runs_the_rho_spectrum_without_stunting():
@@ -244,6 +258,19 @@ def test_a_record_round_trips_with_what_made_it(tmp_path):
   config.lookahead.policy = "visits"
   assert compare.read_record(config, str(record)) is None
   config.lookahead.policy = compare.config_lib.base_config().lookahead.policy
+  # A record made before keys were renamed is read under their new names, left as it is.
+  saved = json.loads((record / compare.RUN_FILE).read_text())
+  for old, new in compare.config_lib.RENAMED.items():
+    (section, key), (new_section, new_key) = old.split("."), new.split(".")
+    saved["config"][section][key] = saved["config"][new_section].pop(new_key)
+  del saved["config"]["monitor"]
+  old_record = json.dumps(saved)
+  (record / compare.RUN_FILE).write_text(old_record)
+  assert compare.read_record(config, str(record)) is not None
+  assert (record / compare.RUN_FILE).read_text() == old_record
+  config.monitor.dev_width += 1
+  assert compare.read_record(config, str(record)) is None
+  config.monitor.dev_width -= 1
   config.train.steps += 1
   assert compare.read_record(config, str(record)) is None
   assert compare.read_record(config, str(tmp_path / "none")) is None

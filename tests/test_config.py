@@ -117,6 +117,29 @@ def test_the_schema_is_locked_against_unknown_keys(config):
   config.data.options.anything = 1  # the builder's options are its own (checked by it)
 
 
+@pytest.mark.parametrize("old", sorted(config_lib.RENAMED))
+def test_a_renamed_key_is_one_line_naming_its_new_name(config, old):
+  new = config_lib.RENAMED[old]
+  expected = f"{old} is now {new}: rename it in the config file or override"
+  section, key = old.split(".")
+  with pytest.raises(AttributeError) as assigned:  # as a config file sets it
+    setattr(config[section], key, 1)
+  with pytest.raises(KeyError) as overridden:  # as an override sets it
+    config.update_from_flattened_dict({old: 1})
+  with pytest.raises(AttributeError) as read:  # as a config file reads it
+    getattr(config[section], key)
+  for error in (assigned.value, overridden.value, read.value):
+    assert str(config_lib.renamed_key_error(error)) == expected
+  new_section, new_key = new.split(".")
+  assert new_key in config[new_section]
+
+
+def test_an_unknown_key_that_was_never_renamed_gets_no_new_name(config):
+  with pytest.raises(AttributeError) as e:
+    config.train.stepz = 5
+  assert config_lib.renamed_key_error(e.value) is None
+
+
 def test_a_config_not_built_on_the_schema_is_one_line():
   import ml_collections
 
@@ -139,9 +162,9 @@ def test_max_len_follows_seq_len_and_horizon_and_an_int_wins(config):
 def test_experiment_monitoring_interval_follows_the_steps_set_later():
   config = config_lib.experiment(config_lib.base_config(), "v1_token")
   config.train.steps = 300
-  assert config.stunting.monitor_every == 30
+  assert config.monitor.every == 30
   config.train.steps = 25
-  assert config.stunting.monitor_every == 3  # a tenth, rounded up: never 0 (off)
+  assert config.monitor.every == 3  # a tenth, rounded up: never 0 (off)
 
 
 def test_validate_derives_the_settings_once(config):

@@ -35,14 +35,14 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   config.model.update(vocab_size=tok.vocab_size, max_len=40, num_layers=1, d_model=16,
                       num_heads=2)
   config.data.seq_len, config.eval.batch_size, config.train.global_batch = 32, 8, 8
-  config.eval.tsp_instances, config.eval.widths = 4, (2,)
+  config.eval.task_instances, config.eval.widths = 4, (2,)
   config.lookahead.width, config.lookahead.horizon = 2, 3
   settings = config_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   tours = tsp_eval.evaluate(params, config, settings, None)
   assert set(tours) == set(tsp_eval.METHODS)
   coords, optimal = tsp_eval.instances(config)[5]
-  assert coords.shape == (4, 5, 2)  # the first eval.tsp_instances of the count
+  assert coords.shape == (4, 5, 2)  # the first eval.task_instances of the count
   for method, fn in tsp_tours.HEURISTICS.items():
     row = tours[method][5]
     want = tsp_eval.gaps(coords, optimal, fn(coords))

@@ -40,6 +40,14 @@ def test_unknown_override_is_one_line(tiny_run, tmp_path):
   assert _only_line(result.stderr).startswith("error: unknown config key train.stepz:")
 
 
+def test_a_renamed_override_is_one_line_naming_its_new_name(tiny_run, tmp_path):
+  result = _run(*command("train", tmp_path, {**tiny_run, "stunting.monitor_every": 3}))
+  assert result.returncode == 1
+  assert _only_line(result.stderr) == (
+      "error: stunting.monitor_every is now monitor.every: rename it in the config file or "
+      "override")
+
+
 def test_a_workdir_that_is_a_file_is_one_line(tiny_run, tmp_path):
   path = tmp_path / "notes.txt"
   path.write_text("x")
@@ -67,6 +75,27 @@ def test_help_gives_every_stunting_mode_its_line(monkeypatch):
   assert doc.startswith(main.__doc__)
   for mode, line in stunting.DESCRIPTIONS.items():
     assert f"\n  {mode:<11} {line}" in doc
+
+
+def test_compare_takes_config_overrides_as_every_command_does(tmp_path, monkeypatch):
+  from lookahead_jax import compare
+
+  calls = []
+  monkeypatch.setattr(compare, "run", lambda *args: calls.append(args))
+  argv = main.parse_flags(["lookahead-jax", "compare", "--configs=x.py:none",
+                           f"--workdir={tmp_path}", "--config.train.steps=3",
+                           "--config.data.name=path_star", "--seeds=2"])
+  try:
+    main.main(argv)
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert calls == [("x.py:none", str(tmp_path), ["train.steps=3", "data.name=path_star"], 2,
+                    "", False)]
+
+
+def test_a_flag_the_command_does_not_take_is_a_usage_error(tmp_path):
+  result = _run(*command("train", tmp_path, {}, "--sampeler=beam"))
+  assert result.returncode == 1 and "train does not take --sampeler=beam" in result.stderr
 
 
 def test_a_bad_command_is_a_usage_error(tmp_path):

@@ -51,8 +51,8 @@ def _gains(g, lo, hi):
 
 def test_the_warning_fires_only_after_g_had_been_clearly_positive(caplog):
   config = config_lib.base_config()
-  config.stunting.monitor_patience = 2
-  never = monitor.Monitor(config, None, None)  # monitor_every = 0: nothing is built
+  config.monitor.patience = 2
+  never = monitor.Monitor(config, None, None)  # monitor.every = 0: nothing is built
   never.part = "marked"
   caplog.set_level("INFO", logger="absl")  # absl's verbosity sets that logger's level
   never._warn(0, {"monitor_G_dev": 0.3})  # no marked figure (no fit): nothing said
@@ -116,10 +116,11 @@ def setup(tiny_config, tiny_params, forward):
   """A config, settings and mesh for a monitor of a tiny model (sharpened weights) with
   a beam B=2 H=3 stunting lookahead and a beam B=3 H=2 dev lookahead (another horizon)."""
   config = config_lib.base_config()
-  config.stunting.monitor_every = 1
+  config.monitor.every = 1
   config.eval.bootstrap = 200
   settings = types.SimpleNamespace(
-      model=tiny_config, stunting=stunting_lib.Stunting(mode="none", lookahead=None),
+      model=tiny_config, mixture=la_lib.Mixture(),
+      stunting=stunting_lib.Stunting(mode="none", lookahead=None),
       monitor_lookahead=la_lib.Lookahead(width=2, horizon=3),
       dev_lookahead=la_lib.Lookahead(width=3, horizon=2), probes=None, tokenizer=None)
   params = jax.tree.map(lambda x: 3.0 * x, tiny_params)
@@ -230,12 +231,12 @@ def test_the_dev_lookahead_differs_from_the_stunting_one_in_kind_or_horizon(tiny
   config.stunting.mode = "v4"  # stunting with SMC: the dev lookahead is a beam
   assert config_lib._dev_lookahead(config, lookahead).kind == "beam"
   config_lib._check_stunting(config, tiny_config)
-  config.stunting.dev_kind = "smc"  # SMC of v4's own horizon: the stunting signal again
-  with pytest.raises(config_lib.ConfigError, match=r"stunting.dev_kind/dev_horizon=\('smc', 0\)"
-                     r".*smc H=4.*set stunting.dev_kind=''"):
+  config.monitor.dev_kind = "smc"  # SMC of v4's own horizon: the stunting signal again
+  with pytest.raises(config_lib.ConfigError, match=r"monitor.dev_kind/dev_horizon=\('smc', 0\)"
+                     r".*smc H=4.*set monitor.dev_kind=''"):
     config_lib._check_stunting(config, tiny_config)
-  config.stunting.dev_horizon = 2  # another horizon: independent
+  config.monitor.dev_horizon = 2  # another horizon: independent
   config_lib._check_stunting(config, tiny_config)
-  config.stunting.mode, config.stunting.dev_kind, config.stunting.dev_horizon = "none", "beam", 0
+  config.stunting.mode, config.monitor.dev_kind, config.monitor.dev_horizon = "none", "beam", 0
   with pytest.raises(config_lib.ConfigError, match="restates the stunting signal"):
     config_lib._check_stunting(config, tiny_config)  # a wider beam of the same horizon

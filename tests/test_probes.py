@@ -159,9 +159,9 @@ def test_probe_settings_are_derived_and_checked(tiny_run):
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(
         ")", r"\)")):
       config_lib.validate(bad)
-  one = load_config(RHYME_CONFIG, {**tiny_run, "stunting.monitor_every": 2,
-                                     "stunting.monitor_batches": 1})
-  with pytest.raises(config_lib.ConfigError, match="stunting.monitor_batches=1"):
+  one = load_config(RHYME_CONFIG, {**tiny_run, "monitor.every": 2,
+                                     "monitor.batches": 1})
+  with pytest.raises(config_lib.ConfigError, match="monitor.batches=1"):
     config_lib.validate(one)
 
 
@@ -173,7 +173,7 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
 
   config = load_config(RHYME_CONFIG, {
       **tiny_run, "train.steps": 4, "train.checkpoint_every": 0, "lookahead.width": 2,
-      "lookahead.horizon": 2, "stunting.monitor_every": 2, "stunting.dev_width": 2,
+      "lookahead.horizon": 2, "monitor.every": 2, "monitor.dev_width": 2,
       "probes.steps": 5, "probes.induction_rows": 2})
   summary = train.run(config, config_lib.validate(config), str(tmp_path))
   records = [r for r in metrics_lib.read(str(tmp_path)) if "monitor_future_gain" in r]

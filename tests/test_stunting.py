@@ -26,8 +26,8 @@ LOOKAHEAD = la_lib.Lookahead(width=3, horizon=3)
 def _stunt(mode, contrast="naive", lookahead=LOOKAHEAD, **kw):
   """The tests of each mode's mechanics use the naive definitions (q against p); the
   control contrast has tests of its own below."""
-  return st_lib.Stunting(mode=mode, lookahead=lookahead, contrast=contrast, lam=0.5,
-                         alignment_every=1, **kw)
+  return st_lib.Stunting(mode=mode, lookahead=lookahead, contrast=contrast,
+                         mixture=la_lib.Mixture(lam=0.5), alignment_every=1, **kw)
 
 
 def _batch(config, seed=0, b=4, t=12):
@@ -522,11 +522,11 @@ def test_monitoring_logs_g_and_a_dev_g_never_positive_gives_no_warning(
 
   config = load_config(RHYME_CONFIG, {
       **tiny_run, "train.steps": 3, "train.checkpoint_every": 0, "lookahead.lam": 0.9,
-      "lookahead.width": 2, "lookahead.horizon": 2, "stunting.monitor_every": 1,
-      "stunting.monitor_patience": 2, "stunting.monitor_batches": 1, "stunting.dev_width": 2,
+      "lookahead.width": 2, "lookahead.horizon": 2, "monitor.every": 1,
+      "monitor.patience": 2, "monitor.batches": 1, "monitor.dev_width": 2,
       # a dev lookahead of horizon 1 is one of its control's family (p's top-k): G ~ 0,
       # never clearly positive
-      "stunting.dev_kind": "beam", "stunting.dev_horizon": 1,
+      "monitor.dev_kind": "beam", "monitor.dev_horizon": 1,
       "probes.enabled": False})  # one monitor batch: no split for the probes (test_probes)
   # absl's verbosity sets the "absl" logger's level (a command run in-process may have
   # raised it): INFO on that logger for the run.
@@ -575,7 +575,8 @@ def test_v1_token_a_confident_correct_token_is_not_toward_under_the_default_marg
   base = config_lib.base_config()
   assert base.stunting.margin == st_lib.Stunting().margin == 0.01
   stunt = st_lib.Stunting(mode="v1_token", lookahead=LOOKAHEAD, contrast="control",
-                          lam=base.lookahead.lam, mixture=base.lookahead.mixture,
+                          mixture=la_lib.Mixture(lam=base.lookahead.lam,
+                                                 mixture=base.lookahead.mixture),
                           margin=base.stunting.margin)
   y = jnp.asarray([[3]], jnp.int32)
   rest = 0.001 / 15

@@ -38,5 +38,5 @@ def get_config(mode: str = "none"):
   config.train.val_every = 0
   config.train.checkpoint_every = 100
 
-  config.stunting.dev_width = 8
+  config.monitor.dev_width = 8
   return config_lib.experiment(config, mode)

@@ -30,7 +30,7 @@ leaves see H tokens further), the done head toward the answer's end; the search 
 its leaves and ends its paths with them, so the teacher improves as the heads learn.
 Cost: the distill step runs the search at every answer token, about 9 s a step on a
 2-core CPU shared at a load average of 10 (docs/results.md), and ida's also a beam of
-the search's width and depth for the value targets (10 s a step at a load of 8), so the
+the search's width and depth for the value targets (4-10 s a step at a load of 8-10), so the
 IDA runs want an accelerator or hours.
 """
 
@@ -40,47 +40,22 @@ EXPERIMENTS = ("none", "distill", "ida")
 
 
 def get_config(mode: str = "none"):
-  config = config_lib.base_config()
-  config.data.name = "path_star"
-  config.data.options.update(degree=2, num_nodes=20, min_arm=2, max_arm=5, min_goal_depth=2,
-                             leaf_goals=True, edge_tokens=True, train_size=50_000,
-                             validation_size=512, test_size=2048)
-  config.data.seq_len = 32  # the longest example is 20 tokens (+ its EOD)
-  config.data.answer_only = True  # no loss on the random edge list
-
-  config.model.vocab_size = 426  # 6 symbols + 20 node labels + 400 edge tokens
-  config.model.num_layers = 2
+  config = config_lib.beside(__file__, "../default.py").get_config()
   config.model.d_model = 128
-  config.model.num_heads = 4
 
+  # MCTS of the default run's width (children a node) and horizon; simulations and policy
+  # at their defaults: K(H-1) = 14 model calls (beam B=2 H=8's), Gumbel MuZero's policy.
   config.lookahead.kind = "mcts"
-  config.lookahead.width = 2  # children a node: one per arm at the first step
-  config.lookahead.horizon = 8  # the first step, up to 4 more down an arm, 3 past its leaf
-  config.lookahead.simulations = 0  # K(H-1) = 14, the model calls of beam B=2 H=8
-  config.lookahead.policy = "gumbel"
-  config.lookahead.lam = 0.9  # distill's mixture weight
-  config.lookahead.length_penalty = 0.0  # the beam it is compared with, as the default run's
   config.lookahead.chunk = 32
 
   config.train.steps = 2000
-  config.train.global_batch = 32
-  config.train.learning_rate = 1e-3
-  config.train.warmup_steps = 100
-  config.train.log_every = 50
-  config.train.val_every = 0
-  config.train.val_batches = 4
   config.train.checkpoint_every = 500
 
+  config.eval.at_end = False
   config = config_lib.experiment(config, "distill" if mode == "ida" else mode)
   config.model.value_head = config.model.done_head = mode == "ida"
-  config.stunting.monitor_batches = 2
-  config.stunting.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
-  config.stunting.dev_width = 2
+  config.monitor.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
+  config.monitor.dev_width = 2
   config.eval.max_batches = 0  # path_star's figures use every test graph
-  config.eval.kinds = ("beam", "mcts")
-  config.eval.widths = (2,)
-  config.eval.horizons = (8,)  # their horizon-1 control comes with them
-  config.eval.schemes = ("sum",)
-  config.eval.mixtures = ("linear",)
-  config.eval.batch_size = 32
+  config.eval.kinds = ("beam", "mcts")  # the beam it is compared with; its control with them
   return config

@@ -16,8 +16,6 @@ G of both lookaheads; the comparison pairs each rho with path_star's baseline (m
 `none`, the same run but for [MASK]'s embedding) by seed and test graph.
 """
 
-import pathlib
-
 from lookahead_jax import config as config_lib
 
 RHO = {"rho_1": 1.0, "rho_0.5": 0.5, "rho_0.1": 0.1}
@@ -25,8 +23,7 @@ EXPERIMENTS = tuple(RHO)
 
 
 def get_config(mode: str = "rho_1"):
-  config = config_lib.load_file(str(pathlib.Path(__file__).with_name("path_star.py"))
-                                ).get_config("none")
+  config = config_lib.beside(__file__, "path_star.py").get_config("none")
   config.model.vocab_size += 1  # [MASK]
   config.objective.kind = "spectrum"
   config.objective.rho = RHO[mode]

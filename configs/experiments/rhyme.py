@@ -41,5 +41,5 @@ def get_config(mode: str = "none"):
   config.train.val_every = 0
   config.train.checkpoint_every = 100
 
-  config.stunting.dev_width = 8  # the dev lookahead: SMC with 8 particles
+  config.monitor.dev_width = 8  # the dev lookahead: SMC with 8 particles
   return config_lib.experiment(config, mode)

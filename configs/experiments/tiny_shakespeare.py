@@ -6,7 +6,8 @@
         --workdir=runs/ts_v2
 
 Reads the Tiny Shakespeare text shipped with the package (config_lib.TINY_SHAKESPEARE;
-another file with --set=data.options.paths="('/path/input.txt',)") through the text_files builder.
+another file with --config.data.options.paths="('/path/input.txt',)") through the
+text_files builder.
 Real text has no "needs lookahead" mark: the comparison reports the gains over all tokens.
 Tens of minutes per run on a 2-core CPU; minutes on a GPU.
 """
@@ -39,5 +40,5 @@ def get_config(mode: str = "none"):
   config.train.val_every = 500
   config.train.checkpoint_every = 500
 
-  config.stunting.dev_width = 8
+  config.monitor.dev_width = 8
   return config_lib.experiment(config, mode)

@@ -69,9 +69,9 @@ def get_config(mode: str = "none"):
 
   config = config_lib.experiment(config, mode)
   config.probes.enabled = False
-  config.stunting.dev_width = 8
+  config.monitor.dev_width = 8
   config.eval.at_end = True
-  config.eval.tsp_instances = 1000  # per city count
+  config.eval.task_instances = 1000  # per city count
   config.eval.batch_size = 32
   config.eval.max_batches = 16  # 512 rows of each split for G
   config.eval.kinds = ("beam",)

@@ -33,6 +33,8 @@ table.md and seq_rep_vs_nll.png (report.py).
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,9 +46,11 @@ from etils import epath
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lookahead_jax import decoding, report, stats
+from lookahead_jax import config as config_lib
+from lookahead_jax import decoding, editing, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import state as state_lib
 from lookahead_jax.config import ConfigError, Settings
 from lookahead_jax.data import builders, pipeline, registry
 
@@ -136,8 +140,8 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
 
 
 def continue_prompts(sampler: str, params, tokens, lengths, rng, new_tokens: int, *,
-                     config: ConfigDict, settings: Settings, beams: int, temperature: float,
-                     top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+                     settings: Settings, beams: int, temperature: float, top_k: int = 0,
+                     top_p: float = 1.0) -> jax.Array:
   """Continuations [b, new_tokens] of left-padded prompts [b, P] (lengths [b]) by one of
   `lookahead.SAMPLERS`; after a row's EOD, padding. `decode` prints these."""
   tok = settings.tokenizer
@@ -146,10 +150,10 @@ def continue_prompts(sampler: str, params, tokens, lengths, rng, new_tokens: int
     return decoding.beam_search(params, tokens, lengths, beam_size=beams, eos_id=tok.eod_id,
                                 **kwargs).sequences[:, 0]
   if sampler == "amplified":
-    la = config.lookahead
+    mix = settings.mixture
     return lookahead_lib.sample_amplified(
-        params, tokens, rng, lengths, la.temperature, la.lam, la.beta,
-        lookahead=settings.lookahead, scheme=la.scheme, mixture=la.mixture, **kwargs)
+        params, tokens, rng, lengths, mix.temperature, mix.lam, mix.beta,
+        lookahead=settings.lookahead, scheme=mix.scheme, mixture=mix.mixture, **kwargs)
   return decoding.generate(params, tokens, rng, lengths,
                            0.0 if sampler == "greedy" else temperature, top_k, top_p,
                            eos_id=tok.eod_id, **kwargs)
@@ -234,7 +238,7 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
       conts, seconds = refs, None
     else:
       call = functools.partial(continue_prompts, sampler, params, new_tokens=new_tokens,
-                               config=config, settings=settings, beams=g.beams,
+                               settings=settings, beams=g.beams,
                                temperature=g.temperature, top_p=g.top_p)
       key = jax.random.key(g.seed)
       jax.block_until_ready(call(tokens[:b], lengths[:b], key))  # compiles
@@ -258,3 +262,57 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
   if jax.process_index() == 0:
     report.write_generation(out, epath.Path(workdir) / "generate")
   return out
+
+
+def command(workdir: str, config: ConfigDict) -> None:
+  """`lookahead-jax generate-report`: prints the report's table (`run` on the workdir's
+  parameters) and where it was written."""
+  settings = config_lib.prepare_and_validate(config)
+  found = prompts(config, settings)  # a missing test split stops here
+  params, _ = state_lib.load_params(config, settings, workdir)
+  gen = run(params, found, config, settings, workdir)
+  if jax.process_index() == 0:
+    print(report.generation_table(gen))
+    print(f"command: {' '.join(sys.argv)}\nwritten to {os.path.join(workdir, 'generate')}")
+
+
+def decode(workdir: str, config: ConfigDict, prompt: list[str], sampler: str,
+           max_new_tokens: int, temperature: float, top_k: int, top_p: float, beams: int,
+           rounds: int, span: int, population: int) -> None:
+  """`lookahead-jax decode`: prints a continuation of each text of `prompt` by `sampler`
+  (`continue_prompts`, or editing.METHODS with a masked model) on the workdir's parameters
+  (state_lib.load_params)."""
+  settings = config_lib.prepare_and_validate(config)
+  model_cfg, tokenizer = settings.model, settings.tokenizer
+  if sampler in editing.METHODS:
+    _check_editing(settings, sampler, rounds, span, population)
+  params, _ = state_lib.load_params(config, settings, workdir)
+  ids = [[tokenizer.eod_id] + tokenizer.encode(text) for text in prompt]
+  width = max(map(len, ids))
+  new_tokens = min(max_new_tokens, model_cfg.max_len - width)
+  if new_tokens < 1:
+    raise ConfigError(f"--prompt: the longest prompt has {width} tokens, which leaves no room "
+                      f"in model.max_len={model_cfg.max_len}; shorten it")
+  tokens, lengths = decoding.left_pad(ids, tokenizer.pad_id)
+  if sampler in editing.METHODS:
+    editing.print_edits(params, tokenizer, model_cfg, prompt, ids, new_tokens,
+                        jax.random.key(config.seed), method=sampler, rounds=rounds, span=span,
+                        temperature=temperature, population=population)
+    return
+  out = continue_prompts(sampler, params, tokens, lengths, jax.random.key(config.seed),
+                         new_tokens, settings=settings, beams=beams,
+                         temperature=temperature, top_k=top_k, top_p=top_p)
+  for text, row in zip(prompt, np.asarray(out)):
+    print(f"--- {sampler}, {text!r}:\n{text}{tokenizer.decode(row.tolist())}")
+
+
+def _check_editing(settings: Settings, sampler: str, rounds: int, span: int,
+                   population: int) -> None:
+  """decode --sampler=edit, ga: a model with [MASK] and sensible flags (one-line errors)."""
+  if settings.model.vocab_size <= settings.tokenizer.mask_id or span < 1 or rounds < 0:
+    raise ConfigError(
+        f"--sampler={sampler} needs a model with [MASK] (model.vocab_size > "
+        f"{settings.tokenizer.mask_id}, trained with objective.kind='spectrum'), --span >= 1 "
+        "and --rounds >= 0")
+  if sampler == "ga" and population < 2:
+    raise ConfigError(f"--population={population}: give at least 2")

@@ -212,7 +212,7 @@ def _decoder_calls(params, graphs, tok, settings: Settings, beam_size: int,
     calls["amplified"] = (
         lookahead_lib.sample_amplified,
         (params, prompts, key, lengths, amplified["temperature"], amplified["lam"],
-         settings.stunting.beta),
+         settings.mixture.beta),
         dict(config=model_cfg, lookahead=la, max_new_tokens=new, scheme=amplified["scheme"],
              mixture=amplified["mixture"], pad_id=tok.pad_id))
   return calls

@@ -1,6 +1,6 @@
 """The tsp evaluator: tours decoded by the model against the heuristics and the optimum.
 
-On the first `eval.tsp_instances` test instances of each city count n (eval.test_split's
+On the first `eval.task_instances` test instances of each city count n (eval.test_split's
 `{split}_n{n}` splits, so every count gets as many): the prompt is [EOD] + the city
 triples + the separator, and the next n tokens are read as the tour. Methods:
 
@@ -41,13 +41,13 @@ COLUMNS = (("tsp_greedy_gap", "tsp greedy gap", ".3f"), ("tsp_beam_gap", "tsp be
 
 def instances(config: ConfigDict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
   """{n: (coords int32 [k, n, 2], optimal tours int32 [k, n])}: the first
-  eval.tsp_instances test instances of each city count."""
+  eval.task_instances test instances of each city count."""
   options = config.data.options.to_dict()
   out = {}
   for n in tsp.Tsp.make_config(**options).levels:
     records = builders.data_source(NAME, f"{config.eval.test_split}_n{n}",
                                    config.data.data_dir, **options)
-    k = min(config.eval.tsp_instances, len(records))
+    k = min(config.eval.task_instances, len(records))
     rows = records.__getitems__(list(range(k)))
     out[n] = (np.stack([r["coords"] for r in rows]), np.stack([r["tour"] for r in rows]))
   return out
@@ -61,13 +61,13 @@ def model_tours(params, coords: np.ndarray, config: ConfigDict, settings: Settin
   prompts, _ = tok.examples(coords, None)
   prompts = jnp.asarray(np.concatenate([np.full((len(coords), 1), tok.eod_id), prompts], 1))
   rng = jax.random.key(config.eval.seed)
-  la = config.lookahead
+  mix = settings.mixture
   greedy = decoding.generate(params, prompts, rng, config=model_cfg, max_new_tokens=n)
   beams = decoding.beam_search(params, prompts, config=model_cfg,
                                beam_size=max(config.eval.widths), max_new_tokens=n)
   amplified = lookahead_lib.sample_amplified(
-      params, prompts, rng, None, la.temperature, la.lam, la.beta, config=model_cfg,
-      lookahead=settings.lookahead, max_new_tokens=n, scheme=la.scheme, mixture=la.mixture,
+      params, prompts, rng, None, mix.temperature, mix.lam, mix.beta, config=model_cfg,
+      lookahead=settings.lookahead, max_new_tokens=n, scheme=mix.scheme, mixture=mix.mixture,
       pad_id=tok.pad_id)
   return {"greedy": np.asarray(greedy), "beam": np.asarray(beams.sequences[:, 0]),
           "amplified": np.asarray(amplified)}

@@ -28,9 +28,11 @@ def test_generated_instances_keep_only_greedy_suboptimal_and_exclude():
     np.testing.assert_allclose(best, tsp_tours.held_karp(x.coords)[1], rtol=1e-12)
     assert (nearest > best * (1 + 1e-9)).all()
     assert (x.tours[:, 0] == 0).all() and (x.tours[:, 1] < x.tours[:, -1]).all()
-  again = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40)
+  updates = []
+  again = tsp.generate_instances(np.random.default_rng(0), 6, 6, 40, progress=updates.append)
   np.testing.assert_array_equal(again.coords, first.coords)
   assert again.sampled == first.sampled
+  assert sum(updates) == 40 and min(updates) >= 0  # a progress bar's updates: every one kept
 
 
 def test_kept_share_counts_the_candidates_drawn():

@@ -34,11 +34,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from lookahead_jax.data import local, tsp_tours
 from lookahead_jax.data.tokenizers import FixedSpecialIds
@@ -116,11 +117,13 @@ class Instances:
 
 
 def generate_instances(rng: np.random.Generator, num_cities: int, grid_size: int, count: int,
-                       exclude: set[bytes] | None = None) -> Instances:
+                       exclude: set[bytes] | None = None,
+                       progress: Callable[[int], Any] | None = None) -> Instances:
   """Samples `count` distinct instances whose nearest-neighbour tour is longer than the
   optimum, none with a city set in `exclude` (which then holds the kept ones too, so
   splits generated in turn with one set are disjoint). Depends only on rng and the
-  arguments: candidates are drawn and solved in batches, kept in order."""
+  arguments: candidates are drawn and solved in batches, kept in order. `progress` is
+  called with the number kept from each batch (a progress bar's update)."""
   seen = set() if exclude is None else exclude
   per_batch = min(_MAX_BATCH, _BATCH_CELLS >> (num_cities - 1))
   coords, tours, sampled = [], [], 0
@@ -130,6 +133,7 @@ def generate_instances(rng: np.random.Generator, num_cities: int, grid_size: int
           f"found only {len(coords)} of {count} TSP instances with {num_cities} cities on a "
           f"{grid_size}x{grid_size} grid where nearest neighbour is not optimal; use a "
           f"larger grid or more cities")
+    kept_before = len(coords)
     batch = sample_coords(rng, per_batch, num_cities, grid_size)
     best, length = tsp_tours.held_karp(batch)
     greedy = tsp_tours.lengths(batch, tsp_tours.nearest_neighbour(batch))
@@ -145,6 +149,8 @@ def generate_instances(rng: np.random.Generator, num_cities: int, grid_size: int
         drawn = int(i) + 1
         break
     sampled += drawn
+    if progress is not None:
+      progress(len(coords) - kept_before)
   return Instances(np.asarray(coords, np.int32).reshape(-1, num_cities, 2),
                    np.asarray(tours, np.int32).reshape(-1, num_cities), sampled)
 
@@ -327,12 +333,15 @@ class Tsp(local.LocalBuilder):
     cfg = self.builder_config
     seen: set[bytes] = set()
     instances, drawn = {}, dict.fromkeys(cfg.levels, 0)
-    for split in reversed(local.SPLITS):  # test first: it never loses instances to train
-      for n in cfg.levels:
-        rng = np.random.default_rng([cfg.seed, local.SPLITS.index(split), n])
-        kept = generate_instances(rng, n, cfg.grid_size, local.split_size(split, cfg), seen)
-        instances[split, n] = kept
-        drawn[n] += kept.sampled
+    total = len(cfg.levels) * sum(local.split_size(s, cfg) for s in local.SPLITS)
+    with tqdm.tqdm(total=total, desc="tsp: solving", unit="instance") as bar:
+      for split in reversed(local.SPLITS):  # test first: it never loses instances to train
+        for n in cfg.levels:
+          rng = np.random.default_rng([cfg.seed, local.SPLITS.index(split), n])
+          kept = generate_instances(rng, n, cfg.grid_size, local.split_size(split, cfg), seen,
+                                    bar.update)
+          instances[split, n] = kept
+          drawn[n] += kept.sampled
     shares = {str(n): sum(len(instances[s, n]) for s in local.SPLITS) / drawn[n]
               for n in cfg.levels}
     self.info.metadata["kept_share"] = shares

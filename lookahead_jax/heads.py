@@ -45,10 +45,10 @@ class Heads:
   done_weight:  the done loss's weight.
   """
 
-  lookahead: lookahead_lib.Lookahead | None = None
-  eod_id: int | None = None
-  value_weight: float = 1.0
-  done_weight: float = 1.0
+  lookahead: lookahead_lib.Lookahead | None
+  eod_id: int | None
+  value_weight: float
+  done_weight: float
 
 
 def done_terms(done_logits: Array, targets: Array, weights: Array, eod_id: int

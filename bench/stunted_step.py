@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import sharding, train
 from lookahead_jax import state as state_lib
 from lookahead_jax.data import pipeline
@@ -55,7 +56,7 @@ def parse_args() -> argparse.Namespace:
 def make_step(path: str, mode: str, batches: int):
   """A function taking one train step of `mode` (state carried) -> loss, and the config."""
   config = config_lib.load_file(path).get_config(mode)
-  settings = config_lib.prepare_and_validate(config)
+  settings = settings_lib.prepare_and_validate(config)
   mesh = state_lib.make_mesh(config)
   tx, schedule = state_lib.make_optimizer(config.train)
   _, shardings = state_lib.state_shardings(settings.model, tx, mesh)

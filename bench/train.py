@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import sharding, train
 from lookahead_jax import state as state_lib
 from lookahead_jax.data import pipeline, tokenizers
@@ -91,7 +92,7 @@ def ours_step(args, model_cfg, params, batch, stunting="none", contrast="control
                       min_lr_ratio=1.0, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY,
                       grad_clip=CLIP)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
-  settings = config_lib.derive(config, tokenizers.ByteTokenizer())
+  settings = settings_lib.derive(config, tokenizers.ByteTokenizer())
   tx, schedule = state_lib.make_optimizer(config.train)
   _, shardings = state_lib.state_shardings(model_cfg, tx, mesh)
   state = jax.jit(state_lib.init_state, static_argnums=(0, 1, 2), out_shardings=shardings)(

@@ -23,8 +23,8 @@ train the tokenizer once, before the first run (it is saved beside the dataset a
 sentencepiece_32768.model):
 
     tfds build lm1b --data_dir=DIR --file_format=array_record
-    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import config; \
-      config.validate(runpy.run_path("configs/gpt2_small_8gpu.py")["get_config"]())'
+    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import settings; \
+      settings.prepare_and_validate(runpy.run_path("configs/gpt2_small_8gpu.py")["get_config"]())'
 """
 
 from lookahead_jax import config as config_lib

@@ -18,8 +18,8 @@ prepare LM1B as ArrayRecord and train the tokenizer once (it is saved beside the
 dataset as sentencepiece_32768.model):
 
     tfds build lm1b --data_dir=DIR --file_format=array_record
-    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import config; \
-      config.validate(runpy.run_path("configs/gpt2_small_v4_32.py")["get_config"]())'
+    TFDS_DATA_DIR=DIR python -c 'import runpy; from lookahead_jax import settings; \
+      settings.prepare_and_validate(runpy.run_path("configs/gpt2_small_v4_32.py")["get_config"]())'
 
 then copy DIR to every worker (gcloud compute tpus tpu-vm scp --recurse ... --worker=all)
 or mount it on every worker, and pass TFDS_DATA_DIR to tpu_pod.sh: every host must read

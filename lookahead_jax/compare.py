@@ -75,10 +75,11 @@ from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
 
-from lookahead_jax import aot, checkpoint, evals, evaluate, monitor, report, stats, stunting, train
+from lookahead_jax import aot, checkpoint, evals, evaluate, monitor, report, stats, train
 from lookahead_jax import config as config_lib
 from lookahead_jax import metrics as metrics_lib
-from lookahead_jax.config import ConfigError, Settings, prepare_and_validate
+from lookahead_jax.config import ConfigError
+from lookahead_jax.settings import Settings, prepare_and_validate
 
 BASELINE = "none"
 PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
@@ -577,8 +578,8 @@ def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: st
     headline = [c for key in getattr(task, "HEADLINE", report.HEADLINE)
                 for c in columns if c[0] == key]
     text = _markdown(rows, dataset, note, headline) + "".join(
-        f"\n- {r['mode']}: {stunting.DESCRIPTIONS[r['mode']]}" for r in rows
-        if r["mode"] in stunting.DESCRIPTIONS)
+        f"\n- {r['mode']}: {config_lib.STUNTING_MODES[r['mode']]}" for r in rows
+        if r["mode"] in config_lib.STUNTING_MODES)
     out = epath.Path(workdir)
     kept = {name: [{k: v for k, v in r.items() if k != "per_graph"} for r in per_seed]
             for name, per_seed in results.items()}  # per-graph lists: in each run's RUN_FILE

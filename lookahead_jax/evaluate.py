@@ -49,15 +49,15 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lookahead_jax import aot, evals, fit, monitor, report, sharding, stats
-from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
-from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
 from lookahead_jax.evals import masked as masked_eval
 from lookahead_jax.evals import probes as probes_eval
+from lookahead_jax.settings import Settings
 
 PARTS = report.PARTS
 LOOKAHEAD = "lookahead"  # the name of the evaluated lookahead in its fit.Split
@@ -342,4 +342,4 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
 
 def command(workdir: str, config: ConfigDict) -> None:
   """`lookahead-jax eval`: the evaluation suite on the workdir's parameters."""
-  run(config, config_lib.prepare_and_validate(config), workdir)
+  run(config, settings_lib.prepare_and_validate(config), workdir)

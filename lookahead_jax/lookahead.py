@@ -38,6 +38,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import decoding, mcts
 from lookahead_jax import model as model_lib
 
@@ -46,7 +47,7 @@ KINDS = ("beam", "smc", "mcts")
 TOP_K_CONTROL = ("beam", "mcts")  # kinds whose horizon-1 control is top-B of p
 SCHEMES = ("sum", "max")
 MIXTURES = ("linear", "loglinear")
-SAMPLERS = ("greedy", "beam", "sample", "amplified")  # evals/generation.py: continue_prompts
+_DEFAULT = config_lib.defaults("lookahead")  # the schema declares the defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +63,11 @@ class Mixture:
   beta:        SMC tempering (a lookahead of kind "smc").
   """
 
-  temperature: float = 1.0
-  scheme: str = "sum"
-  mixture: str = "linear"
-  lam: float = 0.5
-  beta: float = 4.0
+  temperature: float = _DEFAULT.temperature
+  scheme: str = _DEFAULT.scheme
+  mixture: str = _DEFAULT.mixture
+  lam: float = _DEFAULT.lam
+  beta: float = _DEFAULT.beta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +86,14 @@ class Lookahead:
   policy:         MCTS: q is "gumbel" (the root's improved policy) or "visits" (mcts.py).
   """
 
-  kind: str = "beam"
-  width: int = 4
-  horizon: int = 4
-  length_penalty: float = 1.0
-  chunk: int = 0
+  kind: str = _DEFAULT.kind
+  width: int = _DEFAULT.width
+  horizon: int = _DEFAULT.horizon
+  length_penalty: float = _DEFAULT.length_penalty
+  chunk: int = _DEFAULT.chunk
   eos_id: int | None = None
-  simulations: int = 0
-  policy: str = "gumbel"
+  simulations: int = _DEFAULT.simulations
+  policy: str = _DEFAULT.policy
 
   def __post_init__(self):
     if self.kind not in KINDS:

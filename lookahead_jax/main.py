@@ -16,9 +16,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lookahead_jax import compare, editing, evaluate, sharding, stunting, train
+from lookahead_jax import compare, editing, evaluate, sharding, train
 from lookahead_jax import config as config_lib
-from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import builders
 from lookahead_jax.evals import generation
 
@@ -45,7 +45,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (co
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tb/.")
 flags.DEFINE_multi_string("prompt", ["A poem:\n"], "decode: prompt text (repeatable).")
 flags.DEFINE_enum(
-    "sampler", "greedy", [*lookahead_lib.SAMPLERS, *editing.METHODS],
+    "sampler", "greedy", [*config_lib.SAMPLERS, *editing.METHODS],
     "decode: method; amplified samples from the mixture of p and the config's lookahead q; "
     "edit (Gibbs-style resampling of spans) and ga (a genetic algorithm) edit the text after "
     "the prompt with a masked model's bidirectional mode (editing.py).")
@@ -89,7 +89,7 @@ def main(argv):
   values = {"overrides": [arg[len("--config."):] for arg in overrides]}
   values.update({flag: flags.FLAGS[flag].value for flag in command.flags if flag not in values})
   try:
-    config_lib.check_workdir(_WORKDIR.value)
+    settings_lib.check_workdir(_WORKDIR.value)
     if "config" in command.flags and _CONFIG.value is None:
       raise config_lib.ConfigError(f"{name} needs --config=CONFIG.py (e.g. configs/default.py)")
     command.run(_WORKDIR.value, **{flag: values[flag] for flag in command.flags})
@@ -128,7 +128,7 @@ def run():
   sys.modules["__main__"].__doc__ = "\n".join([
       __doc__, "Commands:", *(f"  {name:<16} {c.help}" for name, c in COMMANDS.items()),
       "\nStunting modes (--config.stunting.mode):",
-      *(f"  {mode:<11} {line}" for mode, line in stunting.DESCRIPTIONS.items())])
+      *(f"  {mode:<11} {line}" for mode, line in config_lib.STUNTING_MODES.items())])
   for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=parse_flags)

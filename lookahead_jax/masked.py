@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import model as model_lib
 
 Array = jax.Array
@@ -48,15 +49,18 @@ _NEG = -1.0e9
 # ----------------------------------------------------------------------------- the spectrum
 
 
+_DEFAULT = config_lib.defaults("objective")  # the schema declares the defaults
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
   """The training objective (config section `objective`; mask_id from the tokenizer)."""
 
-  kind: str = "next_token"
-  rho: float = 1.0
-  suffix: float = 0.0
-  mask_rate: float = 0.15
-  mean_span: float = 0.0
+  kind: str = _DEFAULT.kind
+  rho: float = _DEFAULT.rho
+  suffix: float = _DEFAULT.suffix
+  mask_rate: float = _DEFAULT.mask_rate
+  mean_span: float = _DEFAULT.mean_span
   mask_id: int = 0
 
   def check(self) -> None:

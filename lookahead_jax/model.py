@@ -34,33 +34,36 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lookahead_jax import config as config_lib
+
 Array = jax.Array
 Params = Any  # nnx.State of the model's parameters
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _MASKED = float(jnp.finfo(jnp.float32).min)
+_DEFAULT = config_lib.defaults("model")  # the schema declares the defaults
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Model hyper-parameters (hashable: a static argument of every jitted function)."""
 
-  vocab_size: int = 258
-  max_len: int = 256
-  num_layers: int = 4
-  d_model: int = 256
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
-  param_dtype: str = "float32"
-  dtype: str = "float32"  # compute dtype; "bfloat16" on accelerators
-  remat: bool = False  # rematerialise each block in the backward pass
-  layer_norm_eps: float = 1e-5
-  # Heads on the final hidden state for tree search (mcts.py), off by default: a value
-  # head (a scalar estimate of a path's return) and an is-done head (the logit of the
-  # answer having ended). Their parameters live beside the others, in the checkpoint.
-  value_head: bool = False
-  done_head: bool = False
+  vocab_size: int = _DEFAULT.vocab_size
+  max_len: int = _DEFAULT.max_len
+  num_layers: int = _DEFAULT.num_layers
+  d_model: int = _DEFAULT.d_model
+  num_heads: int = _DEFAULT.num_heads
+  mlp_ratio: int = _DEFAULT.mlp_ratio
+  dropout: float = _DEFAULT.dropout
+  param_dtype: str = _DEFAULT.param_dtype
+  dtype: str = _DEFAULT.dtype  # compute dtype; "bfloat16" on accelerators
+  remat: bool = _DEFAULT.remat  # rematerialise each block in the backward pass
+  layer_norm_eps: float = _DEFAULT.layer_norm_eps
+  # Heads on the final hidden state for tree search (heads.py, mcts.py): a value head (a
+  # scalar estimate of a path's return) and an is-done head (the logit of the answer
+  # having ended). Their parameters live beside the others, in the checkpoint.
+  value_head: bool = _DEFAULT.value_head
+  done_head: bool = _DEFAULT.done_head
 
   def __post_init__(self):
     if self.d_model % self.num_heads:

@@ -54,8 +54,8 @@ from lookahead_jax import fit as fit_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes as probes_lib
-from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
+from lookahead_jax.settings import Settings
 
 Array = jax.Array
 NAMES = ("stunting", "dev")  # the monitoring lookaheads

@@ -41,7 +41,8 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class Probes:
-  """What the probes compute (static: shapes and loops; config.validate derives it).
+  """What the probes compute (static: shapes and loops; settings.validate derives
+  every field from the config's probes section).
 
   max_offset:       K, the future-token probes predict x_{t+k} for k = 2..K.
   layers:           the layers (1..num_layers) whose residual stream is probed.
@@ -53,14 +54,14 @@ class Probes:
   marked:           also probe at the tokens the testbed marks (path_star: the first steps).
   """
 
-  max_offset: int = 3
-  layers: tuple[int, ...] = (1, 2)
-  steps: int = 50
-  learning_rate: float = 0.1
-  l2: float = 0.03
-  induction_rows: int = 8
-  induction_length: int = 16
-  marked: bool = False
+  max_offset: int
+  layers: tuple[int, ...]
+  steps: int
+  learning_rate: float
+  l2: float
+  induction_rows: int
+  induction_length: int
+  marked: bool
 
   @property
   def offsets(self) -> tuple[int, ...]:

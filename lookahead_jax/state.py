@@ -20,7 +20,7 @@ from etils import epath
 
 from lookahead_jax import checkpoint, gpt2, sharding
 from lookahead_jax import model as model_lib
-from lookahead_jax.config import Settings
+from lookahead_jax.settings import Settings
 
 Array = jax.Array
 ConfigDict = ml_collections.ConfigDict

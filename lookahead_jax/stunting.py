@@ -58,7 +58,7 @@ debt). The modes:
               first-order movement of A either way. The optimizer state is updated from the
               raw gradient as in a plain step.
   v4          stunting.v4_base with SMC lookahead instead of beam lookahead (no hooks of
-              its own: config.py resolves it to its base before `Stunting` is built).
+              its own: settings.py resolves it to its base before `Stunting` is built).
   distill     the positive control, the opposite of stunting: loss + distill *
               mean_i KL(q~_{i,H} || p_i), training toward the amplified mixture.
   myopic      attention to earlier positions reads stop-gradient keys/values, so no
@@ -78,6 +78,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as lookahead_lib
 
 Array = jax.Array
@@ -85,6 +86,9 @@ PyTree = Any
 CONTRASTS = ("control", "naive")
 # MODES (name -> hooks) and LOOKAHEAD_MODES (the names of modes with a lookahead) are
 # defined with the modes, at the end.
+
+
+_DEFAULT = config_lib.defaults("stunting")  # the schema declares the defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,22 +109,22 @@ class Stunting:
                    that do not need g_A (v1_update and v3_project compute it every step).
   """
 
-  mode: str = "none"
+  mode: str = _DEFAULT.mode
   lookahead: lookahead_lib.Lookahead | None = None
-  contrast: str = "control"
+  contrast: str = _DEFAULT.contrast
   mixture: lookahead_lib.Mixture = lookahead_lib.Mixture()
-  penalty: float = 1.0
-  distill: float = 1.0
-  margin: float = 0.01
-  debt_decay: float = 0.9
-  alignment_every: int = 10
+  penalty: float = _DEFAULT.penalty
+  distill: float = _DEFAULT.distill
+  margin: float = _DEFAULT.margin
+  debt_decay: float = _DEFAULT.debt_decay
+  alignment_every: int = _DEFAULT.alignment_every
 
   @property
   def hooks(self) -> Mode:
     """The mode's hooks, MODES[mode]."""
     hooks = MODES[self.mode]
     if hooks is None:
-      raise ValueError(f"stunting mode {self.mode!r} has no hooks: config.validate resolves it "
+      raise ValueError(f"stunting mode {self.mode!r} has no hooks: settings.validate resolves it "
                        "to its base mode")
     return hooks
 
@@ -380,24 +384,11 @@ class Myopic(Mode):
   myopic = True
 
 
-# name -> hooks, in the order of the experiment configs' runs. v4 has none: config.py
+# name -> hooks, in the order of the experiment configs' runs. v4 has none: settings.py
 # resolves it to stunting.v4_base (with an SMC lookahead) before `Stunting` is built.
 MODES: dict[str, Mode | None] = {
     "none": Mode(), "v1_token": V1Token(), "v1_update": V1Update(), "v2_penalty": V2Penalty(),
     "v3_balance": V3Balance(), "v3_project": V3Project(), "v4": None, "distill": Distill(),
     "myopic": Myopic()}
-# One line per mode, wherever modes are listed (--help, README, compare's tables).
-DESCRIPTIONS = {
-    "none": "plain next-token loss (the baseline)",
-    "v1_token": "drops the loss of toward tokens (lookahead beats sharpening by > margin)",
-    "v1_update": "skips an update that raises the alignment A with the lookahead (<u, g_A> > 0)",
-    "v2_penalty": "adds a bounded penalty on the probability where the lookahead points",
-    "v3_balance": "weights tokens so that toward and away movements cancel (a debt carries "
-                  "the rest)",
-    "v3_project": "removes the component along g_A of the update the optimizer applies",
-    "v4": "stunting.v4_base (v3_balance by default) with an SMC lookahead instead of beam",
-    "distill": "positive control: adds KL(lookahead mixture || p), training toward lookahead",
-    "myopic": "attention reads stop-gradient keys and values: no position trained for later "
-              "ones"}
 LOOKAHEAD_MODES = tuple(name for name, hooks in MODES.items()
                         if hooks is not None and hooks.lookahead)

@@ -5,7 +5,7 @@ state.py's.
 Everything at a jit boundary is a pure function of pytrees: `train_step(state, batch)
 -> (state, metrics)` is ONE jitted function over the mesh, with in/out shardings and the
 state donated (docs/design.md sections 4 and 7). The config is validated once
-(config.validate) and its derived `Settings` are passed in; checkpoints are
+(settings.validate) and its derived `Settings` are passed in; checkpoints are
 checkpoint.py's, reports report.py's.
 
 The loss is an explicit per-token computation (`objectives`): one forward pass
@@ -44,17 +44,17 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lookahead_jax import aot, checkpoint, evaluate, report, sharding
-from lookahead_jax import config as config_lib
 from lookahead_jax import heads as heads_lib
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import monitor as monitor_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as stunting_lib
-from lookahead_jax.config import Settings
 from lookahead_jax.data import curriculum, pipeline
+from lookahead_jax.settings import Settings
 
 Array = jax.Array
 ConfigDict = ml_collections.ConfigDict
@@ -382,7 +382,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
   saves at the next step boundary and returns with summary["preempted"] True; after
   `train.max_nonfinite_in_a_row` non-finite steps in a row saves the last good state and
   raises `NonFiniteError`. Returns the summary that process 0 prints. `settings`: what
-  config.validate(config) returned. With `ahead`, the monitor's passes compile on its
+  settings.validate(config) returned. With `ahead`, the monitor's passes compile on its
   thread while the run starts, then `compile_later(abstract params)` queues what the
   caller runs after training (`command`: the evaluation's compiles).
   """
@@ -583,7 +583,7 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
 def command(workdir: str, config: ConfigDict) -> None:
   """`lookahead-jax train`: trains (resuming), then with eval.at_end runs the evaluation
   suite; the monitor's and the evaluation's compiles run beside the training loop."""
-  settings = config_lib.prepare_and_validate(config)
+  settings = settings_lib.prepare_and_validate(config)
   with aot.Ahead() as ahead:
     later = (functools.partial(evaluate.compile_ahead, ahead, config, settings)
              if config.eval.at_end else None)

@@ -22,8 +22,8 @@ import grain
 import numpy as np
 from absl import app, flags, logging
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import main as main_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import sharding, train
 from lookahead_jax.data import pipeline
 
@@ -71,7 +71,7 @@ def main(argv):
   train.make_train_iterator = lambda config, settings: emulated_train_iterator(
       config, settings, _SHARDS.value)
   config = flags.FLAGS.config
-  train.run(config, config_lib.validate(config), flags.FLAGS.workdir)
+  train.run(config, settings_lib.validate(config), flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 from etils import epath
 
 from lookahead_jax import compare, stats, stunting
+from lookahead_jax import config as config_lib
 from lookahead_jax.config import ConfigError
 
 from conftest import REPO, RHYME_TEST_OPTIONS
@@ -201,7 +202,7 @@ def test_the_printed_table_holds_the_headline_columns_and_the_files_every_figure
   assert {"test NLL", "G (dev la.)", "balanced steps", "code version"} <= set(shown)
   assert "gain q_H (stunting)" not in shown and "gain q_H (stunting)" in full  # files hold it
   for mode in ("none", "v3_balance"):  # each mode's line below the table
-    assert f"\n- {mode}: {stunting.DESCRIPTIONS[mode]}" in printed
+    assert f"\n- {mode}: {config_lib.STUNTING_MODES[mode]}" in printed
   lines = list(csv.DictReader(io.StringIO((epath.Path(tmp_path) / "compare.csv").read_text())))
   assert [line["mode"] for line in lines] == ["none", "v3_balance"]
   none, balanced = lines

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import builders, curriculum, pipeline
 
 TINY_TSP = {"levels": (4, 5, 6), "grid_size": 5, "train_size": 12, "validation_size": 2,
@@ -75,11 +76,11 @@ def test_validation_split_and_config_errors():
   config.data.curriculum = ("train_n5", "test_n6")
   config.data.curriculum_steps = 10
   with pytest.raises(config_lib.ConfigError, match=r"\['test_n6'\] of stage 'test_n6'"):
-    config_lib.validate(config)
+    settings_lib.validate(config)
   config.data.curriculum = ("train_n5", "train_n6")
   config.data.curriculum_steps = 0
   with pytest.raises(config_lib.ConfigError, match="set data.curriculum_steps or"):
-    config_lib.validate(config)
+    settings_lib.validate(config)
   config.data.curriculum_accuracy, config.train.val_every = 0.9, 0
   with pytest.raises(config_lib.ConfigError, match="set train.val_every > 0"):
-    config_lib.validate(config)
+    settings_lib.validate(config)

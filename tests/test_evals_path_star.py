@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import decoding
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import builders, path_star
 from lookahead_jax.evals import path_star as ps_eval
 
@@ -22,7 +22,7 @@ from conftest import tiny_path_star
 def setup(tmp_path_factory):
   config = tiny_path_star(tmp_path_factory.mktemp("tfds_path_star"))
   config.lookahead.horizon, config.eval.widths = 4, (2,)
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   params = jax.tree.map(lambda x: 3.0 * x, params)  # peaked predictions, not near uniform
   return config, settings, params

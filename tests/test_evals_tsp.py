@@ -6,6 +6,7 @@ import pytest
 
 from lookahead_jax import config as config_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import builders, tsp_tours
 from lookahead_jax.evals import tsp as tsp_eval
 
@@ -37,7 +38,7 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   config.data.seq_len, config.eval.batch_size, config.train.global_batch = 32, 8, 8
   config.eval.task_instances, config.eval.widths = 4, (2,)
   config.lookahead.width, config.lookahead.horizon = 2, 3
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   tours = tsp_eval.evaluate(params, config, settings, None)
   assert set(tours) == set(tsp_eval.METHODS)

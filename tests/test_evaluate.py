@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from etils import epath
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import evaluate, fit, stats
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import report as report_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.evals import masked as masked_eval
 
 from conftest import RHYME_CONFIG, load_config
@@ -63,7 +63,7 @@ def test_the_cache_at_the_scored_anchors_equals_the_full_lookahead_masked(tiny_c
 def report(tiny_run, tmp_path_factory):
   config = load_config(RHYME_CONFIG, {**tiny_run, **GRID})
   workdir = str(tmp_path_factory.mktemp("eval"))
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   return evaluate.run(config, settings, workdir, params=params), workdir
 
@@ -74,7 +74,7 @@ def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_interva
 
   config = load_config(RHYME_CONFIG, {**tiny_run, **GRID, "objective.kind": "spectrum",
                                         "model.vocab_size": 259, "eval.max_batches": 2})
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   batches = list(itertools.islice(pipeline.make_ordered_iterator(
       config.data.name, "test", **dict(settings.data, global_batch_size=8)), 2))

@@ -12,6 +12,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import decoding
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import rhyme
 from lookahead_jax.evals import generation
 
@@ -24,7 +25,7 @@ def setup(tmp_path_factory):
   config = tiny_path_star(tmp_path_factory.mktemp("tfds_path_star"))
   config.lookahead.horizon, config.lookahead.width = 3, 2
   config.generate.update(prompts=10, batch_size=4, new_tokens=5, beams=2)
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   params = jax.tree.map(lambda x: 3.0 * x, model_lib.init(settings.model, jax.random.key(0)))
   return config, settings, params
 
@@ -100,7 +101,7 @@ def test_rhyme_prompts_end_at_a_poems_first_line_and_the_true_second_lines_rhyme
   # Rows of 96 bytes: continuations of 48, room for a second line.
   config = load_config(RHYME_CONFIG, dict(tiny_run, **{"generate.prompts": 8,
                                                        "data.seq_len": 96}))
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   found = generation.prompts(config, settings)
   tok = settings.tokenizer
   assert len(found["prompts"]) == 8
@@ -125,7 +126,7 @@ def test_bad_generate_settings_are_one_line_errors(setup, key, value, named):
   bad = config.copy_and_resolve_references()
   bad.update_from_flattened_dict({key: value})
   with pytest.raises(config_lib.ConfigError, match=named) as e:
-    config_lib.validate(bad)
+    settings_lib.validate(bad)
   assert "\n" not in str(e.value)
 
 

@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from lookahead_jax import decoding, gpt2
+from lookahead_jax import config as config_lib
+from lookahead_jax import decoding, evaluate, gpt2
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
+from lookahead_jax import state as state_lib
 
 PAD = 1  # not 0: HF fills ended beams with `pad_token_id or eos`, i.e. with EOS when pad is 0
 PROMPT_LEN, NEW_TOKENS, BEAMS = 10, 10, 4
@@ -363,18 +366,15 @@ def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
 
 def test_gpt2_amplify_experiment_runs_end_to_end(amplify_config, tmp_path):
   """The evaluation of the experiment config reads GPT-2's weights, with its report."""
-  from lookahead_jax import config as config_lib
-  from lookahead_jax import evaluate
-
   config, checkpoint, _, _ = amplify_config
-  report = evaluate.run(config, config_lib.validate(config), str(tmp_path / "work"))
+  report = evaluate.run(config, settings_lib.validate(config), str(tmp_path / "work"))
   assert report["params"] == f"the pretrained {checkpoint}"  # GPT-2's weights, not fresh ones
   assert {(r["kind"], r["horizon"]) for r in report["rows"]} == {
       ("beam", 1), ("beam", 3), ("smc", 1), ("smc", 3)}
   assert (tmp_path / "work" / "eval" / "report.json").is_file()
   config.model.num_layers += 1  # a model that is not the checkpoint's is refused up front
   with pytest.raises(config_lib.ConfigError, match="model.num_layers=.*the checkpoint in"):
-    config_lib.validate(config)
+    settings_lib.validate(config)
 
 
 def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(amplify_config,
@@ -383,11 +383,8 @@ def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(ampli
   import subprocess
   import sys
 
-  from lookahead_jax import config as config_lib
-  from lookahead_jax import state as state_lib
-
   config, checkpoint, path, overrides = amplify_config
-  settings = config_lib.prepare_and_validate(config)  # as every command does first
+  settings = settings_lib.prepare_and_validate(config)  # as every command does first
   params, source = state_lib.load_params(config, settings, str(tmp_path / "w"))
   assert source == f"the pretrained {checkpoint}"
   jax.tree.map(np.testing.assert_array_equal, params, gpt2.load(checkpoint)[1])

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from test_train import _batch, _host, _step_setup
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import decoding, heads, sharding, train
 from lookahead_jax import lookahead as lookahead_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
 
 from conftest import RHYME_CONFIG, load_config
@@ -81,7 +81,7 @@ def test_a_run_with_heads_resumed_from_its_checkpoint_equals_one_uninterrupted(t
   config = load_config(RHYME_CONFIG, {**tiny_run, "model.value_head": True,
                                       "model.done_head": True, "train.steps": 4,
                                       "train.checkpoint_every": 2})
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
   train.run(config, settings, whole)
   shutil.copytree(whole, resumed)

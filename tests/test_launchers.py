@@ -18,6 +18,7 @@ import time
 import pytest
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 
 from conftest import REPO, load_config
 
@@ -389,4 +390,4 @@ def test_scale_configs(name, launcher, devices):
     assert config.train.global_batch % n == 0 and config.eval.batch_size % n == 0
   # Every check passes up to the dataset, which is not prepared here.
   with pytest.raises(config_lib.ConfigError, match=r"^data.name='lm1b'"):
-    config_lib.validate(config)
+    settings_lib.validate(config)

@@ -7,7 +7,8 @@ import pytest
 from absl import flags
 
 from lookahead_jax import config as config_lib
-from lookahead_jax import main, stunting, train
+from lookahead_jax import main, train
+from lookahead_jax import settings as settings_lib
 
 from conftest import REPO, RHYME_CONFIG, command, load_config
 
@@ -73,7 +74,7 @@ def test_help_gives_every_stunting_mode_its_line(monkeypatch):
   main.run()  # what the console script does before parsing --help
   doc = sys.modules["__main__"].__doc__
   assert doc.startswith(main.__doc__)
-  for mode, line in stunting.DESCRIPTIONS.items():
+  for mode, line in config_lib.STUNTING_MODES.items():
     assert f"\n  {mode:<11} {line}" in doc
 
 
@@ -107,7 +108,7 @@ def test_a_bad_command_is_a_usage_error(tmp_path):
 def trained(tiny_run, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("trained")
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 4})
-  train.run(config, config_lib.validate(config), str(workdir))
+  train.run(config, settings_lib.validate(config), str(workdir))
   return workdir
 
 

@@ -12,6 +12,7 @@ from etils import epath
 from lookahead_jax import aot, fit, metrics, monitor, report, sharding
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as la_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import stunting as stunting_lib
 
 B, T = 8, 10  # rows (a multiple of the 8 simulated devices) and tokens of a batch
@@ -226,17 +227,17 @@ def test_per_depth_figures_have_intervals_and_no_nan_reaches_tensorboard(setup, 
 def test_the_dev_lookahead_differs_from_the_stunting_one_in_kind_or_horizon(tiny_config):
   config = config_lib.base_config()
   config.lookahead.kind, config.lookahead.horizon = "beam", 4
-  lookahead = config_lib._lookahead(config, None)
-  assert config_lib._dev_lookahead(config, lookahead).kind == "smc"  # "": the other kind
+  lookahead = settings_lib._lookahead(config, None)
+  assert settings_lib._dev_lookahead(config, lookahead).kind == "smc"  # "": the other kind
   config.stunting.mode = "v4"  # stunting with SMC: the dev lookahead is a beam
-  assert config_lib._dev_lookahead(config, lookahead).kind == "beam"
-  config_lib._check_stunting(config, tiny_config)
+  assert settings_lib._dev_lookahead(config, lookahead).kind == "beam"
+  settings_lib._check_stunting(config, tiny_config)
   config.monitor.dev_kind = "smc"  # SMC of v4's own horizon: the stunting signal again
   with pytest.raises(config_lib.ConfigError, match=r"monitor.dev_kind/dev_horizon=\('smc', 0\)"
                      r".*smc H=4.*set monitor.dev_kind=''"):
-    config_lib._check_stunting(config, tiny_config)
+    settings_lib._check_stunting(config, tiny_config)
   config.monitor.dev_horizon = 2  # another horizon: independent
-  config_lib._check_stunting(config, tiny_config)
+  settings_lib._check_stunting(config, tiny_config)
   config.stunting.mode, config.monitor.dev_kind, config.monitor.dev_horizon = "none", "beam", 0
   with pytest.raises(config_lib.ConfigError, match="restates the stunting signal"):
-    config_lib._check_stunting(config, tiny_config)  # a wider beam of the same horizon
+    settings_lib._check_stunting(config, tiny_config)  # a wider beam of the same horizon

@@ -41,8 +41,8 @@ import jax
 import numpy as np
 import pytest
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import metrics, sharding
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
 
 from conftest import REPO, RHYME_CONFIG, command, load_config
@@ -196,7 +196,7 @@ def _loss_lines(workdir):
 
 def _params(config, workdir):
   """The newest checkpoint's parameters on one device of this (pytest) process."""
-  params = state_lib.restore_params(config, config_lib.validate(config), str(workdir),
+  params = state_lib.restore_params(config, settings_lib.validate(config), str(workdir),
                                 mesh=sharding.make_mesh(devices=jax.devices()[:1]))
   assert params is not None, f"no checkpoint in {workdir}"
   return jax.tree.map(np.asarray, jax.device_get(params))
@@ -261,7 +261,7 @@ def test_two_processes_train_like_one(trained, mode):
                                        params_two, params_one))
   assert max(diffs) < 1e-5, f"max |param difference| {max(diffs):.3g}"
   # not vacuous: training moved the parameters far more than that
-  init = state_lib.init_state(config_lib.validate(config).model,
+  init = state_lib.init_state(settings_lib.validate(config).model,
                               state_lib.make_optimizer(config.train)[0], config.seed).params
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - np.asarray(b)))),
                                        params_two, init))

@@ -12,6 +12,7 @@ from flax import nnx
 from lookahead_jax import config as config_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import probes
+from lookahead_jax import settings as settings_lib
 
 V, B, T = 16, 8, 32
 PROBES = probes.Probes(max_offset=3, layers=(1, 2), steps=50, learning_rate=0.1, l2=0.03,
@@ -149,20 +150,20 @@ def test_probe_settings_are_derived_and_checked(tiny_run):
   from conftest import RHYME_CONFIG, load_config
 
   config = load_config(RHYME_CONFIG, tiny_run)
-  p = config_lib.validate(config).probes
+  p = settings_lib.validate(config).probes
   assert p.layers == (1, 2) and p.induction_length == 16 and not p.marked
   config.probes.enabled = False
-  assert config_lib.validate(config).probes is None
+  assert settings_lib.validate(config).probes is None
   for key, value, message in (("probes.max_offset", 1, "probes.max_offset=1: must be in"),
                               ("probes.layers", (3,), "probes.layers=(3,): layers are 1..")):
     bad = load_config(RHYME_CONFIG, {**tiny_run, key: value})
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(
         ")", r"\)")):
-      config_lib.validate(bad)
+      settings_lib.validate(bad)
   one = load_config(RHYME_CONFIG, {**tiny_run, "monitor.every": 2,
                                      "monitor.batches": 1})
   with pytest.raises(config_lib.ConfigError, match="monitor.batches=1"):
-    config_lib.validate(one)
+    settings_lib.validate(one)
 
 
 def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path, capsys):
@@ -175,13 +176,13 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
       **tiny_run, "train.steps": 4, "train.checkpoint_every": 0, "lookahead.width": 2,
       "lookahead.horizon": 2, "monitor.every": 2, "monitor.dev_width": 2,
       "probes.steps": 5, "probes.induction_rows": 2})
-  summary = train.run(config, config_lib.validate(config), str(tmp_path))
+  summary = train.run(config, settings_lib.validate(config), str(tmp_path))
   records = [r for r in metrics_lib.read(str(tmp_path)) if "monitor_future_gain" in r]
   assert [r["step"] for r in records] == [2, 4]
   # With an aot.Ahead (as the command line runs it) the checks compile ahead and run
   # beside the loop, on copies of the parameters: the same records, at the same steps.
   with aot.Ahead() as ahead:
-    train.run(config, config_lib.validate(config), str(tmp_path / "ahead"), ahead)
+    train.run(config, settings_lib.validate(config), str(tmp_path / "ahead"), ahead)
   beside = [r for r in metrics_lib.read(str(tmp_path / "ahead")) if "monitor_future_gain" in r]
   assert beside == records
   for r in records:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import sharding, train
 from lookahead_jax import state as state_lib
 from lookahead_jax.data import pipeline
@@ -57,7 +57,7 @@ def _batches(config, n):
 
 def _train(config, mesh, steps=3):
   tx, schedule = state_lib.make_optimizer(config.train)
-  settings = config_lib.validate(config)
+  settings = settings_lib.validate(config)
   _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
   state = state_lib.create_state(config, settings, tx, shardings)
   step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)

@@ -16,6 +16,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as st_lib
 from lookahead_jax import train
@@ -75,7 +76,7 @@ def test_every_mode_is_an_object_with_hooks_and_the_train_step_names_no_mode():
   assert st_lib.LOOKAHEAD_MODES == ("v1_token", "v1_update", "v2_penalty", "v3_balance",
                                     "v3_project", "distill")
   for name, hooks in st_lib.MODES.items():
-    if name == "v4":  # config.validate resolves it to its base mode
+    if name == "v4":  # settings.validate resolves it to its base mode
       assert hooks is None
       with pytest.raises(ValueError, match="no hooks"):
         _ = st_lib.Stunting(mode=name).hooks
@@ -107,9 +108,9 @@ def test_every_mode_is_an_object_with_hooks_and_the_train_step_names_no_mode():
 
 
 def test_every_mode_has_one_line_and_the_readme_lists_it():
-  assert list(st_lib.DESCRIPTIONS) == list(st_lib.MODES)
+  assert list(config_lib.STUNTING_MODES) == list(st_lib.MODES)
   readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-  for mode, line in st_lib.DESCRIPTIONS.items():
+  for mode, line in config_lib.STUNTING_MODES.items():
     assert "\n" not in line and f"| `{mode}` | {line} |" in readme, mode
 
 
@@ -531,7 +532,7 @@ def test_monitoring_logs_g_and_a_dev_g_never_positive_gives_no_warning(
   # absl's verbosity sets the "absl" logger's level (a command run in-process may have
   # raised it): INFO on that logger for the run.
   with caplog.at_level("INFO", logger="absl"):
-    summary = train.run(config, config_lib.validate(config), str(tmp_path))
+    summary = train.run(config, settings_lib.validate(config), str(tmp_path))
   records = [r for r in metrics.read(str(tmp_path)) if "monitor_G_dev" in r]
   assert [r["step"] for r in records] == [1, 2, 3]
   for r in records:

@@ -19,6 +19,7 @@ sharded over all of them.
 """
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 
 SHAPE = ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio",
          "layer_norm_eps")
@@ -30,7 +31,7 @@ def get_config(path: str = ""):
                      "--config=configs/experiments/gpt2_amplify.py:/path/to/gpt2")
   config = config_lib.base_config()
   config.pretrained = path
-  shape = config_lib.pretrained_model(path)
+  shape = settings_lib.pretrained_model(path)
   for key in SHAPE:
     config.model[key] = getattr(shape, key)
 

@@ -1,7 +1,7 @@
 """What the commands do to a config's data before anything reads it: prepare the dataset
 and train its tokenizer (`prepare`), and the tokenizer a config names (`tokenizer`).
 
-`config.validate` stays pure: it reads what is here and writes nothing; every command
+`settings.validate` stays pure: it reads what is here and writes nothing; every command
 calls `prepare(config.data)` first and passes its tokenizer to `validate`.
 """
 

@@ -11,7 +11,7 @@ Every tokenizer has
 `mask_id` is `vocab_size`, the first id past the text vocabulary, in every tokenizer
 (these and the testbeds' own): reserved like padding, `encode` never gives it and
 `decode` drops it, and no layout, vocabulary size or checkpoint of a next-token model
-changes; a model trained with masks has `model.vocab_size > mask_id` (config.py checks).
+changes; a model trained with masks has `model.vocab_size > mask_id` (settings.py checks).
 
 `offsets[i] = [start, end)` is the range of characters of `text` that token i covers; the
 pipeline uses it to carry character-level "needs lookahead" marks onto tokens.

@@ -46,13 +46,14 @@ from etils import epath
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lookahead_jax import config as config_lib
 from lookahead_jax import decoding, editing, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
-from lookahead_jax.config import ConfigError, Settings
+from lookahead_jax.config import ConfigError
 from lookahead_jax.data import builders, pipeline, registry
+from lookahead_jax.settings import Settings
 
 REFERENCE = "held_out"  # the row of the true continuations
 JACKKNIFE_GROUPS = 16
@@ -267,7 +268,7 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
 def command(workdir: str, config: ConfigDict) -> None:
   """`lookahead-jax generate-report`: prints the report's table (`run` on the workdir's
   parameters) and where it was written."""
-  settings = config_lib.prepare_and_validate(config)
+  settings = settings_lib.prepare_and_validate(config)
   found = prompts(config, settings)  # a missing test split stops here
   params, _ = state_lib.load_params(config, settings, workdir)
   gen = run(params, found, config, settings, workdir)
@@ -282,7 +283,7 @@ def decode(workdir: str, config: ConfigDict, prompt: list[str], sampler: str,
   """`lookahead-jax decode`: prints a continuation of each text of `prompt` by `sampler`
   (`continue_prompts`, or editing.METHODS with a masked model) on the workdir's parameters
   (state_lib.load_params)."""
-  settings = config_lib.prepare_and_validate(config)
+  settings = settings_lib.prepare_and_validate(config)
   model_cfg, tokenizer = settings.model, settings.tokenizer
   if sampler in editing.METHODS:
     _check_editing(settings, sampler, rounds, span, population)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from lookahead_jax import masked as masked_lib
 from lookahead_jax import sharding, stats
-from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
+from lookahead_jax.settings import Settings
 
 
 def masked_nll(params, settings: Settings, batches, mesh, bootstrap: int, seed: int

@@ -60,8 +60,8 @@ from ml_collections import ConfigDict
 from lookahead_jax import aot, decoding, report
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
-from lookahead_jax.config import Settings
 from lookahead_jax.data import builders, path_star
+from lookahead_jax.settings import Settings
 
 NAME = path_star.NAME
 AFTER_LEAF = 2  # greedy tokens after a wrong leaf whose confidence is reported

@@ -12,8 +12,8 @@ from ml_collections import ConfigDict
 
 from lookahead_jax import probes as probes_lib
 from lookahead_jax import sharding
-from lookahead_jax.config import Settings
 from lookahead_jax.data import pipeline
+from lookahead_jax.settings import Settings
 
 
 def probe_report(params, config: ConfigDict, settings: Settings,

@@ -29,8 +29,8 @@ from ml_collections import ConfigDict
 
 from lookahead_jax import decoding, report, stats
 from lookahead_jax import lookahead as lookahead_lib
-from lookahead_jax.config import Settings
 from lookahead_jax.data import builders, tsp, tsp_tours
+from lookahead_jax.settings import Settings
 
 NAME = tsp.NAME
 MODEL_METHODS = ("greedy", "beam", "amplified")

@@ -70,7 +70,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from absl import logging
 from etils import epath
 from ml_collections import ConfigDict
@@ -82,18 +81,14 @@ from lookahead_jax.config import ConfigError
 from lookahead_jax.settings import Settings, prepare_and_validate
 
 BASELINE = "none"
-PROBE_METRICS = ("future_gain", "icl_score", "induction_max")  # probes.named's figures
 RUN_FILE = "compare_run.json"  # a run's figures, the config and code version that made them
 # What made a record's figures, copied from the run's workdir beside RUN_FILE.
 RECORD_FILES = ("config.json", metrics_lib.VERSION, metrics_lib.JSONL, "eval/report.json")
 VERSION_COLUMN = ("version", "code version", "s")
-# Differences to the baseline at goal depth 2, bootstrapped over test graphs paired across
-# runs: key -> the per-graph field of `_per_graph` it is taken from; their columns.
-PAIRED = {"first_d2_paired": "first", "G_d2_paired": "g"}
-PAIRED_DEPTH = 2
-PAIRED_COLUMNS = (
-    ("G_d2_paired", "G depth 2 (headline la.) vs none, paired by graph", "+.3f"),
-    ("first_d2_paired", "first step depth 2 vs none, paired by graph", "+.3f"))
+# The training's figures (run_one) and the cost, after the evaluators' columns.
+TRAINING_COLUMNS = (
+    evals.Column("toward", "toward", ".1%"), evals.Column("balanced", "balanced steps", ".1%"),
+    evals.Column("skipped", "skipped", ".0f"), evals.Column("cost", "step time / baseline", ".2f"))
 
 
 def load(spec: str) -> list[tuple[str, ConfigDict]]:
@@ -227,39 +222,6 @@ def write_record(config: ConfigDict, workdir: str, record: str,
                                         "figures": figures})
 
 
-def _data_key(config: ConfigDict) -> dict[str, Any]:
-  """What fixes the test graphs: the testbed, its data options and the test split."""
-  return {"name": config.data.name, "split": config.eval.test_split,
-          "options": json.loads(config.data.options.to_json_best_effort(sort_keys=True))}
-
-
-def _per_graph(rep: dict[str, Any], config: ConfigDict) -> dict[str, Any] | None:
-  """A run's per-test-graph figures for the comparisons paired by graph: {data (_data_key),
-  depth [int], first [0/1] (teacher-forced first step right), g [float | None] (the
-  headline row's g on the graph's marked first step; None on graphs without one)}, in the
-  test split's order; None when the testbed's report has no per-graph figures.
-
-  The headline row's marked test tokens (report["best"]["test_marked_g"], in the split's
-  order) are the first steps of the graphs of goal depth >= 2, one each."""
-  task = evals.task(config.data.name)
-  per = rep.get(task.NAME, {}).get("per_graph") if task is not None else None
-  if not per or "teacher_forced" not in per.get("first_step", {}):
-    return None
-  depth = [int(d) for d in per["depth"]]
-  out = {"data": _data_key(config), "depth": depth,
-         "first": [float(v) for v in per["first_step"]["teacher_forced"]], "g": None}
-  marked_g = rep.get("best", {}).get("test_marked_g")
-  marked = [i for i, d in enumerate(depth) if d >= 2]
-  if marked_g is not None and len(marked_g) == len(marked):
-    out["g"] = [None] * len(depth)
-    for i, g in zip(marked, marked_g):
-      out["g"][i] = float(g)
-  elif marked_g is not None:
-    logging.warning("%d marked test tokens for %d graphs of depth >= 2: G is not paired by "
-                    "graph", len(marked_g), len(marked))
-  return out
-
-
 class Preempted(Exception):
   """A run stopped before its last step (SIGTERM): the comparison stops with it."""
 
@@ -280,36 +242,17 @@ def run_one(config: ConfigDict, settings: Settings, workdir: str,
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
   rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   log = metrics_lib.read(workdir)  # the run's log, read once
-  out = {"seed": config.seed, "test_nll": rep["naive"]["test_nll"],
-         "toward": _logged_mean(log, "toward"),
+  out = {"seed": config.seed, "toward": _logged_mean(log, "toward"),
          "balanced": _logged_mean(log, "balanced_step"),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
          "trajectory": monitor.trajectory(log),
-         "test_rows": rep.get("tokens", {}).get("test_rows"),
          "version": {"train": metrics_lib.read_version(workdir),
-                     "eval": metrics_lib.code_version()},
-         "per_graph": _per_graph(rep, config)}
+                     "eval": metrics_lib.code_version()}}
   best_rows = {"stunting": _best(rep, *setups[0]), "dev": _best(rep, *setups[1])}
-  task = evals.task(config.data.name)
-  if task is not None:  # the testbed's own figures
-    out.update(task.columns(rep[task.NAME], best_rows))
-  for label, row in best_rows.items():  # what the per-depth intervals resample: graphs
-    for depth, g in row.get("test_groups", {}).items():
-      if g.get("tokens") is not None:
-        out[f"G_{label}_d{depth}_n"] = f"{g['tokens']} graphs"
-  for key in ("pll_nll", "readout_nll"):  # masked models (masked.py)
-    if key in rep.get("masked", {}):
-      out[key], out[key + "_ci"] = rep["masked"][key], rep["masked"][key + "_ci"]
-  out.update({k: rep["probes"]["figures"][k] for k in PROBE_METRICS if "probes" in rep})
-  for label, row in best_rows.items():
-    test = row["test"]
-    for suffix, part in (("", "all"), ("_marked", "marked")):
-      out[f"G_{label}{suffix}"] = test[part]["G"]
-      out[f"G_{label}{suffix}_ci"] = test[part]["G_ci"]
-    if label == "stunting":
-      out["gain_stunting"], out["gain_stunting_ci"] = test["all"]["gain"], test["all"]["gain_ci"]
-      out["control_stunting"] = test["all"]["control"]
-      out["control_stunting_ci"] = test["all"]["control_ci"]
+  for evaluator in evals.build(config.eval.evaluators):  # those that ran
+    figures = evaluate.figures_of(evaluator, rep)
+    if figures is not None:
+      out.update(evaluator.run_figures(figures, rep, best_rows))
   out = json.loads(json.dumps(out))  # the same types as when read back from the record
   if jax.process_index() == 0:
     write_record(config, workdir, record, out)
@@ -376,38 +319,6 @@ def _versions(results: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str],
              + (" (\"?\": a run whose code version was not recorded)" if unrecorded else "")
              + ": " + "; ".join(f"{name} {label}" for name, label in labels.items()))
   return labels, warning
-
-
-def _paired_by_graph(mode: list[dict[str, Any]], base: list[dict[str, Any]],
-                     resamples: int, seed: int) -> dict[str, Any]:
-  """The PAIRED figures of a mode against the baseline: seed i against seed i (runs
-  matched by seed), resampled over the test graphs of goal depth PAIRED_DEPTH, paired
-  across runs (stats.paired_bootstrap_diff); {} unless both share the test graphs."""
-  by_seed = {b.get("seed", i): b for i, b in enumerate(base)}
-  pairs = [(r.get("per_graph"), by_seed[r.get("seed", i)].get("per_graph"))
-           for i, r in enumerate(mode) if r.get("seed", i) in by_seed]
-  pairs = [(a, b) for a, b in pairs if a and b]
-  if not pairs:
-    return {}
-  first = pairs[0][0]
-  if any(p["data"] != first["data"] or p["depth"] != first["depth"]
-         for pair in pairs for p in pair):
-    return {}  # not the same test graphs: nothing to pair by
-  chosen = np.asarray(first["depth"]) == PAIRED_DEPTH
-  out = {}
-  for key, field in PAIRED.items():
-    if any(p[field] is None for pair in pairs for p in pair) or not chosen.any():
-      continue
-
-    def values(side: int, field=field) -> np.ndarray:
-      return np.asarray([[np.nan if v is None else v for v in pair[side][field]]
-                         for pair in pairs], np.float64)[:, chosen]
-
-    diff, lo, hi = stats.paired_bootstrap_diff(values(0), values(1), resamples, seed)
-    out[key], out[key + "_ci"] = diff, [lo, hi]
-    out[key + "_n"] = (f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''} x "
-                       f"{int(chosen.sum())} graphs")
-  return out
 
 
 def _markdown(rows: list[dict[str, Any]], dataset: str, note: str,
@@ -525,43 +436,60 @@ def command(workdir: str, configs: str | None, overrides: Sequence[str], seeds: 
     print(f"compare stopped: {stopped}")
 
 
+def columns_of(evaluators: Sequence[evals.Evaluator],
+               rows: Sequence[dict[str, Any]] | None = None) -> list[evals.Column]:
+  """The comparison's columns: mode, seeds, code version; each evaluator's (with `rows`:
+  those of the evaluators with a figure in some row), each followed by the `vs none`
+  columns of those compare pairs with the baseline; the training's (toward, balanced,
+  skipped); the cost."""
+  columns = [evals.Column("mode", "mode", "s"), evals.Column("seeds", "seeds", "d"),
+             evals.Column(*VERSION_COLUMN)]
+  for evaluator in evaluators:
+    own = [*evaluator.columns, *(c.vs_baseline() for c in evaluator.columns if c.paired)]
+    if rows is None or any(r.get(c.key) is not None for c in own for r in rows):
+      columns += own
+  return columns + list(TRAINING_COLUMNS)
+
+
 def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: str,
-             specs: str = "", resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+             specs: str = "", resamples: int = 1000, seed: int = 0,
+             evaluators: Sequence[evals.Evaluator] | None = None) -> list[dict[str, Any]]:
   """The comparison of runs' figures (mode -> one figures dict per seed, as run_one
-  returns them, with "seed"): the differences to the baseline paired by seed and by graph,
+  returns them, with "seed"): the differences to the baseline paired by seed (each
+  evaluator's paired columns) and across runs (Evaluator.paired: path_star's by graph),
   one row per mode, the code versions; writes compare.json, compare.md and the plots to
-  `workdir` (process 0) and returns the rows."""
+  `workdir` (process 0) and returns the rows. evaluators: whose columns (None: the
+  schema's eval.evaluators)."""
+  if evaluators is None:
+    evaluators = evals.build(config_lib.defaults("eval").evaluators)
   base_name = BASELINE if BASELINE in results else next(iter(results))
   base = results[base_name]
   base_by_seed = {b.get("seed", i): b for i, b in enumerate(base)}
   paired = BASELINE in results
+  columns = columns_of(evaluators)
   for per_seed in results.values():
     for i, r in enumerate(per_seed):
       b = base_by_seed.get(r.get("seed", i), {})  # seed i against the baseline's seed i
       r["cost"] = (r["step_time"] / b["step_time"]
                    if r.get("step_time") and b.get("step_time") else None)
-      for key, of in (("G_vs_baseline", "G_stunting"), ("nll_vs_baseline", "test_nll"),
-                      ("G_dev_marked_vs_baseline", "G_dev_marked"),
-                      ("G_dev_d2_vs_baseline", "G_dev_d2"),
-                      ("first_d2_vs_baseline", "first_d2")):
-        mine, theirs = r.get(of), b.get(of)
-        r[key] = mine - theirs if paired and mine is not None and theirs is not None else None
-  task = evals.task(dataset)
-  columns = list(report.compare_columns(task.COLUMNS if task else ()))
-  known = {c[0] for c in columns}
-  columns.insert(2, VERSION_COLUMN)
-  if task is not None:
-    columns[-len(report.LAST_COLUMNS):-len(report.LAST_COLUMNS)] = [
-        c for c in PAIRED_COLUMNS if c[0] not in known]
-  keys = [key for key, _, _ in columns if key not in ("mode", "seeds", "version", *PAIRED)]
+      for c in columns:
+        if c.paired:
+          mine, theirs = r.get(c.key), b.get(c.key)
+          r[c.vs_baseline().key] = (mine - theirs if paired and mine is not None
+                                    and theirs is not None else None)
+  keys = [c.key for c in columns if c.key not in ("mode", "seeds", "version")]
   labels, warning = _versions(results)
-  rows = []
+  rows, across = [], False
   for name, per_seed in results.items():
     row = _aggregate(name, per_seed, keys)
     row["version"] = labels[name]
     if paired and name != BASELINE:
-      row.update(_paired_by_graph(per_seed, base, resamples, seed))
+      for evaluator in evaluators:  # figures paired across runs (path_star: by graph)
+        found = evaluator.paired(per_seed, base, resamples, seed)
+        row.update(found)
+        across = across or bool(found)
     rows.append(row)
+  columns = columns_of(evaluators, rows)
   trajectories = {name: _mean_trajectory(per_seed) for name, per_seed in results.items()}
   if warning:
     logging.warning("compare: %s", warning)
@@ -570,13 +498,15 @@ def tabulate(results: dict[str, list[dict[str, Any]]], workdir: str, dataset: st
     note = ("one seed, 95% bootstrap intervals over test rows" if seeds == 1 else
             f"mean and 95% t-interval over up to {seeds} seeds (n: the seeds that have the "
             "figure); vs none paired by seed")
-    if any(r.get(k) is not None for r in rows for k in PAIRED):
+    if across:
       note += ("; 'paired by graph': bootstrap over the depth-2 test graphs, the same "
                "resample for every seed and both modes")
     if warning:
       note += f". WARNING: {warning}"
-    headline = [c for key in getattr(task, "HEADLINE", report.HEADLINE)
-                for c in columns if c[0] == key]
+    named = next((e.headline for e in evaluators if e.headline is not None
+                  and any(c in columns for c in e.columns)), report.HEADLINE)
+    headline = [c.as_tuple() for key in named for c in columns if c.key == key]
+    columns = [c.as_tuple() for c in columns]
     text = _markdown(rows, dataset, note, headline) + "".join(
         f"\n- {r['mode']}: {config_lib.STUNTING_MODES[r['mode']]}" for r in rows
         if r["mode"] in config_lib.STUNTING_MODES)

@@ -233,6 +233,9 @@ def base_config() -> ConfigDict:
   # (scheme, mixture) is read off the same paths, each side's tau and lam fitted on
   # validation_split (fit.py), the gain reported on test_split.
   c.eval = ConfigDict()
+  # The evaluators (evals/), run in this order, each where it applies: "gain" (the grid,
+  # first), "masked", "path_star", "tsp", "probes"; a dotted name is a module of your own
+  c.eval.evaluators = ("gain", "masked", "path_star", "tsp", "probes")
   c.eval.at_end = False  # `lookahead-jax train` runs the suite after its last step
   c.eval.validation_split = "validation"  # where tau and lam are fitted
   c.eval.test_split = "test"  # where the gains are reported

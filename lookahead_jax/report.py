@@ -243,15 +243,15 @@ def _fit_text(row: dict[str, Any], prefix: str) -> str:
 
 GENERATION_COLUMNS = (("seq_rep_4", "seq-rep-4", ".3f"), ("rep_l", "rep-l", ".3f"),
                       ("distinct_1", "distinct-1", ".3f"), ("distinct_2", "distinct-2", ".3f"),
-                      ("nll", "NLL/token", ".3f"), ("length", "tokens", ".1f"),
-                      ("goal", "reaches goal", ".3f"), ("valid", "valid tour", ".3f"),
-                      ("gap", "gap", ".3f"), ("rhymed", "rhymed", ".3f"))
+                      ("nll", "NLL/token", ".3f"), ("length", "tokens", ".1f"))
 
 
 def generation_table(gen: dict[str, Any], style: str = "text") -> str:
-  """Per sampler (and the held-out continuations): each figure with its 95% interval."""
+  """Per sampler (and the held-out continuations): each figure with its 95% interval, and
+  the testbed judge's (its judge_columns)."""
   rows = gen["rows"]
-  cols = [c for c in GENERATION_COLUMNS if any(c[0] in r for r in rows.values())]
+  cols = [c for c in (*GENERATION_COLUMNS, *map(tuple, gen.get("judge_columns", ())))
+          if any(c[0] in r for r in rows.values())]
   body = []
   for sampler, r in rows.items():
     body.append([sampler] + [f"{cell(r[k]['mean'], f)} {cell(r[k]['ci'], f)}" if k in r else "-"
@@ -394,55 +394,13 @@ def probe_plots(probes: dict[str, Any], dataset: str, out: str | os.PathLike) ->
   save_figure(fig, epath.Path(out) / "probes.png")
 
 
-def write_eval(report: dict[str, Any], token_g: np.ndarray, mark: np.ndarray,
-               out: str | os.PathLike, trajectory: dict[str, list] | None = None,
-               tables: Sequence[str] = ()) -> None:
-  """report.json and the plots in `out` (the trajectory plots for a monitored run's
-  `trajectory`); prints the tables (the grid's, then `tables`: a task evaluator's)."""
-  write_json(epath.Path(out) / "report.json", report)
-  eval_plots(report, token_g, mark, out)
-  if trajectory and trajectory["step"]:
-    trajectory_plot({"this run": trajectory}, out)
-  print(eval_table(report))
-  for text in tables:
-    print(text)
-  if "probes" in report:
-    probe_plots(report["probes"], report["dataset"], out)
-    print(probes_table(report["probes"]))
-  print(f"Report and plots: {out}")
-
-
 # ----------------------------------------------------------------------------- comparison
 
-COMPARE_COLUMNS = (  # (key, header, format); an interval sits in key + "_ci"
-    ("mode", "mode", "s"), ("seeds", "seeds", "d"), ("test_nll", "test NLL", ".4f"),
-    ("pll_nll", "pseudo-NLL", ".4f"), ("readout_nll", "readout NLL (bidir.)", ".4f"),
-    ("G_stunting", "G (stunting la.)", "+.4f"), ("G_dev", "G (dev la.)", "+.4f"),
-    ("G_stunting_marked", "G marked (stunting)", "+.4f"),
-    ("G_dev_marked", "G marked (dev)", "+.4f"),
-    ("gain_stunting", "gain q_H (stunting)", "+.4f"),
-    ("control_stunting", "gain q_1 (stunting)", "+.4f"), ("G_vs_baseline", "G vs none", "+.4f"),
-    ("G_dev_marked_vs_baseline", "G marked (dev) vs none", "+.4f"),
-    ("nll_vs_baseline", "NLL vs none", "+.4f"),
-    ("toward", "toward", ".1%"), ("balanced", "balanced steps", ".1%"),
-    ("skipped", "skipped", ".0f"))
-LAST_COLUMNS = (
-    ("future_gain", "future-token probe gain", "+.4f"), ("icl_score", "ICL score", "+.4f"),
-    ("induction_max", "induction (best head)", ".3f"),
-    ("cost", "step time / baseline", ".2f"))
-
-
-# The printed comparison's columns (keys of the above) on a testbed whose evaluator names
-# none (evals: HEADLINE); compare.md and compare.csv hold every column.
+# The printed comparison's columns (compare.columns_of's keys) on a testbed whose evaluator
+# names none (evals: Evaluator.headline); compare.md and compare.csv hold every column.
 HEADLINE = ("mode", "seeds", "version", "test_nll", "pll_nll", "readout_nll", "G_stunting",
-            "G_dev", "G_stunting_marked", "G_dev_marked", "G_vs_baseline",
-            "G_dev_marked_vs_baseline", "nll_vs_baseline", "toward", "balanced", "cost")
-
-
-def compare_columns(task_columns: Sequence[tuple[str, str, str]] = ()
-                    ) -> tuple[tuple[str, str, str], ...]:
-  """The comparison's columns: COMPARE_COLUMNS, a task evaluator's, LAST_COLUMNS."""
-  return (*COMPARE_COLUMNS, *task_columns, *LAST_COLUMNS)
+            "G_dev", "G_stunting_marked", "G_dev_marked", "test_nll_vs_baseline",
+            "G_stunting_vs_baseline", "G_dev_marked_vs_baseline", "toward", "balanced", "cost")
 
 
 def compare_plots(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, list]],

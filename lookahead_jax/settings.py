@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from lookahead_jax import checkpoint, gpt2, sharding
+from lookahead_jax import checkpoint, evals, gpt2, sharding
 from lookahead_jax import config as config_lib
 from lookahead_jax import heads as heads_lib
 from lookahead_jax import lookahead as lookahead_lib
@@ -240,6 +240,15 @@ def _check_objective(config: ConfigDict) -> None:
 
 
 def _check_eval(ev: ConfigDict, mc: model_lib.Config, devices: int) -> None:
+  _require(tuple(ev.evaluators[:1]) == ("gain",), "eval.evaluators", tuple(ev.evaluators),
+           "the gain grid runs first (the others read its headline row): start with 'gain'")
+  for name in ev.evaluators:
+    try:
+      evals.build([name])
+    except (ImportError, AttributeError) as e:
+      raise ConfigError(f"eval.evaluators: {name!r} is not an evaluator module ({e}); use "
+                        "a module of lookahead_jax/evals/ or a dotted module path with an "
+                        "Evaluator class") from None
   for key in ("batch_size", "task_instances", "bootstrap"):
     _require(ev[key] >= 1, f"eval.{key}", ev[key], "must be >= 1")
   _require(ev.max_batches >= 0, "eval.max_batches", ev.max_batches, "must be >= 0 (0: all)")

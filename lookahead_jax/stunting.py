@@ -200,6 +200,42 @@ def distill_kl(log_p, amp: lookahead_lib.Amplified, stunting: Stunting) -> Array
   return jnp.where(amp.valid, kl, 0.0)
 
 
+def step_terms(logits: Array, ce: Array, found: lookahead_lib.Paths,
+               batch: Mapping[str, Array], target: Array, key: Array, stunting: Stunting
+               ) -> tuple[Array, Array | None, Array, dict[str, Array]]:
+  """The stunting terms of a (micro-)batch's step, from its teacher-forced pass (logits,
+  ce [b, T]) and the stunting lookahead's paths `found` (train.objectives calls it).
+
+  The amplified targets q~_H, the horizon-1 control q~_1 (top-B of p, or N draws: no
+  forward pass) when the contrast uses it, the per-token terms, the mode's token weights
+  (`target`: v3_balance's movement for this micro-batch) and extra loss. Returns sums
+  over the batch's weighted tokens, not yet normalised: (ce weighted by the mode's token
+  weights, the mode's extra loss or None, the alignment A, aux: toward, marked,
+  toward_marked, movement, kl, penalty, distill and the token weights' statistics).
+  """
+  sg, mix = jax.lax.stop_gradient, stunting.mixture
+  targets, weights = batch["targets"], batch["weights"]
+  log_p = jax.nn.log_softmax(logits)
+  amp = lookahead_lib.amplify(found, mix.temperature, mix.scheme)
+  control = None
+  if stunting.uses_control:
+    control = lookahead_lib.amplify(
+        lookahead_lib.control_paths(sg(logits), found.valid, key, mix.beta,
+                                    lookahead=stunting.lookahead), mix.temperature, mix.scheme)
+  terms = token_terms(sg(log_p), targets, amp, control, stunting)
+  token_weights, weight_stats = stunting.hooks.token_weights(terms, weights, target)
+  penalty_sum = jnp.sum(penalty(log_p, amp, control) * weights)
+  weighted = jnp.sum(ce * token_weights)
+  extra, distill = stunting.hooks.extra_loss(log_p, amp, weights, penalty_sum, stunting)
+  alignment_sum = jnp.sum(alignment(log_p, amp, control) * weights)
+  marked = weights * batch.get("needs_lookahead", jnp.zeros_like(targets, bool))
+  aux = dict(toward=jnp.sum(terms["toward"] * weights), marked=jnp.sum(marked),
+             toward_marked=jnp.sum(terms["toward"] * marked),
+             movement=jnp.sum(terms["m"] * weights), kl=jnp.sum(terms["kl"] * weights),
+             penalty=sg(penalty_sum), distill=sg(distill), **weight_stats)
+  return weighted, extra, alignment_sum, aux
+
+
 def balance_weights(m, weights, target) -> tuple[Array, dict[str, Array]]:
   """v3_balance: token weights [b, T] with sum_i w_i m_i as close to `target` as the step
   allows, mean weight 1.

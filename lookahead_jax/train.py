@@ -137,11 +137,12 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
 
   # The paths of a lookahead, from the current parameters under stop_gradient, at the
   # anchors the loss weighs (the others' paths would only be multiplied by 0).
-  sg, mix = jax.lax.stop_gradient, stunt.mixture
+  sg = jax.lax.stop_gradient
   paths = functools.partial(lookahead_lib.paths_from_pass, sg(params), sg(logits), sg(cache),
                             batch["positions"], batch["segment_ids"], lookahead_key,
                             needed=weights > 0, config=model_cfg)
-  found = None if stunt.lookahead is None else paths(mix.beta, lookahead=stunt.lookahead)
+  found = None if stunt.lookahead is None else paths(stunt.mixture.beta,
+                                                     lookahead=stunt.lookahead)
   head_loss = jnp.zeros(())
   if heads is not None:
     if heads.eod_id is not None:
@@ -155,28 +156,13 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   if stunt.lookahead is None:
     return (aux["ce_sum"] / norm + head_loss, jnp.zeros(())), aux
 
-  # The amplified targets.
-  log_p = jax.nn.log_softmax(logits)
-  amp = lookahead_lib.amplify(found, mix.temperature, mix.scheme)
-  control = None  # the horizon-1 control: top-B of p (or N draws), no forward pass
-  if stunt.uses_control:
-    control = lookahead_lib.amplify(
-        lookahead_lib.control_paths(sg(logits), found.valid, lookahead_key, mix.beta,
-                                    lookahead=stunt.lookahead), mix.temperature, mix.scheme)
-  terms = stunting_lib.token_terms(sg(log_p), targets, amp, control, stunt)
-  token_weights, weight_stats = stunt.hooks.token_weights(terms, weights, target)
-  penalty = jnp.sum(stunting_lib.penalty(log_p, amp, control) * weights)
-  loss = jnp.sum(ce * token_weights) / norm + head_loss
-  extra, distill = stunt.hooks.extra_loss(log_p, amp, weights, penalty, stunt)
+  weighted, extra, alignment, terms = stunting_lib.step_terms(
+      logits, ce, found, batch, target, lookahead_key, stunt)
+  loss = weighted / norm + head_loss
   if extra is not None:
     loss = loss + extra / norm
-  alignment = jnp.sum(stunting_lib.alignment(log_p, amp, control) * weights) / norm
-  marked = weights * batch.get("needs_lookahead", jnp.zeros_like(targets, bool))
-  aux.update(toward=jnp.sum(terms["toward"] * weights), marked=jnp.sum(marked),
-             toward_marked=jnp.sum(terms["toward"] * marked),
-             movement=jnp.sum(terms["m"] * weights), kl=jnp.sum(terms["kl"] * weights),
-             penalty=sg(penalty), distill=sg(distill), **weight_stats)
-  return (loss, alignment), aux
+  aux.update(terms)
+  return (loss, alignment / norm), aux
 
 
 def _micro_batches(batch: Mapping[str, Array], k: int, micro_sharding) -> dict[str, Array]:

@@ -12,6 +12,7 @@ from etils import epath
 from lookahead_jax import compare, stats, stunting
 from lookahead_jax import config as config_lib
 from lookahead_jax.config import ConfigError
+from lookahead_jax.evals import path_star as ps_eval
 
 from conftest import REPO, RHYME_TEST_OPTIONS
 
@@ -62,7 +63,7 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   # cost: step time over the baseline's, paired by seed (bench/train.py times it properly)
   assert rows[0]["cost"] == 1.0 and rows[1]["cost"] > 0
   assert rows[0].get("toward") is None and 0 <= rows[1]["toward"] <= 1
-  assert rows[0]["G_vs_baseline"] == 0.0
+  assert rows[0]["G_stunting_vs_baseline"] == 0.0
   for key in ("test_nll", "G_stunting", "G_dev", "G_stunting_marked", "gain_stunting"):
     for r in rows:  # mean and t-interval over the seeds
       lo, hi = r[key + "_ci"]
@@ -172,7 +173,7 @@ def test_every_interval_states_its_n_and_a_figure_missing_in_a_seed_shows(tmp_pa
   assert none["G_dev_per_seed"] == [0.2, 0.3, None]
   lo, hi = none["G_dev_ci"]
   assert none["G_dev"] == pytest.approx(0.25) and lo < 0.25 < hi
-  assert none["test_nll_n"] == "3 seeds" and none["G_vs_baseline_n"] == "3 seeds"
+  assert none["test_nll_n"] == "3 seeds" and none["G_stunting_vs_baseline_n"] == "3 seeds"
   # One seed: the evaluation's bootstrap over test rows, and it says so.
   assert one["G_stunting_ci"] == [0.0, 0.2] and one["G_stunting_n"] == "100 rows"
   table = (epath.Path(tmp_path) / "compare.md").read_text()
@@ -195,9 +196,9 @@ def test_the_printed_table_holds_the_headline_columns_and_the_files_every_figure
   headline, every = table.split("Every figure:")
   assert header in headline
   full = next(line for line in every.splitlines() if line.startswith("| mode"))
-  heads = dict((key, head) for key, head, _ in
-               (*compare.report.compare_columns(), compare.VERSION_COLUMN))
-  wanted = {heads[k] for k in compare.report.HEADLINE}
+  heads = {c.key: c.header for c in compare.columns_of(compare.evals.build(
+      compare.config_lib.defaults("eval").evaluators), rows)}
+  wanted = {heads[k] for k in compare.report.HEADLINE if k in heads}
   assert shown == [h.strip() for h in full.strip("|").split("|") if h.strip() in wanted]
   assert {"test NLL", "G (dev la.)", "balanced steps", "code version"} <= set(shown)
   assert "gain q_H (stunting)" not in shown and "gain q_H (stunting)" in full  # files hold it
@@ -332,8 +333,8 @@ def test_the_paired_by_graph_difference_of_a_mode_with_itself_is_zero():
       "data": {"name": "path_star"}, "depth": depth,
       "first": (rng.random(200) < 0.6).astype(float).tolist(),
       "g": [float(rng.normal()) if d >= 2 else None for d in depth]}) for s in (0, 1, 2)]
-  out = compare._paired_by_graph(runs, runs, resamples=200, seed=0)
-  for key in compare.PAIRED:
+  out = ps_eval.paired_by_graph(runs, runs, resamples=200, seed=0)
+  for key in ps_eval.PAIRED:
     assert out[key] == 0.0 and out[key + "_ci"] == [0.0, 0.0]
 
 
@@ -378,7 +379,7 @@ def test_compare_pairs_modes_by_graph_where_they_share_the_test_graphs(tmp_path)
                                                   resamples=300, seed=0)}
   chosen = np.asarray(depth) == 2
   by_seed = {r["seed"]: r["per_graph"] for r in results["none"]}  # seed i against seed i
-  for key, field in compare.PAIRED.items():
+  for key, field in ps_eval.PAIRED.items():
     a = np.asarray([[np.nan if v is None else v for v in r["per_graph"][field]]
                     for r in results["v1_token"]])[:, chosen]
     b = np.asarray([[np.nan if v is None else v for v in by_seed[r["seed"]][field]]

@@ -64,7 +64,7 @@ def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup, forwa
 
 def test_first_steps_by_depth_and_decoding(setup):
   config, settings, params = setup
-  figures = ps_eval.evaluate(params, config, settings, {
+  figures = ps_eval.graph_figures(params, config, settings, {
       "kind": "beam", "width": 2, "horizon": 4, "temperature": 1.0, "lam": 0.9,
       "scheme": "sum", "mixture": "linear"})
   graphs = ps_eval.test_graphs(config, "test")
@@ -118,12 +118,13 @@ def test_first_steps_by_depth_and_decoding(setup):
   assert "depth 2" in text and "+0.100 [+0.050, +0.150]" in text and "verifier strength" in text
   line = next(t for t in text.splitlines() if "no-search rules" in t)
   assert f"{best['2']['accuracy']:.3f} {best['2']['rule']}" in line
-  cols = ps_eval.columns(figures, {"dev": {"test_groups": groups}})
+  cols = ps_eval.run_figures(figures, {"dev": {"test_groups": groups}})
   assert cols["G_dev_d2"] == 0.1 and cols["G_dev_d2_ci"] == [0.05, 0.15]
   assert cols["first_d2"] == figures["first_step"]["teacher_forced"]["2"]
   assert cols["walk"] == figures["walk"] and "verifier_end_max" in cols
   assert cols["no_search_d2"] == best["2"]["accuracy"]
-  assert {k for k in cols if not k.endswith("_ci")} <= {k for k, _, _ in ps_eval.COLUMNS}
+  assert {k for k in cols if not k.endswith(("_ci", "_n"))} <= {
+      c.key for c in ps_eval.Evaluator.columns}
 
 
 def test_sampling_is_reproducible_and_amplified_with_lam_0_is_plain_sampling(setup):

@@ -40,7 +40,7 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   config.lookahead.width, config.lookahead.horizon = 2, 3
   settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
-  tours = tsp_eval.evaluate(params, config, settings, None)
+  tours = tsp_eval.tour_figures(params, config, settings)
   assert set(tours) == set(tsp_eval.METHODS)
   coords, optimal = tsp_eval.instances(config)[5]
   assert coords.shape == (4, 5, 2)  # the first eval.task_instances of the count
@@ -62,4 +62,5 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   two = {"greedy": {5: dict(gap=0.1, valid=1.0, instances=4),
                     6: dict(gap=0.4, valid=0.5, instances=4)}}
   assert tsp_eval._mean_gap(two, "greedy") == pytest.approx((0.1 * 4 + 0.4 * 2) / 6)
-  assert set(tsp_eval.columns(tours, {})) == {key for key, _, _ in tsp_eval.COLUMNS}
+  evaluator = tsp_eval.Evaluator()
+  assert set(evaluator.run_figures(tours, {}, {})) == {c.key for c in evaluator.columns}

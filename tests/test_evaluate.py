@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from etils import epath
 
-from lookahead_jax import evaluate, fit, stats
+from lookahead_jax import compare, evals, evaluate, fit, stats
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import report as report_lib
 from lookahead_jax import settings as settings_lib
+from lookahead_jax.evals import gain
 from lookahead_jax.evals import masked as masked_eval
 
 from conftest import RHYME_CONFIG, load_config
@@ -41,7 +42,7 @@ def test_the_cache_at_the_scored_anchors_equals_the_full_lookahead_masked(tiny_c
   and so every figure, are those of the lookahead at every anchor."""
   batch = _random_batch(tiny_config)
   lookahead = la_lib.Lookahead(width=3, horizon=2)
-  cache = jax.jit(functools.partial(evaluate.batch_cache, config=tiny_config,
+  cache = jax.jit(functools.partial(gain.batch_cache, config=tiny_config,
                                     lookahead=lookahead, control_width=4, loglinear=True))(
       tiny_params, batch, jax.random.key(0), 1.0)
   logits, found, _ = la_lib.teacher_forced_paths(
@@ -49,7 +50,7 @@ def test_the_cache_at_the_scored_anchors_equals_the_full_lookahead_masked(tiny_c
   log_p = jax.nn.log_softmax(logits)
   full = fit.pass_cache(log_p, found, batch["targets"], True)
   scored = np.asarray(batch["weights"]) > 0
-  got = cache["caches"][evaluate.LOOKAHEAD].replace(shared=cache["control"].shared)  # host_split
+  got = cache["caches"][gain.LOOKAHEAD].replace(shared=cache["control"].shared)  # host_split
   for name in ("log_p_y", "first", "score", "log_p_k", "shared"):
     np.testing.assert_allclose(np.asarray(getattr(got, name))[scored],
                                np.asarray(getattr(full, name))[scored], atol=1e-5)
@@ -131,10 +132,10 @@ def test_report_table_json_and_plots(report, capsys):
 
 
 def test_settings_within_float_noise_of_the_best_tie_and_the_first_in_the_grid_wins():
-  gains = np.array([[0.1, 0.3, 0.3 + 0.5 * evaluate.TIE, 0.2],  # a tie: the first
-                    [0.1, 0.3, 0.3 + 2.0 * evaluate.TIE, np.nan],  # clearly better: it
+  gains = np.array([[0.1, 0.3, 0.3 + 0.5 * gain.TIE, 0.2],  # a tie: the first
+                    [0.1, 0.3, 0.3 + 2.0 * gain.TIE, np.nan],  # clearly better: it
                     [np.nan, -0.2, -0.1, -0.1]])  # NaN never wins; exact ties: the first
-  np.testing.assert_array_equal(evaluate.first_best(gains), [1, 2, 2])
+  np.testing.assert_array_equal(gain.first_best(gains), [1, 2, 2])
 
 
 def test_each_part_is_fitted_on_its_own_tokens_and_horizon_1_never_beats_its_control(report):
@@ -155,8 +156,8 @@ def test_each_part_is_fitted_on_its_own_tokens_and_horizon_1_never_beats_its_con
 def test_the_headline_never_names_a_horizon_1_row():
   rows = [{"horizon": 1, "validation_G": 0.0}, {"horizon": 3, "validation_G": -0.2},
           {"horizon": 2, "validation_G": -0.1}, {"horizon": 1, "validation_G": 0.5}]
-  assert evaluate.headline_row(rows) == 2  # the best that looks ahead, though below 0
-  assert evaluate.headline_row(rows[:1] + rows[3:]) == 1  # only horizon-1 rows: the best
+  assert gain.headline_row(rows) == 2  # the best that looks ahead, though below 0
+  assert gain.headline_row(rows[:1] + rows[3:]) == 1  # only horizon-1 rows: the best
 
 
 def test_group_intervals_resample_rows():
@@ -168,12 +169,40 @@ def test_group_intervals_resample_rows():
   rows = np.repeat(np.arange(200), 2)
   groups = np.full(400, 2)
   groups[::4] = 0  # some unmarked tokens, left out
-  out = evaluate.group_gains(token_g, groups, rows, stats.resample_counts(200, 1000, 0))
+  out = gain.group_gains(token_g, groups, rows, stats.resample_counts(200, 1000, 0))
   keep = groups == 2
   assert out["2"]["G"] == pytest.approx(token_g[keep].mean())
-  by_token = evaluate.group_gains(token_g[keep], groups[keep], np.arange(keep.sum()),
+  by_token = gain.group_gains(token_g[keep], groups[keep], np.arange(keep.sum()),
                                   stats.resample_counts(int(keep.sum()), 1000, 0))
   width = lambda o: o["2"]["G_ci"][1] - o["2"]["G_ci"][0]
   assert width(out) > 1.2 * width(by_token)
-  assert evaluate.group_gains(token_g, np.zeros(400, int), rows,
+  assert gain.group_gains(token_g, np.zeros(400, int), rows,
                               stats.resample_counts(200, 10, 0)) == {}
+
+
+def test_an_evaluator_of_ones_own_is_one_file_and_one_config_line(tiny_run, tmp_path, capsys):
+  """tests/toy_evaluator.py, named in eval.evaluators: evaluate.run runs it after the gain
+  grid (its figures read the headline row), prints its table, and compare shows and pairs
+  its column."""
+  config = load_config(RHYME_CONFIG, {**tiny_run, **GRID, "eval.kinds": ("beam",),
+                                      "eval.horizons": (2,), "eval.schemes": ("sum",),
+                                      "eval.mixtures": ("linear",)})
+  config.eval.evaluators = (*config.eval.evaluators, "toy_evaluator")  # the one config line
+  settings = settings_lib.validate(config)
+  params = model_lib.init(settings.model, jax.random.key(0))
+  out = evaluate.run(config, settings, str(tmp_path), params=params)
+  norm = float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(params))))
+  assert out["toy"]["param_norm"] == pytest.approx(norm)
+  assert out["toy"]["headline_G"] == out["best"]["test"]["all"]["G"]
+  assert f"toy: parameter norm {norm:.3f} on rhyme" in capsys.readouterr().out
+  evaluators = evals.build(config.eval.evaluators)
+  runs = {mode: [{"seed": 0, "param_norm": norm + shift, "step_time": 1.0, "version": {},
+                  "trajectory": {"step": []}}]
+          for mode, shift in (("none", 0.0), ("v1_token", 1.0))}
+  rows = compare.tabulate(runs, str(tmp_path), "rhyme", evaluators=evaluators)
+  assert rows[1]["param_norm_vs_baseline"] == pytest.approx(1.0)
+  assert "parameter norm vs none" in (epath.Path(tmp_path) / "compare.md").read_text()
+  config.eval.evaluators = ("gain", "no_such_evaluator")
+  with pytest.raises(settings_lib.ConfigError, match="eval.evaluators: 'no_such_evaluator' is "
+                     "not an evaluator module"):
+    settings_lib.validate(config)

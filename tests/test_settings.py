@@ -205,6 +205,15 @@ def test_the_path_star_rho_experiment_is_path_stars_baseline_with_the_mask_spect
     assert differs == {k: v for k, v in baseline.items() if k != "objective"}
 
 
+def test_every_path_star_mode_validates_with_a_dev_lookahead_of_another_kind(tmp_path):
+  small = {"data.data_dir": str(tmp_path), **{f"data.options.{k}_size": 50 for k in
+                                              ("train", "validation", "test")}}
+  path = os.path.join(CONFIGS, "experiments", "path_star.py")
+  for mode in config_lib.STUNTING_MODES:
+    settings = settings_lib.validate(load_config(path, small, mode))
+    assert settings.dev_lookahead.kind != settings.monitor_lookahead.kind, mode
+
+
 def test_unprepared_tfds_configs_stop_at_the_data(tmp_path):
   """lm1b and TFDS tiny_shakespeare pass every check up to the dataset, which is not here."""
   lm1b = load_config(os.path.join(CONFIGS, "lm1b.py"), {"data.data_dir": str(tmp_path)})

@@ -61,6 +61,8 @@ def get_config(mode: str = "none"):
   # The dev lookahead differs from the stunting one (beam) in kind: SMC, 16 particles,
   # tempered by beta (a wider beam of the same horizon on a 2-arm graph restates it).
   config.monitor.dev_width = 16
+  if mode == "v4":  # stunting with SMC: the dev lookahead is the other kind, a beam of 16
+    config.monitor.dev_kind = "beam"
   config.eval.max_batches = 0  # all 1000 test graphs (about 370 of them marked)
   config.eval.horizons = (6,)
   config.eval.mixtures = ("linear", "loglinear")  # the schema's (default.py: linear)

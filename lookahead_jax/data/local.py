@@ -142,6 +142,8 @@ class Testbed:
                     an own-vocabulary example's prompt, else the config's prompt length.
   judge:            (tokenizer, records, continuations) -> {figure: float64 [n]}: the
                     testbed's success per prompt (the generation report).
+  judge_columns:    the generation table's columns of the judge's figures: (key, header,
+                    format) each.
   marked_probe:     the probes also read the activations before each marked target.
   """
 
@@ -154,6 +156,7 @@ class Testbed:
   prompt: Callable[[Any, Mapping[str, Any]], tuple[list[int], int] | None] | None = None
   judge: Callable[[Any, Sequence[Mapping[str, Any]], list[list[int]]],
                   dict[str, np.ndarray]] | None = None
+  judge_columns: tuple[tuple[str, str, str], ...] = ()
   marked_probe: bool = False
 
   @property

@@ -536,4 +536,4 @@ TESTBED = local.Testbed(
     name=NAME, builder=PathStar, tokenizer=tokenizer, longest_document=longest_document,
     mark_groups=lambda tok, targets, marks: goal_depths(np.asarray(targets), np.asarray(marks),
                                                         tok.END_PATH),
-    judge=judge, marked_probe=True)
+    judge=judge, judge_columns=(("goal", "reaches goal", ".3f"),), marked_probe=True)

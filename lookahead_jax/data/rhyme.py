@@ -172,4 +172,4 @@ def judge(tokenizer, records: Sequence[Mapping[str, Any]],
 
 
 TESTBED = local.Testbed(name=NAME, builder=Rhyme, marks=rhyme_marks, prompt=prompt,
-                        judge=judge)
+                        judge=judge, judge_columns=(("rhymed", "rhymed", ".3f"),))

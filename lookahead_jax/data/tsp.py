@@ -399,4 +399,5 @@ def judge(tok: TspTokenizer, records: Sequence[Mapping[str, Any]],
 
 
 TESTBED = local.Testbed(name=NAME, builder=Tsp, tokenizer=tokenizer,
-                        longest_document=longest_document, judge=judge)
+                        longest_document=longest_document, judge=judge,
+                        judge_columns=(("valid", "valid tour", ".3f"), ("gap", "gap", ".3f")))

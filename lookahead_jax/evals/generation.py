@@ -259,7 +259,8 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
     rows[sampler] = row
     samples[sampler] = [tok.decode(c) for c in conts[:3]]
   out = {"rows": rows, "samples": samples, "prompts": n, "new_tokens": new_tokens,
-         "prompt_texts": [tok.decode(p[1:]) for p in ids[:3]], "dataset": config.data.name}
+         "prompt_texts": [tok.decode(p[1:]) for p in ids[:3]], "dataset": config.data.name,
+         "judge_columns": [list(c) for c in (testbed.judge_columns if testbed else ())]}
   if jax.process_index() == 0:
     report.write_generation(out, epath.Path(workdir) / "generate")
   return out

@@ -12,9 +12,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from lookahead_jax import evals, sharding, stats
 from lookahead_jax import masked as masked_lib
-from lookahead_jax import sharding, stats
 from lookahead_jax.data import pipeline
+from lookahead_jax.evals import gain
 from lookahead_jax.settings import Settings
 
 
@@ -39,3 +40,26 @@ def masked_nll(params, settings: Settings, batches, mesh, bootstrap: int, seed: 
     lo, hi = stats.bootstrap_ratio(sums[key], counts, weights)
     out[key], out[key + "_ci"] = float(sums[key].sum() / counts.sum()), [float(lo), float(hi)]
   return out
+
+
+class Evaluator(evals.Base):
+  """`masked_nll` on the test split, for a model trained with masks."""
+
+  name = "masked"
+  columns = (evals.Column("pll_nll", "pseudo-NLL", ".4f"),
+             evals.Column("readout_nll", "readout NLL (bidir.)", ".4f"))
+
+  def applies(self, context: evals.Context) -> bool:
+    return context.settings.objective.kind == "spectrum"
+
+  def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
+    ev = context.config.eval
+    return masked_nll(params, context.settings,
+                      gain.eval_batches(context.config, context.settings, ev.test_split),
+                      context.mesh, ev.bootstrap, ev.seed)
+
+  def run_figures(self, figures: dict[str, Any], report: dict[str, Any],
+                  best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    del report, best_rows
+    return {k: figures[k] for key in ("pll_nll", "readout_nll") if key in figures
+            for k in (key, key + "_ci")}

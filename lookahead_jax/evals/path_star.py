@@ -2,7 +2,7 @@
 each way of decoding does on the first step, and why lookahead helps or not.
 
 On every graph of `eval.test_split` (data/path_star.py), in the split's order: the same
-graphs whose first steps the main evaluation (evaluate.py) groups into G per goal depth,
+graphs whose first steps the gain grid (evals/gain.py) groups into G per goal depth,
 which scores the whole split (config validation demands eval.max_batches == 0 on
 path_star), so every figure here and G come from one set of graphs.
 
@@ -39,8 +39,11 @@ path_star), so every figure here and G come from one set of graphs.
   beside goal_end, the log-prob of the end-of-path token at the goal on the true path.
   Each is a mean over graphs (of the mean over their wrong arms).
 
-G on the first steps per goal depth comes from the main evaluation (evaluate.py, its
-token-level G of the headline row grouped by `pipeline.mark_groups`).
+G on the first steps per goal depth comes from the gain grid (evals/gain.py, its
+token-level G of the headline row grouped by `pipeline.mark_groups`). compare pairs a
+mode with the baseline by test graph (`Evaluator.paired`): at goal depth 2, the
+teacher-forced first step and the headline row's g, seed i against seed i, one bootstrap
+over the graphs for every seed and both modes (stats.paired_bootstrap_diff).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -57,37 +61,19 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lookahead_jax import aot, decoding, report
+from lookahead_jax import aot, decoding, evals, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
-from lookahead_jax.data import builders, path_star
+from lookahead_jax.data import builders, path_star, registry
 from lookahead_jax.settings import Settings
 
 NAME = path_star.NAME
 AFTER_LEAF = 2  # greedy tokens after a wrong leaf whose confidence is reported
 METHODS = ("teacher_forced", "greedy", "beam", "sample", "amplified")
-# compare's columns: (key, header, format); an interval sits in key + "_ci"
-COLUMNS = (
-    *((f"G_{who}_d{d}", f"G depth {d} ({who})", "+.3f") for who in ("stunting", "dev")
-      for d in range(2, 6)),
-    ("G_dev_d2_vs_baseline", "G depth 2 (dev) vs none", "+.3f"),
-    *((f"first_d{d}", f"first step depth {d}", ".3f") for d in range(1, 6)),
-    ("first_d2_vs_baseline", "first step depth 2 vs none", "+.3f"),
-    ("no_search_d2", "best no-search rule depth 2", ".3f"),
-    ("first_d2_beam", "first step depth 2 (beam)", ".3f"),
-    ("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
-    ("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
-    ("walk", "walk", ".3f"), ("end", "end of path", ".3f"),
-    ("verifier_walk", "wrong arm: walk log p", "+.2f"),
-    ("verifier_end_max", "wrong arm: max log p(end)", "+.2f"),
-    ("verifier_leaf_max", "wrong leaf: max log p", "+.2f"),
-    ("verifier_after_max", "after it: max log p", "+.2f"))
-
-
-# compare's printed columns: what answers the stunting question on path_star
-HEADLINE = ("mode", "seeds", "version", "test_nll", "first_d1", "first_d2", "first_d3",
-            "no_search_d2", "first_d2_paired", "walk", "G_dev_d2", "G_dev_d3", "G_d2_paired",
-            "verifier_end_max", "toward", "balanced", "cost")
+# compare's figures at goal depth 2 bootstrapped over test graphs paired across runs
+# (`Evaluator.paired`): key -> the per-graph field of `per_graph` it is taken from
+PAIRED = {"first_d2_paired": "first", "G_d2_paired": "g"}
+PAIRED_DEPTH = 2
 
 
 def test_graphs(config: ConfigDict, split: str, limit: int | None = None
@@ -231,7 +217,7 @@ def decoded(params, graphs, tok, settings: Settings, beam_size: int,
   return {m: _first_step_and_goal(tok, graphs, np.asarray(ids)) for m, ids in out.items()}
 
 
-def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
+def _compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
   """Queues on `ahead` the decoders' compiles `evaluate` makes for parameters shaped like
   `params` (aot.Ahead.warm); amplified sampling's only when the grid has one setting (its
   headline row is then known before the fits)."""
@@ -248,15 +234,16 @@ def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, para
     ahead.warm(fn, *args, **kwargs)
 
 
-def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None
-             ) -> dict[str, Any]:
+def graph_figures(params, config: ConfigDict, settings: Settings,
+                  headline: dict[str, Any] | None) -> dict[str, Any]:
   """The path-star figures of the module docstring, on every graph of eval.test_split.
 
   headline: the evaluation's headline row (its lookahead, tau and lam drive amplified
   sampling), or None. Returns {split, depths, chance, graphs, counts, first_step: {method:
   {depth: accuracy}}, goal: {method: {depth: share}}, no_search: {rules: {rule: {depth:
   accuracy}}, best: {depth: {rule, accuracy}}}, walk, end, verifier, goal_end, per_graph:
-  {depth: [int], first_step: {method: [0/1]}, goal: {method: [0/1]}}}; depths are strings
+  {depth: [int], first_step: {method: [0/1]}, goal: {method: [0/1]}}, graphs_of
+  (`graphs_of`)}; depths are strings
   as dict keys; per_graph lists the graphs in the split's order.
   """
   ev, tok = config.eval, settings.tokenizer
@@ -288,7 +275,8 @@ def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str,
       goal_end=float(tf["goal_end"].mean()),
       verifier=verifier_strength(params, graphs, tok, settings.model),
       per_graph=dict(depth=depth.astype(int).tolist(), first_step=per_graph("first"),
-                     goal=per_graph("goal")))
+                     goal=per_graph("goal")),
+      graphs_of=graphs_of(config))
 
 
 def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
@@ -328,7 +316,7 @@ def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> st
           f"after it {v['after_max']:+.2f}")
 
 
-def columns(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_figures(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
   """compare's figures of a run: G on the first steps per goal depth of each lookahead's
   best row (`best_rows`: label -> row), teacher-forced first-step accuracy per goal depth,
   the first step of beam decoding and the share of sampled (plain, amplified) paths that
@@ -338,6 +326,8 @@ def columns(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> di
   for label, row in best_rows.items():
     for depth, g in row["test_groups"].items():
       out[f"G_{label}_d{depth}"], out[f"G_{label}_d{depth}_ci"] = g["G"], g["G_ci"]
+      if g.get("tokens") is not None:  # what the per-depth intervals resample: graphs
+        out[f"G_{label}_d{depth}_n"] = f"{g['tokens']} graphs"
   out.update({f"first_d{d}": a for d, a in figures["first_step"]["teacher_forced"].items()})
   out["first_d2_beam"] = figures["first_step"]["beam"].get("2")
   out["no_search_d2"] = figures.get("no_search", {}).get("best", {}).get("2", {}).get("accuracy")
@@ -346,3 +336,121 @@ def columns(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> di
   out.update(walk=figures["walk"], end=figures["end"])
   out.update({f"verifier_{k}": v for k, v in figures["verifier"].items()})
   return out
+
+
+# ----------------------------------------------------------------------------- paired by graph
+
+
+def graphs_of(config: ConfigDict) -> dict[str, Any]:
+  """What fixes the test graphs: the testbed, its data options and the test split."""
+  return {"name": config.data.name, "split": config.eval.test_split,
+          "options": json.loads(config.data.options.to_json_best_effort(sort_keys=True))}
+
+
+def per_graph(figures: dict[str, Any], report_: dict[str, Any]) -> dict[str, Any] | None:
+  """A run's per-test-graph figures for the comparisons paired by graph: {data (graphs_of),
+  depth [int], first [0/1] (teacher-forced first step right), g [float | None] (the
+  headline row's g on the graph's marked first step; None on graphs without one)}, in the
+  test split's order; None without per-graph figures.
+
+  The headline row's marked test tokens (report["best"]["test_marked_g"], in the split's
+  order) are the first steps of the graphs of goal depth >= 2, one each."""
+  per = figures.get("per_graph")
+  if not per or "teacher_forced" not in per.get("first_step", {}):
+    return None
+  depth = [int(d) for d in per["depth"]]
+  out = {"data": figures["graphs_of"], "depth": depth,
+         "first": [float(v) for v in per["first_step"]["teacher_forced"]], "g": None}
+  marked_g = report_.get("best", {}).get("test_marked_g")
+  marked = [i for i, d in enumerate(depth) if d >= 2]
+  if marked_g is not None and len(marked_g) == len(marked):
+    out["g"] = [None] * len(depth)
+    for i, g in zip(marked, marked_g):
+      out["g"][i] = float(g)
+  elif marked_g is not None:
+    warnings.warn(f"{len(marked_g)} marked test tokens for {len(marked)} graphs of depth >= 2: "
+                  "G is not paired by graph", stacklevel=2)
+  return out
+
+
+def paired_by_graph(mode: list[dict[str, Any]], base: list[dict[str, Any]],
+                    resamples: int, seed: int) -> dict[str, Any]:
+  """The PAIRED figures of a mode against the baseline (run figures with "per_graph"):
+  seed i against seed i (runs matched by seed), resampled over the test graphs of goal
+  depth PAIRED_DEPTH, paired across runs (stats.paired_bootstrap_diff); {} unless both
+  share the test graphs."""
+  by_seed = {b.get("seed", i): b for i, b in enumerate(base)}
+  pairs = [(r.get("per_graph"), by_seed[r.get("seed", i)].get("per_graph"))
+           for i, r in enumerate(mode) if r.get("seed", i) in by_seed]
+  pairs = [(a, b) for a, b in pairs if a and b]
+  if not pairs:
+    return {}
+  first = pairs[0][0]
+  if any(p["data"] != first["data"] or p["depth"] != first["depth"]
+         for pair in pairs for p in pair):
+    return {}  # not the same test graphs: nothing to pair by
+  chosen = np.asarray(first["depth"]) == PAIRED_DEPTH
+  out = {}
+  for key, field in PAIRED.items():
+    if any(p[field] is None for pair in pairs for p in pair) or not chosen.any():
+      continue
+
+    def values(side: int, field=field) -> np.ndarray:
+      return np.asarray([[np.nan if v is None else v for v in pair[side][field]]
+                         for pair in pairs], np.float64)[:, chosen]
+
+    diff, lo, hi = stats.paired_bootstrap_diff(values(0), values(1), resamples, seed)
+    out[key], out[key + "_ci"] = diff, [lo, hi]
+    out[key + "_n"] = (f"{len(pairs)} seed{'s' if len(pairs) > 1 else ''} x "
+                       f"{int(chosen.sum())} graphs")
+  return out
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+class Evaluator(evals.Base):
+  """The figures of the module docstring, on a path_star run."""
+
+  name = NAME
+  columns = (
+      *(evals.Column(f"G_{who}_d{d}", f"G depth {d} ({who})", "+.3f",
+                     paired=(who, d) == ("dev", 2))
+        for who in ("stunting", "dev") for d in range(2, 6)),
+      *(evals.Column(f"first_d{d}", f"first step depth {d}", ".3f", paired=d == 2)
+        for d in range(1, 6)),
+      evals.Column("no_search_d2", "best no-search rule depth 2", ".3f"),
+      evals.Column("first_d2_beam", "first step depth 2 (beam)", ".3f"),
+      evals.Column("goal_d2_sample", "depth-2 goal reached (sampling)", ".3f"),
+      evals.Column("goal_d2_amplified", "depth-2 goal reached (amplified)", ".3f"),
+      evals.Column("walk", "walk", ".3f"), evals.Column("end", "end of path", ".3f"),
+      evals.Column("verifier_walk", "wrong arm: walk log p", "+.2f"),
+      evals.Column("verifier_end_max", "wrong arm: max log p(end)", "+.2f"),
+      evals.Column("verifier_leaf_max", "wrong leaf: max log p", "+.2f"),
+      evals.Column("verifier_after_max", "after it: max log p", "+.2f"),
+      evals.Column("G_d2_paired", "G depth 2 (headline la.) vs none, paired by graph", "+.3f"),
+      evals.Column("first_d2_paired", "first step depth 2 vs none, paired by graph", "+.3f"))
+  # compare's printed columns: what answers the stunting question on path_star
+  headline = ("mode", "seeds", "version", "test_nll", "first_d1", "first_d2", "first_d3",
+              "no_search_d2", "first_d2_paired", "walk", "G_dev_d2", "G_dev_d3",
+              "G_d2_paired", "verifier_end_max", "toward", "balanced", "cost")
+
+  def applies(self, context: evals.Context) -> bool:
+    return registry.base_name(context.config.data.name) == NAME
+
+  def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
+    return graph_figures(params, context.config, context.settings, context.headline)
+
+  def table(self, figures: dict[str, Any], report_: dict[str, Any]) -> str:
+    return table(figures, report_["best"])
+
+  def run_figures(self, figures: dict[str, Any], report_: dict[str, Any],
+                  best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {**run_figures(figures, best_rows), "per_graph": per_graph(figures, report_)}
+
+  def paired(self, mode_runs: list[dict[str, Any]], base_runs: list[dict[str, Any]],
+             resamples: int, seed: int) -> dict[str, Any]:
+    return paired_by_graph(mode_runs, base_runs, resamples, seed)
+
+  def compile_ahead(self, ahead: aot.Ahead, context: evals.Context, params) -> None:
+    _compile_ahead(ahead, context.config, context.settings, params)

@@ -10,8 +10,9 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from lookahead_jax import evals, sharding
 from lookahead_jax import probes as probes_lib
-from lookahead_jax import sharding
+from lookahead_jax import report as report_lib
 from lookahead_jax.data import pipeline
 from lookahead_jax.settings import Settings
 
@@ -35,3 +36,31 @@ def probe_report(params, config: ConfigDict, settings: Settings,
               figures=probes_lib.named(out, pr), offsets=list(pr.offsets),
               layers=list(pr.layers), splits=[ev.validation_split, ev.test_split],
               rows=int(fit["inputs"].shape[0]))
+
+
+class Evaluator(evals.Base):
+  """`probe_report`, when probes.enabled."""
+
+  name = "probes"
+  columns = (evals.Column("future_gain", "future-token probe gain", "+.4f"),
+             evals.Column("icl_score", "ICL score", "+.4f"),
+             evals.Column("induction_max", "induction (best head)", ".3f"))
+
+  def applies(self, context: evals.Context) -> bool:
+    return context.settings.probes is not None
+
+  def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
+    return probe_report(params, context.config, context.settings, context.mesh)
+
+  def table(self, figures: dict[str, Any], report: dict[str, Any]) -> str:
+    del report
+    return report_lib.probes_table(figures)
+
+  def plots(self, figures: dict[str, Any], report: dict[str, Any], out) -> None:
+    report_lib.probe_plots(figures, report["dataset"], out)
+
+  def run_figures(self, figures: dict[str, Any], report: dict[str, Any],
+                  best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """probes.named's figures of the evaluation (compare's probe columns)."""
+    del report, best_rows
+    return {c.key: figures["figures"][c.key] for c in self.columns}

@@ -27,16 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lookahead_jax import decoding, report, stats
+from lookahead_jax import decoding, evals, report, stats
 from lookahead_jax import lookahead as lookahead_lib
-from lookahead_jax.data import builders, tsp, tsp_tours
+from lookahead_jax.data import builders, registry, tsp, tsp_tours
 from lookahead_jax.settings import Settings
 
 NAME = tsp.NAME
 MODEL_METHODS = ("greedy", "beam", "amplified")
 METHODS = MODEL_METHODS + tuple(tsp_tours.HEURISTICS)
-# compare's columns: (key, header, format)
-COLUMNS = (("tsp_greedy_gap", "tsp greedy gap", ".3f"), ("tsp_beam_gap", "tsp beam gap", ".3f"))
 
 
 def instances(config: ConfigDict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -98,10 +96,8 @@ def summary(gap: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
   return row
 
 
-def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str, Any] | None
-             ) -> dict[str, Any]:
-  """{method: {n: summary}} for every method of METHODS. `headline` is not used."""
-  del headline
+def tour_figures(params, config: ConfigDict, settings: Settings) -> dict[str, Any]:
+  """{method: {n: summary}} for every method of METHODS."""
   ev, tok = config.eval, settings.tokenizer
   out: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
   for n, (coords, optimal) in instances(config).items():
@@ -113,10 +109,9 @@ def evaluate(params, config: ConfigDict, settings: Settings, headline: dict[str,
   return out
 
 
-def table(tours: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
+def table(tours: dict[str, Any]) -> str:
   """Mean optimality gap [95% interval] per city count and method, with the valid share
   of the model's tours."""
-  del headline
   headers = ["cities"] + [m for m in tours]
   rows = []
   for n in sorted(next(iter(tours.values()))):
@@ -141,7 +136,26 @@ def _mean_gap(tours: dict[str, Any], method: str) -> float | None:
   return sum(g * w for g, w in gaps_) / weight if weight else float("nan")
 
 
-def columns(tours: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-  """compare's figures of a run: the mean gap of greedy and beam tours."""
-  del best_rows
-  return {"tsp_greedy_gap": _mean_gap(tours, "greedy"), "tsp_beam_gap": _mean_gap(tours, "beam")}
+class Evaluator(evals.Base):
+  """The tours of the module docstring, on a tsp run."""
+
+  name = NAME
+  columns = (evals.Column("tsp_greedy_gap", "tsp greedy gap", ".3f"),
+             evals.Column("tsp_beam_gap", "tsp beam gap", ".3f"))
+
+  def applies(self, context: evals.Context) -> bool:
+    return registry.base_name(context.config.data.name) == NAME
+
+  def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
+    return tour_figures(params, context.config, context.settings)
+
+  def table(self, figures: dict[str, Any], report_: dict[str, Any]) -> str:
+    del report_
+    return table(figures)
+
+  def run_figures(self, figures: dict[str, Any], report_: dict[str, Any],
+                  best_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The mean gap of greedy and beam tours."""
+    del report_, best_rows
+    return {"tsp_greedy_gap": _mean_gap(figures, "greedy"),
+            "tsp_beam_gap": _mean_gap(figures, "beam")}

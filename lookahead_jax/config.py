@@ -123,7 +123,7 @@ def base_config() -> ConfigDict:
   c.lookahead.mixture = "linear"  # linear | loglinear
   c.lookahead.lam = 0.5  # weight of q in the mixture
   c.lookahead.chunk = 0  # anchors per vmapped chunk; 0: all
-  # beam paths that end early at EOS score S * (H / L)**alpha
+  # beam and MCTS paths that end early at EOS score S * (H / L)**alpha
   c.lookahead.length_penalty = 1.0
   c.lookahead.beta = 4.0  # SMC tempering
   # MCTS (mcts.py): model calls per anchor; 0: K(H-1), as many as a width-K beam's

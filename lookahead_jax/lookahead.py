@@ -78,8 +78,9 @@ class Lookahead:
                   children K of every node, mcts.py).
   horizon:        H tokens looked ahead, the first (the predicted token) included; MCTS:
                   its tree is H-1 tokens deep (mcts.py).
-  length_penalty: beam: a path that ends at EOS after L < H tokens scores S * (H / L)**alpha
-                  (and ranks by S / L**alpha inside the search, as in decoding).
+  length_penalty: beam and MCTS: a path that ends at EOS after L < H tokens scores
+                  S * (H / L)**alpha (beam ranks by S / L**alpha inside the search, as in
+                  decoding; MCTS returns it as the path's value, mcts.py).
   chunk:          anchors per vmapped chunk; 0 = all anchors of a row at once.
   eos_id:         end-of-sequence token, or None.
   simulations:    MCTS: model calls per anchor; 0: K(H-1), a width-K beam's.

@@ -24,7 +24,13 @@ log-probability of its path. The root's own value (one visit's worth in PUCT's
 normalisation; Gumbel's completion of unvisited children, only when S < K) is its best
 token's log-prob. A path that reaches `lookahead.eos_id` (or that the done
 head calls done) ends there: the edge into it discounts everything after it (discount 0,
-or 1 - P(done) with a done head).
+or 1 - P(done) with a done head). A path that ends in EOS after d tokens returns its
+summed log-prob times (H / d) ** `lookahead.length_penalty`, as beam lookahead rescales
+its finished paths (lookahead.py): with 0, the default, an ended path is not rescaled, so
+ending early escapes the negative rewards of the tokens a longer path still pays; with
+1 every path is compared at its mean log-prob per token over H tokens. The search
+trained into the policy (distill) needs 1: without it, a model that gives the end token
+any mass at an anchor learns from the search to end there (docs/results.md, MCTS).
 
 q_MCTS at the anchor, over the root's K children:
   - "gumbel" (default): Gumbel MuZero's improved policy, softmax(log prior + sigma(completed
@@ -63,12 +69,14 @@ class Node:
 
   state:   what `step` needs to extend the path (the model: its path cache, `PathCache`).
   depth:   [1] int32 tokens on the path.
+  total:   [1] the path's summed log-probability (what an EOS edge rescales).
   tokens:  [1, K] int32 the children's tokens: the top-K of p at the path's end.
   log_p:   [1, K] their log-probabilities (the rewards of moving to them).
   """
 
   state: Any
   depth: Array
+  total: Array
   tokens: Array
   log_p: Array
 
@@ -79,7 +87,8 @@ def simulations(width: int, horizon: int, asked: int) -> int:
 
 
 def search(first_logprobs, step: Step, state, rng, *, width: int, horizon: int, budget: int,
-           policy: str) -> tuple[Array, Array]:
+           policy: str, eos_id: int | None = None, length_penalty: float = 0.0
+           ) -> tuple[Array, Array]:
   """The search of the module docstring from one root -> (first [K], score [K] log q).
 
   first_logprobs: [V] log p at the root; state: the root's `Node.state`;
@@ -98,15 +107,22 @@ def search(first_logprobs, step: Step, state, rng, *, width: int, horizon: int, 
     pick = lambda x: jnp.take_along_axis(x, action[:, None], axis=1)[:, 0]
     token = pick(node.tokens)
     state, log_p, value, discount = step(node.state, token, node.depth)
+    reward = pick(node.log_p)
+    total = node.total + reward
+    if eos_id is not None:  # an ended path returns total * (H / d) ** length_penalty
+      ended = token == eos_id
+      stretch = (horizon / (node.depth + 1).astype(jnp.float32)) ** length_penalty
+      reward = jnp.where(ended, reward + (stretch - 1.0) * total, reward)
+      discount = jnp.where(ended, 0.0, discount)
     log_p, tokens = jax.lax.top_k(log_p, width)
-    child = Node(state=state, depth=node.depth + 1, tokens=tokens.astype(jnp.int32),
-                 log_p=log_p)
+    child = Node(state=state, depth=node.depth + 1, total=total,
+                 tokens=tokens.astype(jnp.int32), log_p=log_p)
     return mctx.RecurrentFnOutput(
-        reward=pick(node.log_p), discount=discount, prior_logits=log_p,
+        reward=reward, discount=discount, prior_logits=log_p,
         value=log_p[:, 0] if value is None else value), child
 
-  root_node = Node(state=state, depth=jnp.zeros((1,), jnp.int32), tokens=first[None],
-                   log_p=top[None])
+  root_node = Node(state=state, depth=jnp.zeros((1,), jnp.int32), total=jnp.zeros((1,)),
+                   tokens=first[None], log_p=top[None])
   root = mctx.RootFnOutput(prior_logits=top[None], value=top[:1], embedding=root_node)
   if policy == "gumbel":
     out = mctx.gumbel_muzero_policy((), rng, root, recurrent, budget, max_depth=horizon - 1,
@@ -128,10 +144,10 @@ class PathCache:
 
 
 def model_step(params, prefix, position, *, config: model_lib.Config, slots: int,
-               horizon: int, eos_id: int | None) -> Step:
+               horizon: int) -> Step:
   """`search`'s step for the model: one model call of the new token against the shared
   prefix (k, v, mask) and the node's path cache; the value and done heads where the
-  model has them; the edge into `eos_id` ends the path."""
+  model has them."""
   heads = config.value_head or config.done_head
   # the prefix in the layouts attention reads, laid out once (not once per simulation)
   shared = model_lib.Cache.empty(config, 1, slots).with_prefix(*prefix)
@@ -146,8 +162,6 @@ def model_step(params, prefix, position, *, config: model_lib.Config, slots: int
     discount = jnp.ones(token.shape, jnp.float32)
     if config.done_head:
       discount = 1.0 - jax.nn.sigmoid(out[2]["done"][:, 0])
-    if eos_id is not None:
-      discount = jnp.where(token == eos_id, 0.0, discount)
     return (PathCache(k=out[1].k, v=out[1].v), jax.nn.log_softmax(out[0][:, 0]), value,
             discount)
 
@@ -166,7 +180,8 @@ def search_one(params, prefix, first_logprobs, position, rng, beta, *,
   slots = max(lookahead.horizon - 1, 1)
   empty = model_lib.Cache.empty(config, 1, slots)
   step = model_step(params, prefix, position, config=config, slots=slots,
-                    horizon=lookahead.horizon, eos_id=lookahead.eos_id)
+                    horizon=lookahead.horizon)
   return search(first_logprobs, step, PathCache(k=empty.k, v=empty.v), rng,
                 width=lookahead.width, horizon=lookahead.horizon, policy=lookahead.policy,
+                eos_id=lookahead.eos_id, length_penalty=lookahead.length_penalty,
                 budget=simulations(lookahead.width, lookahead.horizon, lookahead.simulations))

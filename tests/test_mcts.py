@@ -71,6 +71,26 @@ def test_horizon_one_searches_nothing_it_is_the_top_k_control():
   np.testing.assert_allclose(score, ROOT[:2])  # log p on p's top-K, as beam's control
 
 
+def test_an_ended_path_is_rescaled_by_the_length_penalty():
+  # Token 2 ends the path (EOS) at p = 0.55; token 0 goes on at p = 0.35, then 0.97 a token.
+  # Summed log-probs (penalty 0) prefer ending: log 0.55 > log 0.35 + 5 log 0.97. Compared
+  # at the mean per token over H = 6 tokens (penalty 1), 6 log 0.55 < the arm's sum.
+  root = jnp.log(jnp.array([0.35, 0.05, 0.55, 0.05]))
+  step = _hand_made(99, False)
+
+  @functools.partial(jax.jit, static_argnames=("penalty",))
+  def q(penalty):
+    first, score = mcts.search(root, step, jnp.zeros((1,), jnp.int32), jax.random.key(0),
+                               width=2, horizon=6, budget=40, policy="gumbel", eos_id=2,
+                               length_penalty=penalty)
+    return first, jnp.exp(score)
+
+  for penalty, ends in ((0.0, True), (1.0, False)):
+    first, weights = q(penalty)
+    np.testing.assert_array_equal(first, [2, 0])
+    assert (float(weights[0]) > 0.99) == ends and (float(weights[1]) > 0.99) != ends
+
+
 def test_a_value_overrides_the_prior_where_the_likelihood_cannot_tell():
   no_dead_end = 99
   _, q = _q_hand_made(no_dead_end, False, 40, "gumbel")  # the prior decides

@@ -53,6 +53,11 @@ def get_config(mode: str = "none"):
 
   config.eval.at_end = False
   config = config_lib.experiment(config, "distill" if mode == "ida" else mode)
+  if mode != "none":
+    # Trained toward the search, paths that end at EOS are compared at their mean
+    # log-prob per token over H (mcts.py): summed, ending early is cheaper than any walk,
+    # and the policy learned to end the path at its first step (docs/results.md, MCTS).
+    config.lookahead.length_penalty = 1.0
   config.model.value_head = config.model.done_head = mode == "ida"
   config.monitor.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon
   config.monitor.dev_width = 2

@@ -24,13 +24,14 @@ log-probability of its path. The root's own value (one visit's worth in PUCT's
 normalisation; Gumbel's completion of unvisited children, only when S < K) is its best
 token's log-prob. A path that reaches `lookahead.eos_id` (or that the done
 head calls done) ends there: the edge into it discounts everything after it (discount 0,
-or 1 - P(done) with a done head). A path that ends in EOS after d tokens returns its
+or 1 - P(done) with a done head). A path that ends after d tokens (at EOS, or by the done
+head in the share it calls done) returns its
 summed log-prob times (H / d) ** `lookahead.length_penalty`, as beam lookahead rescales
 its finished paths (lookahead.py): with 0, the default, an ended path is not rescaled, so
 ending early escapes the negative rewards of the tokens a longer path still pays; with
-1 every path is compared at its mean log-prob per token over H tokens. The search
-trained into the policy (distill) needs 1: without it, a model that gives the end token
-any mass at an anchor learns from the search to end there (docs/results.md, MCTS).
+1 every path is compared at its mean log-prob per token over H tokens. A search trained
+into the policy (distill, IDA) needs 1 for every ending: a model that gives an ending any
+mass at an anchor otherwise learns from the search to end there (docs/results.md, MCTS).
 
 q_MCTS at the anchor, over the root's K children:
   - "gumbel" (default): Gumbel MuZero's improved policy, softmax(log prior + sigma(completed
@@ -109,11 +110,13 @@ def search(first_logprobs, step: Step, state, rng, *, width: int, horizon: int, 
     state, log_p, value, discount = step(node.state, token, node.depth)
     reward = pick(node.log_p)
     total = node.total + reward
-    if eos_id is not None:  # an ended path returns total * (H / d) ** length_penalty
-      ended = token == eos_id
-      stretch = (horizon / (node.depth + 1).astype(jnp.float32)) ** length_penalty
-      reward = jnp.where(ended, reward + (stretch - 1.0) * total, reward)
-      discount = jnp.where(ended, 0.0, discount)
+    if eos_id is not None:
+      discount = jnp.where(token == eos_id, 0.0, discount)
+    # A path that ends here (at EOS, or by the done head with probability 1 - discount)
+    # returns total * (H / d) ** length_penalty: the rescaling is added to the reward in
+    # the share the path ends.
+    stretch = (horizon / (node.depth + 1).astype(jnp.float32)) ** length_penalty
+    reward = reward + (1.0 - discount) * (stretch - 1.0) * total
     log_p, tokens = jax.lax.top_k(log_p, width)
     child = Node(state=state, depth=node.depth + 1, total=total,
                  tokens=tokens.astype(jnp.int32), log_p=log_p)

@@ -75,20 +75,27 @@ def test_an_ended_path_is_rescaled_by_the_length_penalty():
   # Token 2 ends the path (EOS) at p = 0.55; token 0 goes on at p = 0.35, then 0.97 a token.
   # Summed log-probs (penalty 0) prefer ending: log 0.55 > log 0.35 + 5 log 0.97. Compared
   # at the mean per token over H = 6 tokens (penalty 1), 6 log 0.55 < the arm's sum.
+  # The same when a done head, not EOS, ends the path (discount 0 after token 2).
   root = jnp.log(jnp.array([0.35, 0.05, 0.55, 0.05]))
-  step = _hand_made(99, False)
+  hand_made = _hand_made(99, False)
 
-  @functools.partial(jax.jit, static_argnames=("penalty",))
-  def q(penalty):
-    first, score = mcts.search(root, step, jnp.zeros((1,), jnp.int32), jax.random.key(0),
-                               width=2, horizon=6, budget=40, policy="gumbel", eos_id=2,
-                               length_penalty=penalty)
+  def done_head(arm, token, depth):
+    arm, log_p, value, _ = hand_made(arm, token, depth)
+    return arm, log_p, value, jnp.where(token == 2, 0.0, 1.0)
+
+  @functools.partial(jax.jit, static_argnames=("penalty", "eos"))
+  def q(penalty, eos):
+    first, score = mcts.search(root, hand_made if eos else done_head,
+                               jnp.zeros((1,), jnp.int32), jax.random.key(0), width=2,
+                               horizon=6, budget=40, policy="gumbel",
+                               eos_id=2 if eos else None, length_penalty=penalty)
     return first, jnp.exp(score)
 
-  for penalty, ends in ((0.0, True), (1.0, False)):
-    first, weights = q(penalty)
-    np.testing.assert_array_equal(first, [2, 0])
-    assert (float(weights[0]) > 0.99) == ends and (float(weights[1]) > 0.99) != ends
+  for eos in (True, False):
+    for penalty, ends in ((0.0, True), (1.0, False)):
+      first, weights = q(penalty, eos)
+      np.testing.assert_array_equal(first, [2, 0])
+      assert (float(weights[0]) > 0.99) == ends and (float(weights[1]) > 0.99) != ends
 
 
 def test_a_value_overrides_the_prior_where_the_likelihood_cannot_tell():

@@ -65,7 +65,7 @@ class Config:
   # having ended). Their parameters live beside the others, in the checkpoint.
   value_head: bool = _DEFAULT.value_head
   done_head: bool = _DEFAULT.done_head
-  # Numeric tokens (`numeric_input`): K Fourier features; whether their own embeddings stay.
+  # Numeric tokens (`NumericInput`): K Fourier features; whether their own embeddings stay.
   numeric_features: int = _DEFAULT.numeric_features
   numeric_embeddings: bool = _DEFAULT.numeric_embeddings
   # The testbed's numeric tokens, derived from its tokenizer (settings.derive), not set in

@@ -150,6 +150,15 @@ def base_config() -> ConfigDict:
   # having ended). Their parameters live beside the others, in the checkpoint.
   c.model.value_head = False
   c.model.done_head = False
+  # Numeric tokens read as numbers: K > 0 adds to the embedding of each token the testbed
+  # declares numeric (its tokenizer's `numeric_tokens()`: token id, channel, value in
+  # [0, 1); tsp: the x and y coordinates, value / grid) a learned linear projection, one per
+  # channel, of the value's Fourier features [v, sin(2 pi k v), cos(2 pi k v), k = 1..K].
+  # 0: off (no parameters added). The projections are parameters, in the checkpoint.
+  c.model.numeric_features = 0
+  # With numeric_features: False drops the numeric tokens' own (per-value) input
+  # embeddings, so such a token enters as its channel's projection alone.
+  c.model.numeric_embeddings = True
   # A local Hugging Face GPT-2 directory (gpt2.py): the initial parameters of training, and
   # the parameters other commands use when the workdir has no checkpoint. "": none.
   c.pretrained = ""

@@ -32,6 +32,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lookahead_jax import config as config_lib
@@ -64,6 +65,12 @@ class Config:
   # having ended). Their parameters live beside the others, in the checkpoint.
   value_head: bool = _DEFAULT.value_head
   done_head: bool = _DEFAULT.done_head
+  # Numeric tokens (`NumericInput`): K Fourier features; whether their own embeddings stay.
+  numeric_features: int = _DEFAULT.numeric_features
+  numeric_embeddings: bool = _DEFAULT.numeric_embeddings
+  # The testbed's numeric tokens, derived from its tokenizer (settings.derive), not set in
+  # the config: ((token id, channel, value in [0, 1)), ...). Empty: no token is numeric.
+  numeric_tokens: tuple[tuple[int, int, float], ...] = ()
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -74,10 +81,60 @@ class Config:
     for key in ("param_dtype", "dtype"):
       if getattr(self, key) not in _DTYPES:
         raise ValueError(f"model.{key}={getattr(self, key)!r} is not one of {sorted(_DTYPES)}.")
+    if self.numeric_features < 0:
+      raise ValueError(f"model.numeric_features={self.numeric_features} must be >= 0.")
+    for token, _, _ in self.numeric_tokens:
+      if not 0 <= token < self.vocab_size:
+        raise ValueError(f"numeric token {token} is outside model.vocab_size={self.vocab_size}.")
+
+  @property
+  def numeric_channels(self) -> int:
+    """Channels of numeric tokens read as numbers (0 when the option is off)."""
+    if not self.numeric_features or not self.numeric_tokens:
+      return 0
+    return 1 + max(c for _, c, _ in self.numeric_tokens)
 
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+
+def numeric_features(values: Array, k: int) -> Array:
+  """Fourier features [..., 2k + 1] of values in [0, 1): [v, sin(2 pi j v), cos(2 pi j v)]
+  for j = 1..k (sines first, then cosines)."""
+  v = values.astype(jnp.float32)[..., None]
+  angles = 2 * jnp.pi * v * jnp.arange(1, k + 1, dtype=jnp.float32)
+  return jnp.concatenate([v, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def numeric_tables(config: Config) -> tuple[np.ndarray, np.ndarray]:
+  """Per token id: channel int32 [V] (-1: not numeric) and value float32 [V] (0 there)."""
+  channel = np.full(config.vocab_size, -1, np.int32)
+  value = np.zeros(config.vocab_size, np.float32)
+  for token, c, v in config.numeric_tokens:
+    channel[token], value[token] = c, v
+  return channel, value
+
+
+class NumericInput(nnx.Module):
+  """Reads numeric tokens as numbers: per channel, a linear map of the value's Fourier
+  features, added at the positions of that channel's tokens (zero elsewhere)."""
+
+  def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    dtype, pdtype = _DTYPES[config.dtype], _DTYPES[config.param_dtype]
+    self.config = config
+    self.proj = nnx.List([
+        nnx.Linear(2 * config.numeric_features + 1, config.d_model, dtype=dtype,
+                   param_dtype=pdtype, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+        for _ in range(config.numeric_channels)])
+
+  def __call__(self, tokens: Array) -> tuple[Array, Array]:
+    """(added [b, n, d], numeric [b, n] bool) for token ids [b, n]."""
+    channel, value = (jnp.asarray(t) for t in numeric_tables(self.config))
+    c, feats = channel[tokens], numeric_features(value[tokens], self.config.numeric_features)
+    added = sum(jnp.where((c == i)[..., None], proj(feats), 0.0)
+                for i, proj in enumerate(self.proj))
+    return added, c >= 0
 
 
 @flax.struct.dataclass
@@ -294,6 +351,18 @@ class GPT(nnx.Module):
                              kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
     self.value_head = head() if config.value_head else None
     self.done_head = head() if config.done_head else None
+    if config.numeric_channels:  # no attribute at all when off: the params are unchanged
+      self.numeric = NumericInput(config, rngs=rngs)
+
+  def embed(self, tokens, positions):
+    """The input embeddings [b, n, d]: token + position (+ the numeric input, if on)."""
+    x = self.wte(tokens)
+    if self.config.numeric_channels:
+      added, numeric = self.numeric(tokens)
+      if not self.config.numeric_embeddings:
+        x = jnp.where(numeric[..., None], 0.0, x)
+      x = x + added.astype(x.dtype)
+    return x + self.wpe(positions)
 
   def __call__(self, tokens, positions, cache=None, segment_ids=None, dropout_rng=None,
                myopic=False, bidirectional=None, internals=False, heads=False):
@@ -317,13 +386,13 @@ class GPT(nnx.Module):
     mask = (order
             & (key_segments[:, None, :] == segment_ids[:, :, None])
             & (key_segments[:, None, :] > 0))
+    x = self.embed(tokens, positions)
     if dropout_rng is None or cfg.dropout == 0.0:
       rngs = [(None, None, None)] * cfg.num_layers
-      x = self.wte(tokens) + self.wpe(positions)
     else:
       keys = jax.random.split(dropout_rng, 3 * cfg.num_layers + 1)
       rngs = [tuple(keys[3 * i + 1:3 * i + 4]) for i in range(cfg.num_layers)]
-      x = _dropout(self.wte(tokens) + self.wpe(positions), cfg.dropout, keys[0])
+      x = _dropout(x, cfg.dropout, keys[0])
     x = x.reshape(b * n, cfg.d_model)
     new_k, new_v, hidden, attention = [], [], [x], []
     for layer, block in enumerate(self.blocks):

@@ -373,6 +373,9 @@ def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings
   _require(m.vocab_size >= tokenizer.vocab_size, "model.vocab_size", m.vocab_size,
            f"the {d.name} tokenizer has {tokenizer.vocab_size} tokens; set model.vocab_size="
            f"{tokenizer.vocab_size} (or more)")
+  _require(not m.numeric_features or bool(getattr(tokenizer, "numeric_tokens", tuple)()),
+           "model.numeric_features", m.numeric_features,
+           f"the {d.name} tokenizer declares no numeric tokens; set it to 0")
   _require(config.objective.kind == "next_token" or m.vocab_size > tokenizer.mask_id,
            "model.vocab_size", m.vocab_size, f"the masked objective needs [MASK] (id "
            f"{tokenizer.mask_id}); set model.vocab_size={tokenizer.mask_id + 1} (or more)")
@@ -391,6 +394,16 @@ def prepare_and_validate(config: ConfigDict) -> Settings:
   return validate(config, tokenizer)
 
 
+def model_config(config: ConfigDict, tokenizer: Tokenizer) -> model_lib.Config:
+  """model.Config of the config's model section, with the tokenizer's numeric tokens when
+  model.numeric_features reads them (the testbed declares them: `numeric_tokens()`)."""
+  m = config.model
+  numeric = ()
+  if m.numeric_features:
+    numeric = tuple(getattr(tokenizer, "numeric_tokens", tuple)())
+  return model_lib.Config(**m.to_dict(), numeric_tokens=numeric)
+
+
 def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   """The `Settings` of a config whose values are checked (`validate` calls it), for a
   tokenizer; benchmarks call it directly, without a dataset."""
@@ -398,7 +411,7 @@ def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   lookahead = _lookahead(config, tokenizer.eod_id)
   stunt = _stunting(config, lookahead)
   return Settings(
-      model=model_lib.Config(**config.model.to_dict()), tokenizer=tokenizer,
+      model=model_config(config, tokenizer), tokenizer=tokenizer,
       lookahead=lookahead, mixture=stunt.mixture, stunting=stunt,
       objective=_objective(config, tokenizer.mask_id),
       monitor_lookahead=stunt.lookahead or lookahead,

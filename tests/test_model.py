@@ -135,3 +135,62 @@ def test_internals_come_from_the_same_pass_the_residual_stream_and_attention_wei
   assert attention.shape == (config.num_layers, 2, config.num_heads, 9, 9)
   np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
   np.testing.assert_array_equal(np.triu(attention, 1), 0.0)  # causal
+
+
+def _numeric_configs():
+  from lookahead_jax.data import tsp  # pylint: disable=import-outside-toplevel
+  tok = tsp.TspTokenizer(grid_size=64, max_cities=10)
+  base = dict(vocab_size=tok.vocab_size, max_len=16, num_layers=1, d_model=32, num_heads=2)
+  return tok, model_lib.Config(**base), model_lib.Config(
+      **base, numeric_features=4, numeric_tokens=tok.numeric_tokens())
+
+
+def test_numeric_input_off_by_default_adds_no_parameters(forward):
+  """Off (the default), the params are those of a model without the option, and the
+  tokenizer's numeric tokens alone change nothing: no projection is built."""
+  tok, off, on = _numeric_configs()
+  assert off.numeric_features == 0 and off.numeric_channels == 0
+  declared = dataclasses.replace(off, numeric_tokens=tok.numeric_tokens())
+  tokens, positions = _tokens(off, 2, 12)
+  p_off, p_declared = model_lib.init(off, jax.random.key(0)), model_lib.init(declared,
+                                                                              jax.random.key(0))
+  assert jax.tree.structure(p_off) == jax.tree.structure(p_declared)
+  np.testing.assert_array_equal(forward(p_off, tokens, positions, config=off)[0],
+                                forward(p_declared, tokens, positions, config=declared)[0])
+  p_on = model_lib.abstract_params(on)
+  extra = model_lib.num_params(p_on) - model_lib.num_params(p_off)
+  # per channel (x, y): a kernel [2K + 1, d] and a bias [d]
+  assert extra == on.numeric_channels * (2 * on.numeric_features + 2) * on.d_model == 2 * 10 * 32
+
+
+def test_numeric_input_reads_coordinates_as_numbers_and_learns():
+  """On: a coordinate token's embedding gains proj(features(v)), features the specified
+  Fourier function of v = value / grid; nearby values get nearby embeddings; x and y
+  have projections of their own; a gradient reaches the projections."""
+  tok, _, on = _numeric_configs()
+  feats = model_lib.numeric_features(jnp.asarray([0.25]), 2)
+  np.testing.assert_allclose(feats[0], [0.25, 1.0, 0.0, 0.0, -1.0], atol=1e-6)
+  params = model_lib.init(on, jax.random.key(0))
+  gpt = nnx.merge(model_lib.graphdef(on), params)
+  xs = jnp.asarray([tok.coord_ids(np.array([v, 0]))[0] for v in range(64)])[None]
+  added, numeric = gpt.numeric(xs)
+  assert bool(numeric.all())
+  values = jnp.arange(64) / 64
+  np.testing.assert_allclose(added[0], gpt.numeric.proj[0](model_lib.numeric_features(values, 4)),
+                             atol=1e-6)
+  d = lambda i, j: float(jnp.linalg.norm(added[0, i] - added[0, j]))  # noqa: E731
+  assert d(10, 11) < d(10, 42) / 3
+  ys = jnp.asarray([[tok.coord_ids(np.array([0, 10]))[1]]])
+  assert not np.allclose(gpt.numeric(ys)[0][0, 0], added[0, 10])  # y reads its own map
+  city, _ = gpt.numeric(jnp.asarray([[tok.city_id(3)]]))
+  np.testing.assert_array_equal(city, 0.0)
+
+  tokens = jnp.asarray([[1, int(xs[0, 5]), int(ys[0, 0]), tok.city_id(0)]])
+  positions = jnp.arange(4)[None]
+
+  def loss(p):
+    return model_lib.forward(p, tokens, positions, config=on)[0][0, -1, 0]
+
+  grads = jax.jit(jax.grad(loss))(params)
+  for proj in grads["numeric"]["proj"].values():
+    assert float(jnp.abs(proj["kernel"][...]).sum()) > 0

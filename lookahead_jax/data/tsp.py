@@ -189,6 +189,14 @@ class TspTokenizer(FixedSpecialIds):
                        f"{self.grid_size}x{self.grid_size} grid")
     return (c + [self._FIRST_X, self._first_y]).astype(np.int32)
 
+  def numeric_tokens(self) -> tuple[tuple[int, int, float], ...]:
+    """The tokens that are numbers (model.numeric_features reads them so): (token id,
+    channel, value) with channel 0 for the x tokens, 1 for the y tokens and value the
+    coordinate over grid_size, in [0, 1)."""
+    return tuple((first + v, channel, v / self.grid_size)
+                 for channel, first in enumerate((self._FIRST_X, self._first_y))
+                 for v in range(self.grid_size))
+
   def city_id(self, city: int) -> int:
     if not 0 <= city < self.max_cities:
       raise ValueError(f"city {city} is outside 0..{self.max_cities - 1}")

@@ -57,12 +57,12 @@ def make_step(path: str, mode: str, batches: int):
   """A function taking one train step of `mode` (state carried) -> loss, and the config."""
   config = config_lib.load_file(path).get_config(mode)
   settings = settings_lib.prepare_and_validate(config)
-  mesh = state_lib.make_mesh(config)
-  tx, schedule = state_lib.make_optimizer(config.train)
+  mesh = state_lib.make_mesh(settings.mesh)
+  tx, schedule = state_lib.make_optimizer(settings.train)
   _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
-  state = state_lib.create_state(config, settings, tx, shardings)
-  step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
-  host = list(itertools.islice(train.make_train_iterator(config, settings), batches))
+  state = state_lib.create_state(settings, tx, shardings)
+  step = train.jit_train_step(settings, mesh, tx, schedule, shardings)
+  host = list(itertools.islice(train.make_train_iterator(settings), batches))
   feed = itertools.cycle([pipeline.global_batch(b, sharding.batch_sharding(mesh)) for b in host])
 
   def run():

@@ -93,11 +93,11 @@ def ours_step(args, model_cfg, params, batch, stunting="none", contrast="control
                       grad_clip=CLIP)
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   settings = settings_lib.derive(config, tokenizers.ByteTokenizer())
-  tx, schedule = state_lib.make_optimizer(config.train)
+  tx, schedule = state_lib.make_optimizer(settings.train)
   _, shardings = state_lib.state_shardings(model_cfg, tx, mesh)
   state = jax.jit(state_lib.init_state, static_argnums=(0, 1, 2), out_shardings=shardings)(
       model_cfg, tx, args.seed, params)
-  step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
+  step = train.jit_train_step(settings, mesh, tx, schedule, shardings)
   device_batch = pipeline.global_batch(batch, sharding.batch_sharding(mesh))
 
   def run():

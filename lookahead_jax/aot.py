@@ -21,6 +21,7 @@ Two ways to hand a compile over:
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,15 @@ def abstract(tree: Any) -> Any:
   """ShapeDtypeStructs (with their sharding) of a pytree of arrays, for `lower`."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                       tree)
+
+
+def use_cache() -> None:
+  """Sets the persistent compilation cache (the command line calls it), unless
+  $JAX_COMPILATION_CACHE_DIR sets one: runs of one shape (seeds, modes of a comparison, a
+  resumed run) compile once."""
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", os.path.join(
+        os.path.expanduser("~"), ".cache", "lookahead_jax", "jax_compilation_cache"))
 
 
 def caching() -> bool:

@@ -70,7 +70,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from absl import logging
+from absl import flags, logging
 from etils import epath
 from ml_collections import ConfigDict
 
@@ -79,6 +79,18 @@ from lookahead_jax import config as config_lib
 from lookahead_jax import metrics as metrics_lib
 from lookahead_jax.config import ConfigError
 from lookahead_jax.settings import Settings, prepare_and_validate
+
+# `lookahead-jax compare`'s flags (`command`'s parameters of these names)
+flags.DEFINE_string(
+    "configs", None, "compare: comma-separated configs, path.py:ARG for one run or path.py for "
+    "every run in the file's EXPERIMENTS.")
+flags.DEFINE_integer("seeds", 1, "compare: seeds per run (config.seed, +1, ...).")
+flags.DEFINE_string(
+    "records", "", "compare: the runs' records (committed, e.g. results/path_star): a run "
+    "with one is not trained again; the table and plots are written there.")
+flags.DEFINE_bool(
+    "records_only", False, "compare: tabulate the runs that have a record and train none "
+    "(the others are named and left out), e.g. while a comparison's runs are still going.")
 
 BASELINE = "none"
 RUN_FILE = "compare_run.json"  # a run's figures, the config and code version that made them
@@ -148,9 +160,10 @@ def _best(rep: dict[str, Any], kind: str, width: int, horizon: int) -> dict[str,
   return max(rows, key=lambda r: r["validation_G"])
 
 
-def _config_key(config: ConfigDict) -> Any:
-  """What a record is matched on: the config, less where the prepared data is cached."""
-  key = json.loads(config.to_json_best_effort(sort_keys=True))
+def _config_key(resolved: dict[str, Any]) -> dict[str, Any]:
+  """What a record is matched on: the resolved config (config_lib.resolved), less where the
+  prepared data is cached."""
+  key = json.loads(json.dumps(resolved, sort_keys=True))
   key["data"].pop("data_dir", None)
   return key
 
@@ -179,17 +192,17 @@ def _renamed(made_with: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _finished(config: ConfigDict, workdir: str) -> bool:
-  """Whether the run's newest checkpoint is its last step (nothing left to train)."""
-  return checkpoint.kept_steps(workdir)[-1:] == [config.train.steps]
+def _finished(steps: int, workdir: str) -> bool:
+  """Whether the run's newest checkpoint is its last step, `steps` (nothing left to train)."""
+  return checkpoint.kept_steps(workdir)[-1:] == [steps]
 
 
-def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
-  """The figures of the run's record (record/RUN_FILE) when it was made with this config
-  (keys added since at their defaults: _same_config; keys renamed since under their new
-  names: _renamed), by whatever code version (the
-  figures carry it); else None (no record, one cut short, or
-  one of another config: the run is trained, or resumed, and evaluated)."""
+def read_record(resolved: dict[str, Any], record: str) -> dict[str, Any] | None:
+  """The figures of the run's record (record/RUN_FILE) when it was made with the config
+  `resolved` (config_lib.resolved; keys added since at their defaults: _same_config; keys
+  renamed since under their new names: _renamed), by whatever code version (the figures
+  carry it); else None (no record, one cut short, or one of another config: the run is
+  trained, or resumed, and evaluated)."""
   path = epath.Path(record) / RUN_FILE
   if not path.exists():
     return None
@@ -199,7 +212,8 @@ def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
     return None
   made_with = _renamed(saved.get("config") or {})
   made_with.get("data", {}).pop("data_dir", None)  # as _config_key leaves it out
-  if not _same_config(made_with, _config_key(config), _config_key(config_lib.base_config())):
+  default = config_lib.resolved(config_lib.base_config())
+  if not _same_config(made_with, _config_key(resolved), _config_key(default)):
     logging.warning("%s: a record of another config; this run is measured again", record)
     return None
   if saved.get("version") != metrics_lib.code_version():
@@ -208,7 +222,7 @@ def read_record(config: ConfigDict, record: str) -> dict[str, Any] | None:
   return saved["figures"]
 
 
-def write_record(config: ConfigDict, workdir: str, record: str,
+def write_record(resolved: dict[str, Any], workdir: str, record: str,
                  figures: dict[str, Any]) -> None:
   """Writes the run's record: RECORD_FILES copied from `workdir` (when the record lies
   elsewhere), then RUN_FILE, which marks the record complete (report.write_json)."""
@@ -217,7 +231,7 @@ def write_record(config: ConfigDict, workdir: str, record: str,
     for name in RECORD_FILES:
       if (source / name).exists():
         report.write_text(target / name, (source / name).read_text())
-  report.write_json(target / RUN_FILE, {"config": _config_key(config),
+  report.write_json(target / RUN_FILE, {"config": _config_key(resolved),
                                         "version": metrics_lib.code_version(),
                                         "figures": figures})
 
@@ -226,36 +240,35 @@ class Preempted(Exception):
   """A run stopped before its last step (SIGTERM): the comparison stops with it."""
 
 
-def run_one(config: ConfigDict, settings: Settings, workdir: str,
-            record: str) -> dict[str, Any]:
+def run_one(settings: Settings, workdir: str, record: str) -> dict[str, Any]:
   """Trains (or resumes) and evaluates one run (one mode, one seed) in `workdir`, writes
   its record to `record` (which may be the workdir) and returns its figures; a run
   preempted before its last step raises Preempted and leaves no record."""
-  if not _finished(config, workdir):  # training starts or resumes: record its code
+  if not _finished(settings.train.steps, workdir):  # training starts or resumes: record its code
     metrics_lib.write_version(workdir, enabled=jax.process_index() == 0)
   with aot.Ahead() as ahead:  # the monitor's passes compile beside the training loop
-    summary = train.run(config, settings, workdir, ahead)
+    summary = train.run(settings, workdir, ahead)
   if summary["preempted"]:  # stopped (SIGTERM) before its last step: no figures, no record
     raise Preempted(f"{workdir}: preempted at step {summary['step']} of "
                     f"{summary['steps']}; the same command resumes it")
   stunt, dev = settings.monitor_lookahead, settings.dev_lookahead
   setups = [(stunt.kind, stunt.width, stunt.horizon), (dev.kind, dev.width, dev.horizon)]
-  rep = evaluate.run(config, settings, workdir, lookaheads=list(dict.fromkeys(setups)))
+  rep = evaluate.run(settings, workdir, lookaheads=list(dict.fromkeys(setups)))
   log = metrics_lib.read(workdir)  # the run's log, read once
-  out = {"seed": config.seed, "toward": _logged_mean(log, "toward"),
+  out = {"seed": settings.seed, "toward": _logged_mean(log, "toward"),
          "balanced": _logged_mean(log, "balanced_step"),
          "skipped": float(summary["skipped_total"]), "step_time": _step_time(log),
          "trajectory": monitor.trajectory(log),
          "version": {"train": metrics_lib.read_version(workdir),
                      "eval": metrics_lib.code_version()}}
   best_rows = {"stunting": _best(rep, *setups[0]), "dev": _best(rep, *setups[1])}
-  for evaluator in evals.build(config.eval.evaluators):  # those that ran
+  for evaluator in evals.build(settings.eval.evaluators):  # those that ran
     figures = evaluate.figures_of(evaluator, rep)
     if figures is not None:
       out.update(evaluator.run_figures(figures, rep, best_rows))
   out = json.loads(json.dumps(out))  # the same types as when read back from the record
   if jax.process_index() == 0:
-    write_record(config, workdir, record, out)
+    write_record(settings.resolved, workdir, record, out)
   return out
 
 
@@ -402,7 +415,8 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 
       seeded.seed = config.seed + i
       run_dir = os.path.join(name, f"seed_{seeded.seed}")
       jobs.append((name, seeded, run_dir,
-                   read_record(seeded, os.path.join(records or workdir, run_dir))))
+                   read_record(config_lib.resolved(seeded),
+                               os.path.join(records or workdir, run_dir))))
   if records_only:
     missing = [run_dir for _, _, run_dir, saved in jobs if saved is None]
     if missing:
@@ -417,7 +431,7 @@ def run(specs: str, workdir: str, assignments: Sequence[str] = (), seeds: int = 
   results: dict[str, list[dict[str, Any]]] = {}
   for name, config, run_dir, saved in jobs:
     out = saved if saved is not None else run_one(
-        config, settings[run_dir], os.path.join(workdir, run_dir),
+        settings[run_dir], os.path.join(workdir, run_dir),
         os.path.join(records or workdir, run_dir))
     out["seed"] = config.seed
     results.setdefault(name, []).append(out)

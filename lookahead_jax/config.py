@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import re
 import types
@@ -74,6 +75,23 @@ def renamed_key_error(error: Exception) -> ConfigError | None:
     if unknown and old.rsplit(".", 1)[-1] == unknown[0]:
       return ConfigError(f"{old} is now {new}: rename it in the config file or override")
   return None
+
+
+def unknown_key_error(error: Exception, argv: list[str]) -> ConfigError:
+  """The one-line error for `error`, the locked schema's error on a key it does not have, met
+  while parsing the command line `argv`: the new name of a renamed key, else the unknown
+  key, named as an override of `argv` gave it where one did."""
+  renamed = renamed_key_error(error)
+  if renamed is not None:
+    return renamed
+  overrides = [arg[len("--config."):].split("=")[0] for arg in argv
+               if arg.startswith("--config.")]
+  # config_flags names the missing key first; the locked schema says 'Key "name" ...'
+  unknown = re.findall(r'Key "(\w+)"', str(error))[:1] or re.findall(r"\w+", str(error))[:1]
+  named = [key for key in overrides if set(unknown) & set(key.split("."))]
+  where = " or ".join(named) if named else f"{unknown[0] if unknown else '?'} (in the config file)"
+  return ConfigError(f"unknown config key {where}: the keys and their defaults are in "
+                     "lookahead_jax/config.py (base_config) and the config file")
 
 
 # ----------------------------------------------------------------------------- schema
@@ -314,6 +332,11 @@ def experiment(config: ConfigDict, mode: str) -> ConfigDict:
   config.eval.max_batches = 8
   return config
 
+
+def resolved(config: ConfigDict) -> dict:
+  """The config as a plain dict, its references resolved: a run's config.json, and what
+  compare matches a run's record on."""
+  return json.loads(config.to_json_best_effort())
 
 
 def load_file(path: str) -> types.ModuleType:

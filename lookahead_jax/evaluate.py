@@ -25,10 +25,10 @@ from lookahead_jax.settings import Settings
 
 
 def _applying(context: evals.Context) -> list[evals.Evaluator]:
-  return [e for e in evals.build(context.config.eval.evaluators) if e.applies(context)]
+  return [e for e in evals.build(context.settings.eval.evaluators) if e.applies(context)]
 
 
-def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
+def run(settings: Settings, workdir: str, params=None,
         lookaheads: list[tuple[str, int, int]] | None = None) -> dict[str, Any]:
   """Evaluates the command's parameters (state.load_params, or `params`).
 
@@ -36,13 +36,13 @@ def run(config: ConfigDict, settings: Settings, workdir: str, params=None,
   combination of eval.kinds, eval.widths and eval.horizons.
   Writes workdir/eval/report.json and the plots, prints the tables, returns the report.
   """
-  mesh = state_lib.make_mesh(config)
+  mesh = state_lib.make_mesh(settings.mesh)
   for kind, width, horizon in lookaheads or ():
     lookahead_lib.Lookahead(kind=kind, width=width, horizon=horizon).check(settings.model)
   source = "the given parameters"
   if params is None:
-    params, source = state_lib.load_params(config, settings, workdir, mesh)
-  context = evals.Context(config, settings, mesh, workdir, lookaheads, {"params": source})
+    params, source = state_lib.load_params(settings, workdir, mesh)
+  context = evals.Context(settings, mesh, workdir, lookaheads, {"params": source})
   evaluators = _applying(context)
   for evaluator in evaluators:
     figures = evaluator.evaluate(params, context)
@@ -73,16 +73,16 @@ def figures_of(evaluator: evals.Evaluator, report_: dict[str, Any]) -> dict[str,
   return report_ if evaluator.name == "gain" else report_.get(evaluator.name)
 
 
-def compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
+def compile_ahead(ahead: aot.Ahead, settings: Settings, params) -> None:
   """Queues on `ahead` (into the persistent compilation cache, aot.Ahead.warm) the compiles
   `run` makes for parameters shaped like `params`: each evaluator's that applies."""
   if not aot.caching():
     return
-  context = evals.Context(config, settings, state_lib.make_mesh(config), "")
+  context = evals.Context(settings, state_lib.make_mesh(settings.mesh), "")
   for evaluator in _applying(context):
     evaluator.compile_ahead(ahead, context, params)
 
 
 def command(workdir: str, config: ConfigDict) -> None:
   """`lookahead-jax eval`: the evaluation suite on the workdir's parameters."""
-  run(config, settings_lib.prepare_and_validate(config), workdir)
+  run(settings_lib.prepare_and_validate(config), workdir)

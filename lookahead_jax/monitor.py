@@ -2,7 +2,7 @@
 
 Every `monitor.every` steps, on fixed held-out batches of data.val_split, the
 lookahead-specific gain G = gain(q_H) - gain(q_1) of the stunting lookahead and of a dev
-lookahead that stunting never uses (docs/design.md section 3; config._dev_lookahead makes
+lookahead that stunting never uses (docs/design.md section 3; settings._dev_lookahead makes
 it differ from the stunting one in kind or horizon), and the teacher-forced accuracy on
 the marked tokens, split by mark group (path_star: the goal's depth).
 
@@ -45,7 +45,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -224,20 +223,20 @@ class Monitor:
   the first monitor.batches batches report, the next monitor.fit_batches fit.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, settings: Settings,
-               mesh: jax.sharding.Mesh, batches: tuple[list, list] | None = None):
-    mon = config.monitor
+  def __init__(self, settings: Settings, mesh: jax.sharding.Mesh,
+               batches: tuple[list, list] | None = None):
+    mon = settings.monitor
     self.every, self.patience, self.streak, self.last = mon.every, mon.patience, 0, {}
     self.helped, self.said_not_yet = False, False
     if not self.every:
       return
     if batches is None:
-      report, fitting = self._read(config, settings)
+      report, fitting = self._read(settings)
     else:
       report, fitting = batches
     for b in report + fitting:
       if "mark_group" not in b:
-        b["mark_group"] = pipeline.mark_groups(config.data.name, settings.tokenizer,
+        b["mark_group"] = pipeline.mark_groups(settings.data.name, settings.tokenizer,
                                                b["targets"], b["needs_lookahead"])
     scored = lambda b: b["weights"] > 0
     self.groups = tuple(sorted({int(g) for b in report for g in np.unique(
@@ -256,8 +255,8 @@ class Monitor:
     self.fn = functools.partial(held_out_pass, config=settings.model,
                                 lookaheads=self.lookaheads, control_width=width,
                                 loglinear=mix.mixture == "loglinear")
-    self.resamples, self.seed = config.eval.bootstrap, config.eval.seed
-    self.rng = jax.random.key(config.seed + 1)
+    self.resamples, self.seed = settings.eval.bootstrap, settings.eval.seed
+    self.rng = jax.random.key(settings.seed + 1)
     self.compiled = self.probes_compiled = None  # Futures of the compiles, `compile_ahead`
     count = lambda bs, marks: sum(int((scored(b) & ((b["mark_group"] > 0) | ~marks)).sum())
                                   for b in bs)
@@ -295,14 +294,15 @@ class Monitor:
       self.probes_compiled = ahead.submit(self.probe_fn, shapes, *self.probe_batches, self.rng)
 
   @staticmethod
-  def _read(config: ml_collections.ConfigDict, settings: Settings) -> tuple[list, list]:
+  def _read(settings: Settings) -> tuple[list, list]:
     """The report and fit batches of data.val_split (different batches, fixed for the
     run); where the split has fewer than both ask, what it has, split in their ratio."""
-    want_report, want_fit = config.monitor.batches, config.monitor.fit_batches
+    want_report, want_fit = settings.monitor.batches, settings.monitor.fit_batches
+    val_split = settings.data.val_split
     host = list(itertools.islice(pipeline.make_ordered_iterator(
-        config.data.name, config.data.val_split, **settings.data), want_report + want_fit))
+        settings.data.name, val_split, **settings.pipeline), want_report + want_fit))
     if len(host) < 2:
-      raise ValueError(f"data.val_split={config.data.val_split!r} has {len(host)} batch(es) "
+      raise ValueError(f"data.val_split={val_split!r} has {len(host)} batch(es) "
                        "of train.global_batch rows: the monitor reports on some and fits on "
                        "others, so it needs at least 2; use a larger split or a smaller batch")
     n_report = want_report
@@ -311,7 +311,7 @@ class Monitor:
                      len(host) - 1)
       logging.warning("monitor: data.val_split=%r has %d batches, fewer than "
                       "monitor.batches=%d + monitor.fit_batches=%d: reporting on %d, "
-                      "fitting on %d", config.data.val_split, len(host), want_report, want_fit,
+                      "fitting on %d", val_split, len(host), want_report, want_fit,
                       n_report, len(host) - n_report)
     return host[:n_report], host[n_report:]
 

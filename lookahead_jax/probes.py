@@ -52,6 +52,7 @@ class Probes:
   induction_rows:   random sequences of the induction score.
   induction_length: m, each sequence is m random tokens, then the same m again.
   marked:           also probe at the tokens the testbed marks (path_star: the first steps).
+  eval_batches:     the evaluation's batches of each split (evals/probes.py).
   """
 
   max_offset: int
@@ -62,6 +63,7 @@ class Probes:
   induction_rows: int
   induction_length: int
   marked: bool
+  eval_batches: int
 
   @property
   def offsets(self) -> tuple[int, ...]:

@@ -14,11 +14,14 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from etils import epath
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+  from lookahead_jax.settings import Settings
 
 PARTS = ("all", "marked", "unmarked")  # tokens the testbed marks as needing lookahead
 
@@ -92,7 +95,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: str = "t
 # ----------------------------------------------------------------------------- training summary
 
 
-def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[str, str]]:
+def summary_rows(summary: dict[str, Any], settings: Settings, workdir: str
+                 ) -> list[tuple[str, str]]:
   """The (name, value) rows of a training summary (train._summary's figures)."""
   resumed_from, preempted, seconds = (summary["resumed_from"], summary["preempted"],
                                       summary["seconds"])
@@ -108,12 +112,12 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
       ("val loss", f"{fmt(summary['val_loss'], '.4f')} (accuracy "
                    f"{fmt(summary['val_accuracy'], '.3f')})"),
       ("tokens/s", f"{fmt(summary['tokens_per_s'], ',.0f')} (median over logs, "
-                   f"{config.train.global_batch} x {config.data.seq_len} tokens a step)"),
+                   f"{settings.train.global_batch} x {settings.data.seq_len} tokens a step)"),
       ("step time", f"{fmt(summary['step_time'] and 1e3 * summary['step_time'], '.1f')} ms"),
       ("wall time", f"{seconds:.1f} s"),
       ("checkpoints", f"{', '.join(map(str, kept)) or '-'} in {workdir}/checkpoints"),
       ("non-finite", f"{summary['nonfinite_total']} steps skipped"),
-      ("stunting", f"{config.stunting.mode}"
+      ("stunting", f"{settings.stunting_mode}"
                    + (f", {summary['skipped_total']} updates skipped" if summary["skipped_total"]
                       else "")
                    + (f", toward tokens {summary['toward']:.1%}" if summary["toward"] is not None
@@ -138,10 +142,10 @@ def summary_rows(summary: dict[str, Any], config, workdir: str) -> list[tuple[st
                                     + f" nats/token on {'marked' if marked else 'all'} tokens "
                                     f"at step {monitored['step']} (G = gain(q_H) - gain(q_1) of "
                                     f"the dev lookahead {summary.get('dev_lookahead', '')}, on "
-                                    f"{config.monitor.batches} held-out batches; each "
+                                    f"{settings.monitor.batches} held-out batches; each "
                                     "side's tau and lam"
                                     + (f", and q_1's top-{int(width)}" if width else "")
-                                    + f", fitted on {config.monitor.fit_batches} other "
+                                    + f", fitted on {settings.monitor.fit_batches} other "
                                     "held-out batches)"))
   if monitored and "monitor_future_gain" in monitored:
     icl = monitored.get("monitor_icl_score")

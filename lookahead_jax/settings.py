@@ -1,9 +1,10 @@
 """A config's validation (one-line errors) and the settings it derives.
 
 `validate(config)` checks the whole config (config.py's schema) before anything compiles
-and returns the `Settings` it derives (model config, tokenizer, lookaheads, stunting, data
-arguments), computed once: the trainer, the evaluation and `compare` take them, never
-re-deriving, and no library function below the commands reads the raw config. It writes
+and returns the `Settings` it derives (model config, tokenizer, lookaheads, stunting, and
+every other section the library reads as a frozen dataclass), computed once: the trainer,
+the evaluation and `compare` take them, never re-deriving, and no library function below
+the commands reads the raw config (only the commands receive it). It writes
 nothing: the commands prepare the dataset and train its tokenizer first
 (`prepare_and_validate`, data/prepare.py) and pass the tokenizer in.
 """
@@ -30,6 +31,107 @@ from lookahead_jax.data import builders, curriculum, registry
 from lookahead_jax.data import prepare as prepare_lib
 from lookahead_jax.data.tokenizers import Tokenizer
 
+# The config's sections that no other setting derives from, as their keys (config.py says
+# what each means); `derive` builds each once.
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The dataset, its splits, curriculum and input pipeline (the tokenizer: Settings')."""
+
+  name: str
+  data_dir: str | None
+  options: dict[str, Any]
+  seq_len: int
+  text_key: str
+  answer_only: bool
+  train_split: str
+  val_split: str
+  curriculum: tuple[str, ...]
+  curriculum_steps: int
+  curriculum_accuracy: float
+  packing_bins: int
+  read_threads: int
+  prefetch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  """The training loop and optimizer (the heads' loss weights: Settings.heads)."""
+
+  steps: int
+  global_batch: int
+  grad_accum: int
+  learning_rate: float
+  warmup_steps: int
+  min_lr_ratio: float
+  weight_decay: float
+  b1: float
+  b2: float
+  grad_clip: float
+  log_every: int
+  val_every: int
+  val_batches: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  max_nonfinite_in_a_row: int
+  profile_steps: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+  """The evaluation suite (evaluate.py, evals/)."""
+
+  evaluators: tuple[str, ...]
+  at_end: bool
+  validation_split: str
+  test_split: str
+  batch_size: int
+  max_batches: int
+  kinds: tuple[str, ...]
+  widths: tuple[int, ...]
+  horizons: tuple[int, ...]
+  schemes: tuple[str, ...]
+  mixtures: tuple[str, ...]
+  bootstrap: int
+  task_instances: int
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Generate:
+  """The generation report (evals/generation.py)."""
+
+  samplers: tuple[str, ...]
+  prompts: int
+  prompt_tokens: int
+  new_tokens: int
+  beams: int
+  temperature: float
+  top_p: float
+  rep_window: int
+  batch_size: int
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+  """The monitor's cadence and batches (its lookaheads: Settings.monitor_lookahead and
+  dev_lookahead)."""
+
+  every: int
+  batches: int
+  fit_batches: int
+  patience: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Mesh:
+  """The device mesh's axes (sharding.make_mesh)."""
+
+  data: int
+  fsdp: int
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -48,6 +150,11 @@ class Settings:
   data:          keyword arguments of the input pipeline (pipeline.make_iterator).
   probes:        the probes' static settings (None: probes.enabled is False).
   heads:         the value and is-done heads' training (None: the model has neither).
+  data, train, eval, generate, monitor, mesh: the config's sections of those names (the
+                 keys no other setting derives from).
+  seed, pretrained: the config's top-level keys.
+  resolved:      the whole config as a plain dict (references resolved): the run's
+                 config.json and what compare matches records on.
   """
 
   model: model_lib.Config
@@ -58,9 +165,41 @@ class Settings:
   objective: masked_lib.Objective
   monitor_lookahead: lookahead_lib.Lookahead
   dev_lookahead: lookahead_lib.Lookahead
-  data: dict[str, Any]
+  data: Data
+  train: Train
+  eval: Eval
+  generate: Generate
+  monitor: Monitor
+  mesh: Mesh
+  seed: int
+  pretrained: str
+  resolved: dict[str, Any]
   probes: probes_lib.Probes | None
   heads: heads_lib.Heads | None = None
+
+  @property
+  def stunting_mode(self) -> str:
+    """stunting.mode as configured (v4 too; `stunting.mode` is v4's base): what reports
+    name."""
+    return self.resolved["stunting"]["mode"]
+
+  @property
+  def pipeline(self) -> dict[str, Any]:
+    """Keyword arguments of the input pipeline (pipeline.make_iterator): train.global_batch
+    rows of data.seq_len tokens."""
+    d = self.data
+    return dict(seq_len=d.seq_len, global_batch_size=self.train.global_batch,
+                tokenizer=self.tokenizer, data_dir=d.data_dir, options=dict(d.options),
+                text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
+                read_threads=d.read_threads)
+
+
+def _section(cls, values: ConfigDict):
+  """The section dataclass `cls` of a config section: its fields' values (lists as
+  tuples)."""
+  found = values.to_dict()
+  return cls(**{f.name: tuple(found[f.name]) if isinstance(found[f.name], list)
+                else found[f.name] for f in dataclasses.fields(cls)})
 
 
 def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahead:
@@ -311,7 +450,8 @@ def _probes(config: ConfigDict) -> probes_lib.Probes | None:
       max_offset=p.max_offset, layers=tuple(p.layers) or every_layer,
       steps=p.steps, learning_rate=p.learning_rate, l2=p.l2, induction_rows=p.induction_rows,
       induction_length=p.induction_length or config.data.seq_len // 2,
-      marked=getattr(registry.get(config.data.name), "marked_probe", False))
+      marked=getattr(registry.get(config.data.name), "marked_probe", False),
+      eval_batches=p.eval_batches)
 
 
 def validate(config: ConfigDict, tokenizer: Tokenizer | None = None) -> Settings:
@@ -407,7 +547,6 @@ def model_config(config: ConfigDict, tokenizer: Tokenizer) -> model_lib.Config:
 def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
   """The `Settings` of a config whose values are checked (`validate` calls it), for a
   tokenizer; benchmarks call it directly, without a dataset."""
-  d = config.data
   lookahead = _lookahead(config, tokenizer.eod_id)
   stunt = _stunting(config, lookahead)
   return Settings(
@@ -416,10 +555,10 @@ def derive(config: ConfigDict, tokenizer: Tokenizer) -> Settings:
       objective=_objective(config, tokenizer.mask_id),
       monitor_lookahead=stunt.lookahead or lookahead,
       dev_lookahead=_dev_lookahead(config, lookahead),
-      data=dict(seq_len=d.seq_len, global_batch_size=config.train.global_batch,
-                tokenizer=tokenizer, data_dir=d.data_dir, options=d.options.to_dict(),
-                text_key=d.text_key, answer_only=d.answer_only, packing_bins=d.packing_bins,
-                read_threads=d.read_threads),
+      data=_section(Data, config.data), train=_section(Train, config.train),
+      eval=_section(Eval, config.eval), generate=_section(Generate, config.generate),
+      monitor=_section(Monitor, config.monitor), mesh=_section(Mesh, config.mesh),
+      seed=config.seed, pretrained=config.pretrained, resolved=config_lib.resolved(config),
       probes=_probes(config), heads=_heads(config, lookahead, tokenizer.eod_id))
 
 

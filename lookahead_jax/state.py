@@ -13,21 +13,20 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from absl import logging
 from etils import epath
 
 from lookahead_jax import checkpoint, gpt2, sharding
 from lookahead_jax import model as model_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.settings import Settings
 
 Array = jax.Array
-ConfigDict = ml_collections.ConfigDict
 
 
-def make_mesh(config: ConfigDict) -> jax.sharding.Mesh:
-  return sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+def make_mesh(mesh: settings_lib.Mesh) -> jax.sharding.Mesh:
+  return sharding.make_mesh(mesh.data, mesh.fsdp)
 
 
 # ----------------------------------------------------------------------------- model and optimizer
@@ -63,7 +62,8 @@ def _decay_mask(params: model_lib.Params) -> Any:
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(train: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(train: settings_lib.Train
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Clip by global norm, then AdamW on a linear warm-up + cosine decay schedule.
 
   Its `updates` (clipped, preconditioned, weight decay included) are what train_step
@@ -105,26 +105,26 @@ def state_shardings(model_cfg: model_lib.Config, tx: optax.GradientTransformatio
   return abstract, shardings
 
 
-def create_state(config: ConfigDict, settings: Settings, tx: optax.GradientTransformation,
+def create_state(settings: Settings, tx: optax.GradientTransformation,
                  shardings: TrainState) -> TrainState:
-  """The initial state (from config.pretrained, if any), created directly in its shardings."""
-  init = functools.partial(init_state, settings.model, tx, config.seed)
-  return jax.jit(init, out_shardings=shardings)(params=pretrained_params(config, settings))
+  """The initial state (from `pretrained`, if any), created directly in its shardings."""
+  init = functools.partial(init_state, settings.model, tx, settings.seed)
+  return jax.jit(init, out_shardings=shardings)(params=pretrained_params(settings))
 
 
 # ----------------------------------------------------------------------------- parameters
 
 
-def pretrained_params(config: ConfigDict, settings: Settings) -> model_lib.Params | None:
-  """The parameters of config.pretrained (None without one), in the model's dtypes."""
-  if not config.pretrained:
+def pretrained_params(settings: Settings) -> model_lib.Params | None:
+  """The parameters of `pretrained` (None without one), in the model's dtypes."""
+  if not settings.pretrained:
     return None
   mc = settings.model
-  return gpt2.load(config.pretrained, dtype=mc.dtype, param_dtype=mc.param_dtype,
+  return gpt2.load(settings.pretrained, dtype=mc.dtype, param_dtype=mc.param_dtype,
                    dropout=mc.dropout, remat=mc.remat)[1]
 
 
-def restore_params(config: ConfigDict, settings: Settings, workdir: str,
+def restore_params(settings: Settings, workdir: str,
                    mesh: jax.sharding.Mesh | None = None) -> model_lib.Params | None:
   """The parameters of the workdir's newest readable checkpoint (None: no checkpoint).
 
@@ -132,25 +132,25 @@ def restore_params(config: ConfigDict, settings: Settings, workdir: str,
   """
   if not (epath.Path(workdir) / "checkpoints").is_dir():
     return None
-  mesh = make_mesh(config) if mesh is None else mesh
-  tx, _ = make_optimizer(config.train)
+  mesh = make_mesh(settings.mesh) if mesh is None else mesh
+  tx, _ = make_optimizer(settings.train)
   abstract, _ = state_shardings(settings.model, tx, mesh)
   with checkpoint.manager(workdir) as mngr:
     restored = checkpoint.restore(mngr, abstract)
   return None if restored is None else restored[0].params
 
 
-def load_params(config: ConfigDict, settings: Settings, workdir: str,
+def load_params(settings: Settings, workdir: str,
                 mesh: jax.sharding.Mesh | None = None) -> tuple[model_lib.Params, str]:
   """(params, where from) for a command: the workdir's newest checkpoint, else the
   config's `pretrained` directory, else fresh parameters from the seed; logs which."""
-  params = restore_params(config, settings, workdir, mesh)
+  params = restore_params(settings, workdir, mesh)
   if params is not None:
     source = f"the newest checkpoint in {workdir}"
-  elif config.pretrained:
-    params, source = pretrained_params(config, settings), f"the pretrained {config.pretrained}"
+  elif settings.pretrained:
+    params, source = pretrained_params(settings), f"the pretrained {settings.pretrained}"
   else:
-    params = model_lib.init(settings.model, jax.random.key(config.seed))
+    params = model_lib.init(settings.model, jax.random.key(settings.seed))
     source = "fresh parameters"
     logging.warning("no checkpoint in %s and no `pretrained`: using freshly initialised "
                     "parameters", workdir)

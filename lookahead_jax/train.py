@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
+import json
 import math
 import signal
 import statistics
@@ -67,28 +68,28 @@ class NonFiniteError(RuntimeError):
 # ----------------------------------------------------------------------------- input
 
 
-def make_train_iterator(config: ConfigDict, settings: Settings
+def make_train_iterator(settings: Settings
                         ) -> pipeline.BatchIterator | curriculum.Curriculum:
   """Shuffled, repeated training batches local to this process (checkpointable): of
   data.train_split, or of the stages of data.curriculum in turn."""
-  d = config.data
+  d = settings.data
 
   def batches(split: str) -> pipeline.BatchIterator:
-    return pipeline.make_iterator(d.name, split, seed=config.seed, prefetch=d.prefetch,
-                                  **settings.data)
+    return pipeline.make_iterator(d.name, split, seed=settings.seed, prefetch=d.prefetch,
+                                  **settings.pipeline)
 
   if not d.curriculum:
     return batches(d.train_split)
   return curriculum.Curriculum(d.curriculum, batches, d.curriculum_steps, d.curriculum_accuracy)
 
 
-def make_val_iterator(config: ConfigDict, settings: Settings, split: str | None = None
+def make_val_iterator(settings: Settings, split: str | None = None
                       ) -> Iterator[dict[str, np.ndarray]]:
   """The first `train.val_batches` batches of `split` (default data.val_split; 0: all of
   it), in order."""
-  batches = pipeline.make_ordered_iterator(config.data.name, split or config.data.val_split,
-                                           **settings.data)
-  n = config.train.val_batches
+  batches = pipeline.make_ordered_iterator(settings.data.name, split or settings.data.val_split,
+                                           **settings.pipeline)
+  n = settings.train.val_batches
   return batches if n == 0 else itertools.islice(batches, n)
 
 
@@ -289,13 +290,13 @@ def val_step(params: model_lib.Params, batch: Mapping[str, Array], *,
                     model_cfg=model_cfg, stunt=stunting_lib.Stunting(), dropout=False)[1]
 
 
-def jit_train_step(config: ConfigDict, settings: Settings, mesh: jax.sharding.Mesh,
+def jit_train_step(settings: Settings, mesh: jax.sharding.Mesh,
                    tx: optax.GradientTransformation, schedule: optax.Schedule,
                    shardings: state_lib.TrainState) -> Callable:
   """`train_step` jitted over the mesh: state in its shardings (donated), batch split."""
   step = functools.partial(
       train_step, tx=tx, schedule=schedule, model_cfg=settings.model, stunt=settings.stunting,
-      grad_accum=config.train.grad_accum, objective=settings.objective, heads=settings.heads,
+      grad_accum=settings.train.grad_accum, objective=settings.objective, heads=settings.heads,
       micro_sharding=NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
   return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
@@ -330,13 +331,12 @@ def _preemption_notice():
     signal.signal(signal.SIGTERM, previous)
 
 
-def validation_loss(val_fn: Callable, params: model_lib.Params, config: ConfigDict,
-                    settings: Settings, batch_sharding: NamedSharding,
-                    split: str | None = None) -> dict[str, float]:
+def validation_loss(val_fn: Callable, params: model_lib.Params, settings: Settings,
+                    batch_sharding: NamedSharding, split: str | None = None) -> dict[str, float]:
   """Validation loss and accuracy over the validation batches (of `split`, default
   data.val_split)."""
   sums = None
-  for batch in make_val_iterator(config, settings, split):
+  for batch in make_val_iterator(settings, split):
     out = val_fn(params, pipeline.global_batch(batch, batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
@@ -345,52 +345,51 @@ def validation_loss(val_fn: Callable, params: model_lib.Params, config: ConfigDi
           "val_accuracy": float(sums["correct"]) / tokens, "val_tokens": float(sums["tokens"])}
 
 
-def stage_validation(val_fn: Callable, params: model_lib.Params, config: ConfigDict,
-                     settings: Settings, batch_sharding: NamedSharding,
-                     stages: curriculum.Curriculum) -> dict[str, float]:
+def stage_validation(val_fn: Callable, params: model_lib.Params, settings: Settings,
+                     batch_sharding: NamedSharding, stages: curriculum.Curriculum
+                     ) -> dict[str, float]:
   """The current curriculum stage's validation accuracy, reported to the curriculum (which
   may move on); returns the stage and that accuracy for the metrics log."""
-  d = config.data
+  d = settings.data
   split = curriculum.validation_split(stages.stages[stages.stage], d.train_split, d.val_split)
-  accuracy = validation_loss(val_fn, params, config, settings, batch_sharding,
-                             split)["val_accuracy"]
+  accuracy = validation_loss(val_fn, params, settings, batch_sharding, split)["val_accuracy"]
   stage = stages.stage
   stages.observe(accuracy)
   return {"curriculum_stage": float(stage), "curriculum_val_accuracy": accuracy,
           "curriculum_next_stage": float(stages.stage)}
 
 
-def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead | None = None,
+def run(settings: Settings, workdir: str, ahead: aot.Ahead | None = None,
         compile_later: Callable[[model_lib.Params], None] | None = None) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its newest readable checkpoint.
+  """Trains `settings` in `workdir`, resuming from its newest readable checkpoint.
 
   Saves every `train.checkpoint_every` steps and at the end; on SIGTERM (at any time)
   saves at the next step boundary and returns with summary["preempted"] True; after
   `train.max_nonfinite_in_a_row` non-finite steps in a row saves the last good state and
   raises `NonFiniteError`. Returns the summary that process 0 prints. `settings`: what
-  settings.validate(config) returned. With `ahead`, the monitor's passes compile on its
+  settings.validate returned. With `ahead`, the monitor's passes compile on its
   thread while the run starts, then `compile_later(abstract params)` queues what the
   caller runs after training (`command`: the evaluation's compiles).
   """
   workdir = str(checkpoint.absolute(workdir))
   main_process = jax.process_index() == 0
-  t = config.train
+  t = settings.train
   if main_process:
     report.write_text(epath.Path(workdir) / "config.json",
-                      config.to_json_best_effort(indent=2) + "\n")
+                      json.dumps(settings.resolved, indent=2) + "\n")
     metrics_lib.write_version(workdir)
 
   with contextlib.ExitStack() as stack:
     preemption = stack.enter_context(_preemption_notice())
 
     # Mesh, optimizer and the jitted steps.
-    mesh = state_lib.make_mesh(config)
+    mesh = state_lib.make_mesh(settings.mesh)
     tx, schedule = state_lib.make_optimizer(t)
     abstract, shardings = state_lib.state_shardings(settings.model, tx, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
-    step_fn = jit_train_step(config, settings, mesh, tx, schedule, shardings)
+    step_fn = jit_train_step(settings, mesh, tx, schedule, shardings)
     val_fn = jit_val_step(settings, mesh, shardings)
-    monitor = monitor_lib.Monitor(config, settings, mesh)
+    monitor = monitor_lib.Monitor(settings, mesh)
     if ahead is not None:
       monitor.compile_ahead(ahead, abstract.params)
       if compile_later is not None:
@@ -399,14 +398,14 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
     # Resume from the newest readable checkpoint, or start.
     manager = stack.enter_context(checkpoint.manager(workdir, t.keep_checkpoints, create=True))
     restored = checkpoint.restore(manager, abstract,
-                                  lambda: make_train_iterator(config, settings))
+                                  lambda: make_train_iterator(settings))
     if restored is None:
       if unreadable := list(manager.all_steps()):
         logging.warning("no readable checkpoint (unreadable steps %s): starting from step 0",
                         ", ".join(map(str, unreadable)))
         checkpoint.set_aside(workdir, unreadable, manager)
-      state, resumed_from = state_lib.create_state(config, settings, tx, shardings), None
-      train_iter = make_train_iterator(config, settings)
+      state, resumed_from = state_lib.create_state(settings, tx, shardings), None
+      train_iter = make_train_iterator(settings)
     else:
       state, train_iter, bad = restored
       resumed_from = int(state.step)
@@ -428,7 +427,7 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
     writer = metrics_lib.Writer(workdir, enabled=main_process)
     stack.callback(writer.close)
     start = time.perf_counter()
-    log = metrics_lib.StepLog(writer, t.global_batch * config.data.seq_len, start)
+    log = metrics_lib.StepLog(writer, t.global_batch * settings.data.seq_len, start)
     bar = stack.enter_context(tqdm.tqdm(total=t.steps, initial=step, disable=not main_process,
                                         unit="step", desc="train", mininterval=1.0))
     val, pending, preempted = {}, None, False
@@ -479,11 +478,11 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
       pending = (step, metrics)
       paused = time.perf_counter()
       if t.val_every and step % t.val_every == 0 and step < t.steps:
-        val = validation_loss(val_fn, state.params, config, settings, batch_sharding)
+        val = validation_loss(val_fn, state.params, settings, batch_sharding)
         writer.write(step, val)
-        if config.data.curriculum_accuracy and config.data.curriculum:
-          writer.write(step, stage_validation(val_fn, state.params, config, settings,
-                                              batch_sharding, train_iter))
+        if settings.data.curriculum_accuracy and settings.data.curriculum:
+          writer.write(step, stage_validation(val_fn, state.params, settings, batch_sharding,
+                                              train_iter))
       if monitor.due(step):
         if checks is None:
           writer.write(step, monitor(step, state.params))
@@ -504,16 +503,16 @@ def run(config: ConfigDict, settings: Settings, workdir: str, ahead: aot.Ahead |
       logging.warning("SIGTERM: saved the checkpoint of step %d in %s; run the same command "
                       "to resume", step, manager.directory)
     else:
-      val = validation_loss(val_fn, state.params, config, settings, batch_sharding)
+      val = validation_loss(val_fn, state.params, settings, batch_sharding)
       writer.write(step, val)
     manager.wait_until_finished()
 
   counters = metrics_lib.sum_over_processes(train_iter.counters())
-  summary = _summary(config, workdir, state, log.records, val, counters,
+  summary = _summary(settings, workdir, state, log.records, val, counters,
                      time.perf_counter() - start, resumed_from, preempted, monitor.last,
                      settings.dev_lookahead.describe(settings.mixture.beta))
   if main_process:
-    print(report.summary_table(summary["rows"], f"summary: {config.data.name}, {workdir}"),
+    print(report.summary_table(summary["rows"], f"summary: {settings.data.name}, {workdir}"),
           flush=True)
   return summary
 
@@ -524,7 +523,7 @@ def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
   return statistics.fmean(values) if values else None
 
 
-def _summary(config, workdir, state, records, val, counters, seconds, resumed_from,
+def _summary(settings: Settings, workdir, state, records, val, counters, seconds, resumed_from,
              preempted, monitored, dev_lookahead: str) -> dict[str, Any]:
   """The figures of a run, and their rows for the printed table.
 
@@ -542,7 +541,7 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
   kept = checkpoint.kept_steps(workdir)
   summary = {
       "step": int(state.step),
-      "steps": config.train.steps,
+      "steps": settings.train.steps,
       "resumed_from": resumed_from,
       "parameters": model_lib.num_params(state.params),
       "preempted": preempted,
@@ -556,14 +555,14 @@ def _summary(config, workdir, state, records, val, counters, seconds, resumed_fr
       "checkpoints": kept,
       "nonfinite_total": int(state.nonfinite_total),
       "skipped_total": int(state.skipped_total),
-      "stunting": config.stunting.mode,
+      "stunting": settings.stunting_mode,
       **{key: _mean_of(records, key) for key in ("toward", "toward_marked", "toward_unmarked",
                                                   "balanced_step")},
       "monitor": monitored,
       "dev_lookahead": dev_lookahead,
       "data": counters,
   }
-  return dict(summary, rows=report.summary_rows(summary, config, workdir))
+  return dict(summary, rows=report.summary_rows(summary, settings, workdir))
 
 
 def command(workdir: str, config: ConfigDict) -> None:
@@ -571,9 +570,9 @@ def command(workdir: str, config: ConfigDict) -> None:
   suite; the monitor's and the evaluation's compiles run beside the training loop."""
   settings = settings_lib.prepare_and_validate(config)
   with aot.Ahead() as ahead:
-    later = (functools.partial(evaluate.compile_ahead, ahead, config, settings)
-             if config.eval.at_end else None)
-    summary = run(config, settings, workdir, ahead, later)
+    later = (functools.partial(evaluate.compile_ahead, ahead, settings)
+             if settings.eval.at_end else None)
+    summary = run(settings, workdir, ahead, later)
     ahead.close(cancel=summary["preempted"])
-  if config.eval.at_end and not summary["preempted"]:
-    evaluate.run(config, settings, workdir)
+  if settings.eval.at_end and not summary["preempted"]:
+    evaluate.run(settings, workdir)

@@ -53,13 +53,12 @@ class ShardUnion(grain.DatasetIterator):
       shard.set_state(shard_state)
 
 
-def emulated_train_iterator(config, settings, shards: int) -> ShardUnion:
+def emulated_train_iterator(settings, shards: int) -> ShardUnion:
   """train.make_train_iterator's iterator, for each of `shards` processes, concatenated."""
-  kwargs = settings.data
+  d = settings.data
   return ShardUnion([
-      pipeline.make_iterator(config.data.name, config.data.train_split, seed=config.seed,
-                             prefetch=config.data.prefetch, process_index=i,
-                             process_count=shards, **kwargs)
+      pipeline.make_iterator(d.name, d.train_split, seed=settings.seed, prefetch=d.prefetch,
+                             process_index=i, process_count=shards, **settings.pipeline)
       for i in range(shards)])
 
 
@@ -68,10 +67,10 @@ def main(argv):
     raise app.UsageError(f"only the train command is emulated; got {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # as lookahead-jax does: orbax logs every save
     logging.set_verbosity(logging.WARNING)
-  train.make_train_iterator = lambda config, settings: emulated_train_iterator(
-      config, settings, _SHARDS.value)
+  train.make_train_iterator = lambda settings: emulated_train_iterator(settings,
+                                                                      _SHARDS.value)
   config = flags.FLAGS.config
-  train.run(config, settings_lib.validate(config), flags.FLAGS.workdir)
+  train.run(settings_lib.validate(config), flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,8 @@ def test_sigkill_then_same_command_resumes_exactly(long_run, tmp_path):
 
   config = load_config(RHYME_CONFIG, long_run)
   settings = settings_lib.validate(config)
-  a = jax.device_get(state_lib.restore_params(config, settings, str(uninterrupted)))
-  b = jax.device_get(state_lib.restore_params(config, settings, str(killed)))
+  a = jax.device_get(state_lib.restore_params(settings, str(uninterrupted)))
+  b = jax.device_get(state_lib.restore_params(settings, str(killed)))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
   # Same batches after the resume: the same loss at every logged step, and the same
   # iterator position and counters at the end.
@@ -117,7 +117,7 @@ def eight_steps(tiny_run, tmp_path_factory):
   """A finished run of 8 steps with checkpoints at steps 4 and 8."""
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 8})
   workdir = tmp_path_factory.mktemp("eight_steps")
-  train.run(config, settings_lib.validate(config), str(workdir))
+  train.run(settings_lib.validate(config), str(workdir))
   assert _steps(workdir) == [4, 8]
   return config, workdir
 
@@ -153,7 +153,7 @@ def test_corrupt_newest_checkpoint_falls_back(eight_steps, tmp_path, caplog, dam
   config = copy.deepcopy(config)
   config.train.steps = 12
   with caplog.at_level(logging.WARNING):
-    summary = train.run(config, settings_lib.validate(config), str(workdir))
+    summary = train.run(settings_lib.validate(config), str(workdir))
   assert "checkpoint step 8 is unreadable" in caplog.text
   assert summary["resumed_from"] == 4 and summary["step"] == 12
   assert _steps(workdir) == [4, 8, 12]

@@ -11,7 +11,9 @@ from etils import epath
 
 from lookahead_jax import compare, stats, stunting
 from lookahead_jax import config as config_lib
+from lookahead_jax import settings as settings_lib
 from lookahead_jax.config import ConfigError
+from lookahead_jax.data import tokenizers
 from lookahead_jax.evals import path_star as ps_eval
 
 from conftest import REPO, RHYME_TEST_OPTIONS
@@ -89,9 +91,9 @@ def test_compare_writes_one_table_and_plots_with_seeds(rhyme_data_dir, tmp_path,
   # A run with its figures is neither trained nor evaluated again (records: below) ...
   evaluated, evaluate_run = [], compare.evaluate.run
 
-  def counted(config, settings, workdir, **kwargs):
+  def counted(settings, workdir, **kwargs):
     evaluated.append(os.path.basename(workdir))
-    return evaluate_run(config, settings, workdir, **kwargs)
+    return evaluate_run(settings, workdir, **kwargs)
 
   monkeypatch.setattr(compare.evaluate, "run", counted)
   first, first_toward = rows[0], rows[1]["toward_per_seed"][0]
@@ -244,21 +246,22 @@ def test_a_record_round_trips_with_what_made_it(tmp_path):
     (workdir / name).write_text(f"{name}\n")
   (workdir / "checkpoints").mkdir()
   figures = _figures(0, G_dev=float("nan"), per_graph={"depth": [2, 3], "g": [0.1, None]})
-  compare.write_record(config, str(workdir), str(record), figures)
-  assert compare.read_record(config, str(record)) == json.loads(json.dumps(figures))
+  compare.write_record(config_lib.resolved(config), str(workdir), str(record), figures)
+  assert (compare.read_record(config_lib.resolved(config), str(record))
+          == json.loads(json.dumps(figures)))
   assert sorted(os.listdir(record)) == sorted(  # no temporary files left, no checkpoints
       [compare.RUN_FILE, "eval", *[n for n in compare.RECORD_FILES if "/" not in n]])
   assert (record / "eval" / "report.json").read_text() == "eval/report.json\n"
   # Matched on the config, less where the data is cached; another config has no record.
   config.data.data_dir = "/elsewhere"
-  assert compare.read_record(config, str(record)) is not None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is not None
   # A key added to the code after the record was made matches at its default only.
   saved = json.loads((record / compare.RUN_FILE).read_text())
   del saved["config"]["lookahead"]["policy"]
   (record / compare.RUN_FILE).write_text(json.dumps(saved))
-  assert compare.read_record(config, str(record)) is not None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is not None
   config.lookahead.policy = "visits"
-  assert compare.read_record(config, str(record)) is None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is None
   config.lookahead.policy = compare.config_lib.base_config().lookahead.policy
   # A record made before keys were renamed is read under their new names, left as it is.
   saved = json.loads((record / compare.RUN_FILE).read_text())
@@ -268,14 +271,14 @@ def test_a_record_round_trips_with_what_made_it(tmp_path):
   del saved["config"]["monitor"]
   old_record = json.dumps(saved)
   (record / compare.RUN_FILE).write_text(old_record)
-  assert compare.read_record(config, str(record)) is not None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is not None
   assert (record / compare.RUN_FILE).read_text() == old_record
   config.monitor.dev_width += 1
-  assert compare.read_record(config, str(record)) is None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is None
   config.monitor.dev_width -= 1
   config.train.steps += 1
-  assert compare.read_record(config, str(record)) is None
-  assert compare.read_record(config, str(tmp_path / "none")) is None
+  assert compare.read_record(config_lib.resolved(config), str(record)) is None
+  assert compare.read_record(config_lib.resolved(config), str(tmp_path / "none")) is None
 
 
 def test_a_preempted_run_is_neither_evaluated_nor_recorded(tmp_path, monkeypatch):
@@ -289,8 +292,10 @@ def test_a_preempted_run_is_neither_evaluated_nor_recorded(tmp_path, monkeypatch
   monkeypatch.setattr(compare.evaluate, "run", never)
   record = tmp_path / "results" / "v3_balance" / "seed_0"
   with pytest.raises(compare.Preempted, match="preempted at step 3 of 3000"):
-    compare.run_one(config, None, str(tmp_path / "run"), str(record))
-  assert not record.exists() and compare.read_record(config, str(record)) is None
+    compare.run_one(settings_lib.derive(config, tokenizers.ByteTokenizer()),
+                    str(tmp_path / "run"), str(record))
+  assert not record.exists()
+  assert compare.read_record(config_lib.resolved(config), str(record)) is None
 
 
 def test_a_compare_over_records_trains_nothing_and_marks_other_code_versions(
@@ -300,7 +305,7 @@ def test_a_compare_over_records_trains_nothing_and_marks_other_code_versions(
     config = compare.load(f"{PATH_STAR}:{mode}")[0][1]
     for seed in (0, 1):
       config.seed = seed
-      compare.write_record(config, str(records / mode / f"seed_{seed}"),
+      compare.write_record(config_lib.resolved(config), str(records / mode / f"seed_{seed}"),
                            str(records / mode / f"seed_{seed}"), _figures(seed, version))
 
   def never(*args, **kwargs):

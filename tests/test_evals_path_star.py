@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
 def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup, forward):
   config, settings, params = setup
   tok, cfg = settings.tokenizer, settings.model
-  graphs = ps_eval.test_graphs(config, "test", 4)  # the reference is one graph at a time
+  graphs = ps_eval.test_graphs(settings.data, "test", 4)  # the reference is one graph at a time
   batched = ps_eval.verifier_strength(params, graphs, tok, cfg)
 
   def logits_of(ids):  # one row, right-padded (causal: the padding changes no earlier logit)
@@ -64,10 +64,10 @@ def test_verifier_strength_equals_a_one_graph_at_a_time_computation(setup, forwa
 
 def test_first_steps_by_depth_and_decoding(setup):
   config, settings, params = setup
-  figures = ps_eval.graph_figures(params, config, settings, {
+  figures = ps_eval.graph_figures(params, settings, {
       "kind": "beam", "width": 2, "horizon": 4, "temperature": 1.0, "lam": 0.9,
       "scheme": "sum", "mixture": "linear"})
-  graphs = ps_eval.test_graphs(config, "test")
+  graphs = ps_eval.test_graphs(settings.data, "test")
   records = builders.data_source("path_star", "test", config.data.data_dir,
                                  **config.data.options.to_dict())
   depths = sorted({x.depth for x in graphs})
@@ -129,7 +129,7 @@ def test_first_steps_by_depth_and_decoding(setup):
 
 def test_sampling_is_reproducible_and_amplified_with_lam_0_is_plain_sampling(setup):
   config, settings, params = setup
-  graphs = ps_eval.test_graphs(config, "test")
+  graphs = ps_eval.test_graphs(settings.data, "test")
   tok = settings.tokenizer
   plain = {"kind": "beam", "width": 2, "horizon": 4, "temperature": 1.0, "lam": 0.0,
            "scheme": "sum", "mixture": "linear"}
@@ -147,7 +147,7 @@ def test_beam_decoding_ranks_by_the_lookaheads_length_penalty(setup, length_pena
   config, settings, params = setup
   settings = dataclasses.replace(settings, lookahead=dataclasses.replace(
       settings.lookahead, length_penalty=length_penalty))
-  graphs = ps_eval.test_graphs(config, "test")
+  graphs = ps_eval.test_graphs(settings.data, "test")
   tok = settings.tokenizer
   used, beam_search = [], decoding.beam_search
 

@@ -40,9 +40,9 @@ def test_tsp_tours_are_checked_for_validity_and_gap(tmp_path):
   config.lookahead.width, config.lookahead.horizon = 2, 3
   settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
-  tours = tsp_eval.tour_figures(params, config, settings)
+  tours = tsp_eval.tour_figures(params, settings)
   assert set(tours) == set(tsp_eval.METHODS)
-  coords, optimal = tsp_eval.instances(config)[5]
+  coords, optimal = tsp_eval.instances(settings)[5]
   assert coords.shape == (4, 5, 2)  # the first eval.task_instances of the count
   for method, fn in tsp_tours.HEURISTICS.items():
     row = tours[method][5]

@@ -66,7 +66,7 @@ def report(tiny_run, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("eval"))
   settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
-  return evaluate.run(config, settings, workdir, params=params), workdir
+  return evaluate.run(settings, workdir, params=params), workdir
 
 
 def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_intervals(tiny_run):
@@ -78,7 +78,7 @@ def test_a_masked_models_pseudo_nll_and_readout_are_per_token_means_with_interva
   settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
   batches = list(itertools.islice(pipeline.make_ordered_iterator(
-      config.data.name, "test", **dict(settings.data, global_batch_size=8)), 2))
+      settings.data.name, "test", **dict(settings.pipeline, global_batch_size=8)), 2))
   out = masked_eval.masked_nll(params, settings, batches, sharding.make_mesh(), 200, 0)
   sums = [masked.held_out_sums(params, b, config=settings.model, mask_id=258) for b in batches]
   for key in ("pll", "readout"):
@@ -190,7 +190,7 @@ def test_an_evaluator_of_ones_own_is_one_file_and_one_config_line(tiny_run, tmp_
   config.eval.evaluators = (*config.eval.evaluators, "toy_evaluator")  # the one config line
   settings = settings_lib.validate(config)
   params = model_lib.init(settings.model, jax.random.key(0))
-  out = evaluate.run(config, settings, str(tmp_path), params=params)
+  out = evaluate.run(settings, str(tmp_path), params=params)
   norm = float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(params))))
   assert out["toy"]["param_norm"] == pytest.approx(norm)
   assert out["toy"]["headline_G"] == out["best"]["test"]["all"]["G"]

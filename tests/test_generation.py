@@ -45,7 +45,7 @@ def test_text_figures_equal_counts_by_hand():
 
 def test_each_sampler_is_reproducible_and_amplified_with_lam_0_is_plain_sampling(setup):
   config, settings, params = setup
-  found = generation.prompts(config, settings)
+  found = generation.prompts(settings)
   tokens, lengths = decoding.left_pad(found["prompts"][:4], settings.tokenizer.pad_id)
   key = jax.random.key(3)
 
@@ -80,8 +80,8 @@ def test_the_reports_nll_is_the_models_teacher_forced_nll(setup):
 def test_the_report_on_path_star_table_plot_and_the_held_out_paths_reach_their_goals(
     setup, tmp_path):
   config, settings, params = setup
-  found = generation.prompts(config, settings)
-  gen = generation.run(params, found, config, settings, str(tmp_path))
+  found = generation.prompts(settings)
+  gen = generation.run(params, found, settings, str(tmp_path))
   rows = gen["rows"]
   assert list(rows) == [generation.REFERENCE, "greedy", "beam", "sample", "amplified"]
   assert rows[generation.REFERENCE]["goal"]["mean"] == 1.0  # the true paths
@@ -102,7 +102,7 @@ def test_rhyme_prompts_end_at_a_poems_first_line_and_the_true_second_lines_rhyme
   config = load_config(RHYME_CONFIG, dict(tiny_run, **{"generate.prompts": 8,
                                                        "data.seq_len": 96}))
   settings = settings_lib.validate(config)
-  found = generation.prompts(config, settings)
+  found = generation.prompts(settings)
   tok = settings.tokenizer
   assert len(found["prompts"]) == 8
   for p in found["prompts"]:
@@ -131,9 +131,9 @@ def test_bad_generate_settings_are_one_line_errors(setup, key, value, named):
 
 
 def test_a_missing_test_split_is_a_one_line_error(setup):
-  config, settings, _ = setup
-  bad = config.copy_and_resolve_references()
-  bad.eval.test_split = "heldout"
+  _, settings, _ = setup
+  bad = dataclasses.replace(settings, eval=dataclasses.replace(settings.eval,
+                                                                test_split="heldout"))
   with pytest.raises(config_lib.ConfigError, match="eval.test_split") as e:
-    generation.prompts(bad, settings)
+    generation.prompts(bad)
   assert "\n" not in str(e.value)

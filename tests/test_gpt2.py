@@ -367,7 +367,7 @@ def amplify_config(hf_dir, gpt2_style_dir, tmp_path):
 def test_gpt2_amplify_experiment_runs_end_to_end(amplify_config, tmp_path):
   """The evaluation of the experiment config reads GPT-2's weights, with its report."""
   config, checkpoint, _, _ = amplify_config
-  report = evaluate.run(config, settings_lib.validate(config), str(tmp_path / "work"))
+  report = evaluate.run(settings_lib.validate(config), str(tmp_path / "work"))
   assert report["params"] == f"the pretrained {checkpoint}"  # GPT-2's weights, not fresh ones
   assert {(r["kind"], r["horizon"]) for r in report["rows"]} == {
       ("beam", 1), ("beam", 3), ("smc", 1), ("smc", 3)}
@@ -385,7 +385,7 @@ def test_every_command_without_a_checkpoint_runs_on_the_pretrained_weights(ampli
 
   config, checkpoint, path, overrides = amplify_config
   settings = settings_lib.prepare_and_validate(config)  # as every command does first
-  params, source = state_lib.load_params(config, settings, str(tmp_path / "w"))
+  params, source = state_lib.load_params(settings, str(tmp_path / "w"))
   assert source == f"the pretrained {checkpoint}"
   jax.tree.map(np.testing.assert_array_equal, params, gpt2.load(checkpoint)[1])
   flags = [f"--config.{k}={v}" for k, v in overrides.items()

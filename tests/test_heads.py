@@ -83,11 +83,11 @@ def test_a_run_with_heads_resumed_from_its_checkpoint_equals_one_uninterrupted(t
                                       "train.checkpoint_every": 2})
   settings = settings_lib.validate(config)
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
-  train.run(config, settings, whole)
+  train.run(settings, whole)
   shutil.copytree(whole, resumed)
   shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))  # as if killed after step 2
-  assert train.run(config, settings, resumed)["resumed_from"] == 2
-  a, b = (jax.device_get(state_lib.restore_params(config, settings, w)) for w in (whole, resumed))
+  assert train.run(settings, resumed)["resumed_from"] == 2
+  a, b = (jax.device_get(state_lib.restore_params(settings, w)) for w in (whole, resumed))
   for head in HEADS:
     assert np.abs(np.asarray(a[head]["kernel"])).max() > 0
   jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -108,7 +108,7 @@ def test_a_bad_command_is_a_usage_error(tmp_path):
 def trained(tiny_run, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("trained")
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 4})
-  train.run(config, settings_lib.validate(config), str(workdir))
+  train.run(settings_lib.validate(config), str(workdir))
   return workdir
 
 
@@ -148,7 +148,7 @@ def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch
 
   calls = []
   monkeypatch.setattr(evaluate, "run",
-                      lambda config, settings, workdir: calls.append((config, workdir)))
+                      lambda settings, workdir: calls.append((settings, workdir)))
   argv = ["lookahead-jax", *command("eval", tmp_path, tiny_run)[4:]]  # the flags only
   monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
   flags.FLAGS(argv)
@@ -156,5 +156,5 @@ def test_eval_command_calls_the_evaluation_suite(tiny_run, tmp_path, monkeypatch
     main.main(["lookahead-jax", "eval"])
   finally:
     flags.FLAGS.unparse_flags()
-  [(config, workdir)] = calls
-  assert workdir == str(tmp_path) and config.model.d_model == tiny_run["model.d_model"]
+  [(settings, workdir)] = calls
+  assert workdir == str(tmp_path) and settings.model.d_model == tiny_run["model.d_model"]

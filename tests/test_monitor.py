@@ -14,6 +14,7 @@ from lookahead_jax import config as config_lib
 from lookahead_jax import lookahead as la_lib
 from lookahead_jax import settings as settings_lib
 from lookahead_jax import stunting as stunting_lib
+from lookahead_jax.data import tokenizers
 
 B, T = 8, 10  # rows (a multiple of the 8 simulated devices) and tokens of a batch
 
@@ -53,7 +54,8 @@ def _gains(g, lo, hi):
 def test_the_warning_fires_only_after_g_had_been_clearly_positive(caplog):
   config = config_lib.base_config()
   config.monitor.patience = 2
-  never = monitor.Monitor(config, None, None)  # monitor.every = 0: nothing is built
+  settings = settings_lib.derive(config, tokenizers.ByteTokenizer())
+  never = monitor.Monitor(settings, None)  # monitor.every = 0: nothing is built
   never.part = "marked"
   caplog.set_level("INFO", logger="absl")  # absl's verbosity sets that logger's level
   never._warn(0, {"monitor_G_dev": 0.3})  # no marked figure (no fit): nothing said
@@ -62,7 +64,7 @@ def test_the_warning_fires_only_after_g_had_been_clearly_positive(caplog):
   assert [r.levelname for r in caplog.records] == ["INFO"]  # "not helped yet", once
   assert "has not helped yet" in caplog.records[0].getMessage()
   caplog.clear()
-  helped = monitor.Monitor(config, None, None)
+  helped = monitor.Monitor(settings, None)
   helped.part = "marked"
   for step, gains in enumerate([_gains(0.1, 0.05, 0.15), _gains(0.03, -0.01, 0.07),
                                 _gains(-0.01, -0.05, 0.03), _gains(-0.02, -0.06, 0.02)]):
@@ -114,12 +116,14 @@ def _batches(forward, config, params, scored, seed, marks=True):
 
 @pytest.fixture(scope="module")
 def setup(tiny_config, tiny_params, forward):
-  """A config, settings and mesh for a monitor of a tiny model (sharpened weights) with
+  """Settings and a mesh for a monitor of a tiny model (sharpened weights) with
   a beam B=2 H=3 stunting lookahead and a beam B=3 H=2 dev lookahead (another horizon)."""
   config = config_lib.base_config()
   config.monitor.every = 1
   config.eval.bootstrap = 200
+  sections = settings_lib.derive(config, tokenizers.ByteTokenizer())
   settings = types.SimpleNamespace(
+      monitor=sections.monitor, eval=sections.eval, seed=sections.seed, data=sections.data,
       model=tiny_config, mixture=la_lib.Mixture(),
       stunting=stunting_lib.Stunting(mode="none", lookahead=None),
       monitor_lookahead=la_lib.Lookahead(width=2, horizon=3),
@@ -127,13 +131,13 @@ def setup(tiny_config, tiny_params, forward):
   params = jax.tree.map(lambda x: 3.0 * x, tiny_params)
   report = _batches(forward, tiny_config, params, (80, 9), seed=0)  # unequal token counts
   fitting = _batches(forward, tiny_config, params, (70, 50), seed=1)
-  return config, settings, sharding.make_mesh(), params, report, fitting
+  return settings, sharding.make_mesh(), params, report, fitting
 
 
 def _run(setup, report, fitting):
-  config, settings, mesh, params = setup[:4]
-  m = monitor.Monitor(config, settings, mesh, batches=([dict(b) for b in report],
-                                                        [dict(b) for b in fitting]))
+  settings, mesh, params = setup[:3]
+  m = monitor.Monitor(settings, mesh, batches=([dict(b) for b in report],
+                                               [dict(b) for b in fitting]))
   return m, m(1, params)
 
 
@@ -143,7 +147,7 @@ def _outs(m, params):
 
 
 def test_figures_pool_every_token_of_the_report_batches(setup):
-  params, report, fitting = setup[3:]
+  params, report, fitting = setup[2:]
   m, record = _run(setup, report, fitting)
   outs = _outs(m, params)
   fits = monitor.fit_settings(monitor.host_tokens(outs[2:]), m.parts, scheme="sum",
@@ -169,10 +173,10 @@ def test_figures_pool_every_token_of_the_report_batches(setup):
 
 
 def test_a_check_with_the_passes_compiled_ahead_is_the_same_check(setup):
-  config, settings, mesh, params, report, fitting = setup
+  settings, mesh, params, report, fitting = setup
   _, record = _run(setup, report, fitting)
-  m = monitor.Monitor(config, settings, mesh, batches=([dict(b) for b in report],
-                                                        [dict(b) for b in fitting]))
+  m = monitor.Monitor(settings, mesh, batches=([dict(b) for b in report],
+                                               [dict(b) for b in fitting]))
   placed = jax.device_put(params, sharding.replicated(mesh))  # as training places them
   with aot.Ahead() as ahead:
     m.compile_ahead(ahead, aot.abstract(placed))
@@ -181,7 +185,7 @@ def test_a_check_with_the_passes_compiled_ahead_is_the_same_check(setup):
 
 
 def test_tau_and_lam_are_fitted_on_the_fit_batches_not_the_report_batches(setup):
-  forward_batches = setup[4:]
+  forward_batches = setup[3:]
   report, fitting = forward_batches
   _, record = _run(setup, report, fitting)
   settings = {k: v for k, v in record.items() if k[len("monitor_"):] in monitor.SETTING_KEYS}
@@ -196,7 +200,7 @@ def test_tau_and_lam_are_fitted_on_the_fit_batches_not_the_report_batches(setup)
 
 def test_per_depth_figures_have_intervals_and_no_nan_reaches_tensorboard(setup, tmp_path,
                                                                           monkeypatch):
-  report, fitting = setup[4:]
+  report, fitting = setup[3:]
   _, record = _run(setup, report, fitting)
   for key in ("G_dev_marked", "G_stunting_marked", "accuracy_marked"):
     for g in (2, 3):

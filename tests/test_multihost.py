@@ -196,7 +196,7 @@ def _loss_lines(workdir):
 
 def _params(config, workdir):
   """The newest checkpoint's parameters on one device of this (pytest) process."""
-  params = state_lib.restore_params(config, settings_lib.validate(config), str(workdir),
+  params = state_lib.restore_params(settings_lib.validate(config), str(workdir),
                                 mesh=sharding.make_mesh(devices=jax.devices()[:1]))
   assert params is not None, f"no checkpoint in {workdir}"
   return jax.tree.map(np.asarray, jax.device_get(params))
@@ -261,8 +261,9 @@ def test_two_processes_train_like_one(trained, mode):
                                        params_two, params_one))
   assert max(diffs) < 1e-5, f"max |param difference| {max(diffs):.3g}"
   # not vacuous: training moved the parameters far more than that
-  init = state_lib.init_state(settings_lib.validate(config).model,
-                              state_lib.make_optimizer(config.train)[0], config.seed).params
+  settings = settings_lib.validate(config)
+  init = state_lib.init_state(settings.model, state_lib.make_optimizer(settings.train)[0],
+                              settings.seed).params
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - np.asarray(b)))),
                                        params_two, init))
   assert max(moved) > 1e-3

@@ -16,7 +16,7 @@ from lookahead_jax import settings as settings_lib
 
 V, B, T = 16, 8, 32
 PROBES = probes.Probes(max_offset=3, layers=(1, 2), steps=50, learning_rate=0.1, l2=0.03,
-                       induction_rows=4, induction_length=8, marked=True)
+                       induction_rows=4, induction_length=8, marked=True, eval_batches=2)
 
 
 def _batch(seed, b=B, t=T):
@@ -176,13 +176,13 @@ def test_the_monitor_logs_the_probes_to_jsonl_and_the_summary(tiny_run, tmp_path
       **tiny_run, "train.steps": 4, "train.checkpoint_every": 0, "lookahead.width": 2,
       "lookahead.horizon": 2, "monitor.every": 2, "monitor.dev_width": 2,
       "probes.steps": 5, "probes.induction_rows": 2})
-  summary = train.run(config, settings_lib.validate(config), str(tmp_path))
+  summary = train.run(settings_lib.validate(config), str(tmp_path))
   records = [r for r in metrics_lib.read(str(tmp_path)) if "monitor_future_gain" in r]
   assert [r["step"] for r in records] == [2, 4]
   # With an aot.Ahead (as the command line runs it) the checks compile ahead and run
   # beside the loop, on copies of the parameters: the same records, at the same steps.
   with aot.Ahead() as ahead:
-    train.run(config, settings_lib.validate(config), str(tmp_path / "ahead"), ahead)
+    train.run(settings_lib.validate(config), str(tmp_path / "ahead"), ahead)
   beside = [r for r in metrics_lib.read(str(tmp_path / "ahead")) if "monitor_future_gain" in r]
   assert beside == records
   for r in records:

@@ -138,7 +138,7 @@ def test_validate_derives_the_settings_once(config):
   assert settings.lookahead.eos_id == settings.tokenizer.eod_id
   # the dev lookahead differs in kind from v4's SMC stunting lookahead
   assert settings.dev_lookahead.kind == "beam" and settings.dev_lookahead.width == 8
-  assert settings.data["seq_len"] == 32 and settings.data["tokenizer"] is settings.tokenizer
+  assert settings.pipeline["seq_len"] == 32 and settings.pipeline["tokenizer"] is settings.tokenizer
 
 
 def test_an_existing_file_as_workdir_is_one_line(tmp_path):

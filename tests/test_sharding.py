@@ -56,11 +56,11 @@ def _batches(config, n):
 
 
 def _train(config, mesh, steps=3):
-  tx, schedule = state_lib.make_optimizer(config.train)
   settings = settings_lib.validate(config)
+  tx, schedule = state_lib.make_optimizer(settings.train)
   _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
-  state = state_lib.create_state(config, settings, tx, shardings)
-  step = train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
+  state = state_lib.create_state(settings, tx, shardings)
+  step = train.jit_train_step(settings, mesh, tx, schedule, shardings)
   losses = []
   for batch in _batches(config, steps):
     state, m = step(state, pipeline.global_batch(batch, sharding.batch_sharding(mesh)))

@@ -20,6 +20,7 @@ from lookahead_jax import settings as settings_lib
 from lookahead_jax import state as state_lib
 from lookahead_jax import stunting as st_lib
 from lookahead_jax import train
+from lookahead_jax.data import tokenizers
 
 LOOKAHEAD = la_lib.Lookahead(width=3, horizon=3)
 
@@ -532,7 +533,7 @@ def test_monitoring_logs_g_and_a_dev_g_never_positive_gives_no_warning(
   # absl's verbosity sets the "absl" logger's level (a command run in-process may have
   # raised it): INFO on that logger for the run.
   with caplog.at_level("INFO", logger="absl"):
-    summary = train.run(config, settings_lib.validate(config), str(tmp_path))
+    summary = train.run(settings_lib.validate(config), str(tmp_path))
   records = [r for r in metrics.read(str(tmp_path)) if "monitor_G_dev" in r]
   assert [r["step"] for r in records] == [1, 2, 3]
   for r in records:
@@ -628,10 +629,10 @@ def test_the_toward_share_is_logged_on_marked_and_unmarked_tokens(tiny_config, t
 def _adamw():
   """The runs' optimizer (state.make_optimizer: clipping, then AdamW with weight decay),
   with a clip that binds on the tiny model."""
-  train_cfg = config_lib.base_config().train
-  train_cfg.update(learning_rate=1e-2, warmup_steps=1, steps=100, weight_decay=0.1,
-                   grad_clip=0.05)
-  return state_lib.make_optimizer(train_cfg)
+  config = config_lib.base_config()
+  config.train.update(learning_rate=1e-2, warmup_steps=1, steps=100, weight_decay=0.1,
+                      grad_clip=0.05)
+  return state_lib.make_optimizer(settings_lib.derive(config, tokenizers.ByteTokenizer()).train)
 
 
 @functools.lru_cache(maxsize=None)

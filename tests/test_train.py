@@ -17,10 +17,10 @@ from conftest import RHYME_CONFIG, load_config
 
 def _step_setup(config, mesh):
   settings = settings_lib.validate(config)
-  tx, schedule = state_lib.make_optimizer(config.train)
+  tx, schedule = state_lib.make_optimizer(settings.train)
   _, shardings = state_lib.state_shardings(settings.model, tx, mesh)
-  state = state_lib.create_state(config, settings, tx, shardings)
-  return state, train.jit_train_step(config, settings, mesh, tx, schedule, shardings)
+  state = state_lib.create_state(settings, tx, shardings)
+  return state, train.jit_train_step(settings, mesh, tx, schedule, shardings)
 
 
 def _batch(config, seed=0):
@@ -44,7 +44,7 @@ def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 200, "train.log_every": 20,
                                         "train.warmup_steps": 20, "train.checkpoint_every": 0,
                                         "train.profile_steps": (3, 5)})
-  summary = train.run(config, settings_lib.validate(config), str(tmp_path))
+  summary = train.run(settings_lib.validate(config), str(tmp_path))
 
   records = [r for r in metrics.read(str(tmp_path)) if "loss" in r]
   assert [r["step"] for r in records] == list(range(20, 201, 20))
@@ -62,7 +62,7 @@ def test_loss_falls_on_rhyme(tiny_run, tmp_path, capsys):
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["train"]["steps"] == 200 and saved["model"]["d_model"] == 32
   # Run again: nothing left to train, and the summary still reports the run's training.
-  again = train.run(config, settings_lib.validate(config), str(tmp_path))
+  again = train.run(settings_lib.validate(config), str(tmp_path))
   assert again["resumed_from"] == 200
   for key in ("first_train_loss", "train_loss", "tokens_per_s", "step_time"):
     assert again[key] == summary[key], key
@@ -122,18 +122,18 @@ def test_stops_after_nonfinite_steps_in_a_row(tiny_run, tmp_path, monkeypatch):
                                         "train.max_nonfinite_in_a_row": 3})
   real = train.make_train_iterator
   monkeypatch.setattr(train, "make_train_iterator",
-                      lambda c, settings: _PoisonedFrom(real(c, settings), 6))
+                      lambda settings: _PoisonedFrom(real(settings), 6))
   with pytest.raises(train.NonFiniteError, match=r"3 steps in a row .* saved at step"):
-    train.run(config, settings_lib.validate(config), str(tmp_path))
+    train.run(settings_lib.validate(config), str(tmp_path))
 
   # Steps 7, 8, 9 were non-finite; the state is saved at the step the stop was read.
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   assert steps[0] == 4 and 9 <= steps[-1] <= 10
+  settings = settings_lib.validate(config)
   restored = checkpoint.restore(
       checkpoint.manager(str(tmp_path)),
-      state_lib.state_shardings(settings_lib.validate(config).model,
-                            state_lib.make_optimizer(config.train)[0],
-                            sharding.make_mesh(-1, 1))[0])
+      state_lib.state_shardings(settings.model, state_lib.make_optimizer(settings.train)[0],
+                                sharding.make_mesh(-1, 1))[0])
   state = restored[0]
   assert int(state.nonfinite_total) == int(state.step) - 6 >= 3
   records = [r for r in metrics.read(str(tmp_path)) if "loss" in r]
@@ -168,7 +168,7 @@ def test_weight_decay_skips_biases_and_layer_norms(tiny_config, tiny_params):
 def test_schedule_warms_up_then_decays(tiny_run):
   config = load_config(RHYME_CONFIG, {**tiny_run, "train.steps": 100,
                                         "train.warmup_steps": 10})
-  _, schedule = state_lib.make_optimizer(config.train)
+  _, schedule = state_lib.make_optimizer(settings_lib.validate(config).train)
   lr = config.train.learning_rate
   assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(lr)
   assert float(schedule(100)) == pytest.approx(lr * config.train.min_lr_ratio)

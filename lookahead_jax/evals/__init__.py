@@ -41,7 +41,6 @@ import importlib.util
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
-from ml_collections import ConfigDict
 
 if TYPE_CHECKING:  # settings.py builds the evaluators to check eval.evaluators
   from lookahead_jax.settings import Settings
@@ -70,14 +69,13 @@ class Column:
 class Context:
   """What every evaluator reads.
 
-  config, settings: the run's config and what `settings.validate` derived from it.
+  settings:        what `settings.validate` derived from the run's config.
   mesh:            the devices' mesh; workdir: the run's directory (its metrics log).
   lookaheads:      the (kind, width, horizon) the gain grid evaluates; None: the grid of
                    eval.kinds x eval.widths x eval.horizons (compare: its two lookaheads).
   report:          the figures so far (evaluate.run adds each evaluator's).
   """
 
-  config: ConfigDict
   settings: Settings
   mesh: jax.sharding.Mesh
   workdir: str

@@ -36,7 +36,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lookahead_jax import aot, evals, fit, sharding, stats
@@ -45,18 +44,18 @@ from lookahead_jax import metrics as metrics_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax import report as report_lib
 from lookahead_jax.data import pipeline
-from lookahead_jax.settings import Settings
+from lookahead_jax.settings import Eval, Settings
 
 PARTS = report_lib.PARTS
 LOOKAHEAD = "lookahead"  # the name of the evaluated lookahead in its fit.Split
 
 
-def settings_grid(ev: ConfigDict) -> list[tuple[str, int, int]]:
+def settings_grid(ev: Eval) -> list[tuple[str, int, int]]:
   """(kind, width, horizon) of every lookahead the grid evaluates."""
   return list(itertools.product(ev.kinds, ev.widths, ev.horizons))
 
 
-def control_width(ev: ConfigDict, vocab_size: int) -> int:
+def control_width(ev: Eval, vocab_size: int) -> int:
   """The control family's largest top-k: the largest width evaluated (at most V)."""
   return min(max(ev.widths), vocab_size)
 
@@ -87,7 +86,7 @@ def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
               control=fit.pass_cache(log_p, control, targets, loglinear))
 
 
-def batch_step(model_cfg: model_lib.Config, ev: ConfigDict, la: lookahead_lib.Lookahead
+def batch_step(model_cfg: model_lib.Config, ev: Eval, la: lookahead_lib.Lookahead
                ) -> Callable:
   """`batch_cache` jitted for one lookahead of the grid `ev` (the control's largest top-k,
   the loglinear normaliser when the grid has that mixture)."""
@@ -96,11 +95,11 @@ def batch_step(model_cfg: model_lib.Config, ev: ConfigDict, la: lookahead_lib.Lo
                                    loglinear="loglinear" in ev.mixtures))
 
 
-def eval_batches(config: ConfigDict, settings: Settings, split: str) -> Iterator[dict]:
+def eval_batches(settings: Settings, split: str) -> Iterator[dict]:
   """The host batches of a split, in order (eval.batch_size rows; eval.max_batches)."""
-  ev = config.eval
-  its = pipeline.make_ordered_iterator(config.data.name, split,
-                                       **dict(settings.data, global_batch_size=ev.batch_size))
+  ev = settings.eval
+  its = pipeline.make_ordered_iterator(settings.data.name, split,
+                                       **dict(settings.pipeline, global_batch_size=ev.batch_size))
   return its if ev.max_batches == 0 else itertools.islice(its, ev.max_batches)
 
 
@@ -235,15 +234,15 @@ class Evaluator(evals.Base):
   def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
     """Every lookahead of context.lookaheads (None: the config's grid) on the validation
     and test splits; the rows, the headline (`best`) and the monitor's last dev G."""
-    config, settings, mesh = context.config, context.settings, context.mesh
-    ev, model_cfg = config.eval, settings.model
+    settings, mesh = context.settings, context.mesh
+    ev, model_cfg = settings.eval, settings.model
     runs = context.lookaheads or settings_grid(ev)
-    batches = functools.partial(eval_batches, config, settings)
+    batches = functools.partial(eval_batches, settings)
     counts = {split: sum(1 for _ in batches(split)) for split in (ev.validation_split,
                                                                    ev.test_split)}
     progress = tqdm(total=len(runs) * sum(counts.values()), desc="eval", unit="batch",
                     disable=jax.process_index() != 0, dynamic_ncols=True)
-    groups = functools.partial(pipeline.mark_groups, config.data.name, settings.tokenizer)
+    groups = functools.partial(pipeline.mark_groups, settings.data.name, settings.tokenizer)
     rng = jax.random.key(ev.seed)
     widths = range(1, control_width(ev, model_cfg.vocab_size) + 1)
     rows, hist = [], {}
@@ -295,7 +294,7 @@ class Evaluator(evals.Base):
                  test_nll=nll["all"], test_nll_marked=nll["marked"],
                  test_nll_unmarked=nll["unmarked"], test_perplexity=float(np.exp(nll["all"])))
     return dict(
-        dataset=config.data.name, splits=[ev.validation_split, ev.test_split],
+        dataset=settings.data.name, splits=[ev.validation_split, ev.test_split],
         batches=counts, tokens=dict(test=test.n, test_marked=int(test.part("marked").sum()),
                                     test_rows=n_rows),
         naive=naive, control_family=f"top-k of p, k = 1..{widths[-1]}",
@@ -332,10 +331,10 @@ class Evaluator(evals.Base):
 
   def compile_ahead(self, ahead: aot.Ahead, context: evals.Context, params) -> None:
     """Queues each grid setting's batch pass (aot.Ahead.warm)."""
-    config, settings = context.config, context.settings
-    ev, model_cfg = config.eval, settings.model
+    settings = context.settings
+    ev, model_cfg = settings.eval, settings.model
     batch = pipeline.global_batch(
-        next(iter(eval_batches(config, settings, ev.validation_split))),
+        next(iter(eval_batches(settings, ev.validation_split))),
         sharding.batch_sharding(context.mesh))
     for kind, width, horizon in settings_grid(ev):
       la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)

@@ -42,10 +42,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from etils import epath
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from lookahead_jax import config as config_lib
 from lookahead_jax import decoding, editing, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
@@ -54,6 +56,22 @@ from lookahead_jax import state as state_lib
 from lookahead_jax.config import ConfigError
 from lookahead_jax.data import builders, pipeline, registry
 from lookahead_jax.settings import Settings
+
+# `lookahead-jax decode`'s flags (`decode`'s parameters of these names)
+flags.DEFINE_multi_string("prompt", ["A poem:\n"], "decode: prompt text (repeatable).")
+flags.DEFINE_enum(
+    "sampler", "greedy", [*config_lib.SAMPLERS, *editing.METHODS],
+    "decode: method; amplified samples from the mixture of p and the config's lookahead q; "
+    "edit (Gibbs-style resampling of spans) and ga (a genetic algorithm) edit the text after "
+    "the prompt with a masked model's bidirectional mode (editing.py).")
+flags.DEFINE_integer("max_new_tokens", 64, "decode: tokens to generate.")
+flags.DEFINE_float("temperature", 1.0, "decode --sampler=sample, edit, ga: temperature.")
+flags.DEFINE_integer("top_k", 0, "decode --sampler=sample: top-k (0: all).")
+flags.DEFINE_float("top_p", 1.0, "decode --sampler=sample: nucleus mass (1: all).")
+flags.DEFINE_integer("beams", 4, "decode --sampler=beam: beam width.")
+flags.DEFINE_integer("rounds", 8, "decode --sampler=edit, ga: rounds after the fill.")
+flags.DEFINE_integer("span", 1, "decode --sampler=edit, ga: tokens resampled per move.")
+flags.DEFINE_integer("population", 16, "decode --sampler=ga: texts per round.")
 
 REFERENCE = "held_out"  # the row of the true continuations
 JACKKNIFE_GROUPS = 16
@@ -99,19 +117,19 @@ def continuation(row: Sequence[int], eod_id: int, pad_id: int) -> list[int]:
 # ----------------------------------------------------------------------------- prompts
 
 
-def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
+def prompts(settings: Settings) -> dict[str, Any]:
   """The report's prompts from eval.test_split: {"prompts": [EOD] + prompt ids,
   "references": the held-out continuations, "records": the documents (for the judges)}.
 
   Raises ConfigError when the split does not exist or gives no prompt.
   """
-  d, g, tok = config.data, config.generate, settings.tokenizer
+  d, g, tok = settings.data, settings.generate, settings.tokenizer
+  split = settings.eval.test_split
   testbed = registry.get(d.name)
   try:
-    records = builders.data_source(d.name, config.eval.test_split, d.data_dir,
-                                   **d.options.to_dict())
+    records = builders.data_source(d.name, split, d.data_dir, **d.options)
   except ValueError as e:
-    raise ConfigError(f"eval.test_split={config.eval.test_split!r}: {e}; the report needs a "
+    raise ConfigError(f"eval.test_split={split!r}: {e}; the report needs a "
                       "held-out split (set eval.test_split)") from None
   to_ids = pipeline.document_fn(d.name, tok, d.text_key)
   out: dict[str, list] = {"prompts": [], "references": [], "records": []}
@@ -132,7 +150,7 @@ def prompts(config: ConfigDict, settings: Settings) -> dict[str, Any]:
     out["references"].append(ids[cut:cut + g.new_tokens])
     out["records"].append(records[i])
   if not out["prompts"]:
-    raise ConfigError(f"eval.test_split={config.eval.test_split!r} has no document longer "
+    raise ConfigError(f"eval.test_split={split!r} has no document longer "
                       f"than a prompt; lower generate.prompt_tokens={g.prompt_tokens}")
   return out
 
@@ -216,11 +234,10 @@ def figures(prompts_: list[list[int]], conts: list[list[int]], sums: np.ndarray,
   return out
 
 
-def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, workdir: str
-        ) -> dict[str, Any]:
+def run(params, found: dict[str, Any], settings: Settings, workdir: str) -> dict[str, Any]:
   """The report of the module docstring on the prompts `found` (from `prompts`); written
   to workdir/generate (process 0)."""
-  g, tok, testbed = config.generate, settings.tokenizer, registry.get(config.data.name)
+  g, tok, testbed = settings.generate, settings.tokenizer, registry.get(settings.data.name)
   ids = found["prompts"]
   tokens, lengths = decoding.left_pad(ids, tok.pad_id)
   new_tokens = min(g.new_tokens, settings.model.max_len - tokens.shape[1])
@@ -250,7 +267,8 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
       seconds = time.perf_counter() - start
       conts = [continuation(row, tok.eod_id, tok.pad_id) for row in np.concatenate(out)[:n]]
     sums, counts = nll(params, ids, conts, settings=settings, batch_size=b)
-    row = figures(ids, conts, sums, counts, g.rep_window, config.eval.bootstrap, config.eval.seed)
+    row = figures(ids, conts, sums, counts, g.rep_window, settings.eval.bootstrap,
+                  settings.eval.seed)
     if seconds is not None:
       row["tok_s"] = len(tokens) * new_tokens / seconds
     if testbed is not None and testbed.judge is not None:  # the testbed's own success
@@ -259,7 +277,7 @@ def run(params, found: dict[str, Any], config: ConfigDict, settings: Settings, w
     rows[sampler] = row
     samples[sampler] = [tok.decode(c) for c in conts[:3]]
   out = {"rows": rows, "samples": samples, "prompts": n, "new_tokens": new_tokens,
-         "prompt_texts": [tok.decode(p[1:]) for p in ids[:3]], "dataset": config.data.name,
+         "prompt_texts": [tok.decode(p[1:]) for p in ids[:3]], "dataset": settings.data.name,
          "judge_columns": [list(c) for c in (testbed.judge_columns if testbed else ())]}
   if jax.process_index() == 0:
     report.write_generation(out, epath.Path(workdir) / "generate")
@@ -270,9 +288,9 @@ def command(workdir: str, config: ConfigDict) -> None:
   """`lookahead-jax generate-report`: prints the report's table (`run` on the workdir's
   parameters) and where it was written."""
   settings = settings_lib.prepare_and_validate(config)
-  found = prompts(config, settings)  # a missing test split stops here
-  params, _ = state_lib.load_params(config, settings, workdir)
-  gen = run(params, found, config, settings, workdir)
+  found = prompts(settings)  # a missing test split stops here
+  params, _ = state_lib.load_params(settings, workdir)
+  gen = run(params, found, settings, workdir)
   if jax.process_index() == 0:
     print(report.generation_table(gen))
     print(f"command: {' '.join(sys.argv)}\nwritten to {os.path.join(workdir, 'generate')}")
@@ -288,7 +306,7 @@ def decode(workdir: str, config: ConfigDict, prompt: list[str], sampler: str,
   model_cfg, tokenizer = settings.model, settings.tokenizer
   if sampler in editing.METHODS:
     _check_editing(settings, sampler, rounds, span, population)
-  params, _ = state_lib.load_params(config, settings, workdir)
+  params, _ = state_lib.load_params(settings, workdir)
   ids = [[tokenizer.eod_id] + tokenizer.encode(text) for text in prompt]
   width = max(map(len, ids))
   new_tokens = min(max_new_tokens, model_cfg.max_len - width)
@@ -298,10 +316,10 @@ def decode(workdir: str, config: ConfigDict, prompt: list[str], sampler: str,
   tokens, lengths = decoding.left_pad(ids, tokenizer.pad_id)
   if sampler in editing.METHODS:
     editing.print_edits(params, tokenizer, model_cfg, prompt, ids, new_tokens,
-                        jax.random.key(config.seed), method=sampler, rounds=rounds, span=span,
+                        jax.random.key(settings.seed), method=sampler, rounds=rounds, span=span,
                         temperature=temperature, population=population)
     return
-  out = continue_prompts(sampler, params, tokens, lengths, jax.random.key(config.seed),
+  out = continue_prompts(sampler, params, tokens, lengths, jax.random.key(settings.seed),
                          new_tokens, settings=settings, beams=beams,
                          temperature=temperature, top_k=top_k, top_p=top_p)
   for text, row in zip(prompt, np.asarray(out)):

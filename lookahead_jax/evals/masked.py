@@ -53,9 +53,9 @@ class Evaluator(evals.Base):
     return context.settings.objective.kind == "spectrum"
 
   def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
-    ev = context.config.eval
+    ev = context.settings.eval
     return masked_nll(params, context.settings,
-                      gain.eval_batches(context.config, context.settings, ev.test_split),
+                      gain.eval_batches(context.settings, ev.test_split),
                       context.mesh, ev.bootstrap, ev.seed)
 
   def run_figures(self, figures: dict[str, Any], report: dict[str, Any],

@@ -59,13 +59,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from lookahead_jax import aot, decoding, evals, report, stats
 from lookahead_jax import lookahead as lookahead_lib
 from lookahead_jax import model as model_lib
 from lookahead_jax.data import builders, path_star, registry
-from lookahead_jax.settings import Settings
+from lookahead_jax.settings import Data, Settings
 
 NAME = path_star.NAME
 AFTER_LEAF = 2  # greedy tokens after a wrong leaf whose confidence is reported
@@ -76,11 +75,10 @@ PAIRED = {"first_d2_paired": "first", "G_d2_paired": "g"}
 PAIRED_DEPTH = 2
 
 
-def test_graphs(config: ConfigDict, split: str, limit: int | None = None
+def test_graphs(data: Data, split: str, limit: int | None = None
                 ) -> list[path_star.PathStarInstance]:
   """The split's graphs in its order: all of them, or the first `limit`."""
-  records = builders.data_source(NAME, split, config.data.data_dir,
-                                 **config.data.options.to_dict())
+  records = builders.data_source(NAME, split, data.data_dir, **data.options)
   count = len(records) if limit is None else min(limit, len(records))
   return [path_star.instance_of(records[i]) for i in range(count)]
 
@@ -217,12 +215,12 @@ def decoded(params, graphs, tok, settings: Settings, beam_size: int,
   return {m: _first_step_and_goal(tok, graphs, np.asarray(ids)) for m, ids in out.items()}
 
 
-def _compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, params) -> None:
+def _compile_ahead(ahead: aot.Ahead, settings: Settings, params) -> None:
   """Queues on `ahead` the decoders' compiles `evaluate` makes for parameters shaped like
   `params` (aot.Ahead.warm); amplified sampling's only when the grid has one setting (its
   headline row is then known before the fits)."""
-  ev = config.eval
-  graphs = test_graphs(config, ev.test_split)
+  ev = settings.eval
+  graphs = test_graphs(settings.data, ev.test_split)
   amplified = None
   grid = list(itertools.product(ev.kinds, ev.widths, ev.horizons, ev.schemes, ev.mixtures))
   if len(grid) == 1 and grid[0][2] > 1:
@@ -234,7 +232,7 @@ def _compile_ahead(ahead: aot.Ahead, config: ConfigDict, settings: Settings, par
     ahead.warm(fn, *args, **kwargs)
 
 
-def graph_figures(params, config: ConfigDict, settings: Settings,
+def graph_figures(params, settings: Settings,
                   headline: dict[str, Any] | None) -> dict[str, Any]:
   """The path-star figures of the module docstring, on every graph of eval.test_split.
 
@@ -246,8 +244,8 @@ def graph_figures(params, config: ConfigDict, settings: Settings,
   (`graphs_of`)}; depths are strings
   as dict keys; per_graph lists the graphs in the split's order.
   """
-  ev, tok = config.eval, settings.tokenizer
-  graphs = test_graphs(config, ev.test_split)
+  ev, tok = settings.eval, settings.tokenizer
+  graphs = test_graphs(settings.data, ev.test_split)
   depth = np.asarray([x.depth for x in graphs])
   tf = teacher_forced(params, graphs, tok, settings.model)
   methods = {"teacher_forced": {"first": tf["first"]}}
@@ -276,7 +274,7 @@ def graph_figures(params, config: ConfigDict, settings: Settings,
       verifier=verifier_strength(params, graphs, tok, settings.model),
       per_graph=dict(depth=depth.astype(int).tolist(), first_step=per_graph("first"),
                      goal=per_graph("goal")),
-      graphs_of=graphs_of(config))
+      graphs_of=graphs_of(settings))
 
 
 def table(figures: dict[str, Any], headline: dict[str, Any] | None = None) -> str:
@@ -341,10 +339,10 @@ def run_figures(figures: dict[str, Any], best_rows: dict[str, dict[str, Any]]) -
 # ----------------------------------------------------------------------------- paired by graph
 
 
-def graphs_of(config: ConfigDict) -> dict[str, Any]:
+def graphs_of(settings: Settings) -> dict[str, Any]:
   """What fixes the test graphs: the testbed, its data options and the test split."""
-  return {"name": config.data.name, "split": config.eval.test_split,
-          "options": json.loads(config.data.options.to_json_best_effort(sort_keys=True))}
+  return {"name": settings.data.name, "split": settings.eval.test_split,
+          "options": json.loads(json.dumps(settings.data.options, sort_keys=True))}
 
 
 def per_graph(figures: dict[str, Any], report_: dict[str, Any]) -> dict[str, Any] | None:
@@ -436,10 +434,10 @@ class Evaluator(evals.Base):
               "G_d2_paired", "verifier_end_max", "toward", "balanced", "cost")
 
   def applies(self, context: evals.Context) -> bool:
-    return registry.base_name(context.config.data.name) == NAME
+    return registry.base_name(context.settings.data.name) == NAME
 
   def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
-    return graph_figures(params, context.config, context.settings, context.headline)
+    return graph_figures(params, context.settings, context.headline)
 
   def table(self, figures: dict[str, Any], report_: dict[str, Any]) -> str:
     return table(figures, report_["best"])
@@ -453,4 +451,4 @@ class Evaluator(evals.Base):
     return paired_by_graph(mode_runs, base_runs, resamples, seed)
 
   def compile_ahead(self, ahead: aot.Ahead, context: evals.Context, params) -> None:
-    _compile_ahead(ahead, context.config, context.settings, params)
+    _compile_ahead(ahead, context.settings, params)

@@ -8,7 +8,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from ml_collections import ConfigDict
 
 from lookahead_jax import evals, sharding
 from lookahead_jax import probes as probes_lib
@@ -17,7 +16,7 @@ from lookahead_jax.data import pipeline
 from lookahead_jax.settings import Settings
 
 
-def probe_report(params, config: ConfigDict, settings: Settings,
+def probe_report(params, settings: Settings,
                  mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """The probes (probes.probe_metrics) fit on validation and scored on test.
 
@@ -25,10 +24,10 @@ def probe_report(params, config: ConfigDict, settings: Settings,
   arrays as lists (future_nll, future_accuracy [1 + layers, K-1], lens_nll [L+1],
   induction [L, h], ...), `figures` (probes.named), the offsets, layers, splits and rows.
   """
-  ev, pr = config.eval, settings.probes
-  kwargs = dict(settings.data, global_batch_size=ev.batch_size * config.probes.eval_batches)
+  ev, pr = settings.eval, settings.probes
+  kwargs = dict(settings.pipeline, global_batch_size=ev.batch_size * pr.eval_batches)
   fit, score = (pipeline.global_batch(
-      next(pipeline.make_ordered_iterator(config.data.name, split, **kwargs)),
+      next(pipeline.make_ordered_iterator(settings.data.name, split, **kwargs)),
       sharding.batch_sharding(mesh)) for split in (ev.validation_split, ev.test_split))
   fn = jax.jit(functools.partial(probes_lib.probe_metrics, config=settings.model, probes=pr))
   out = jax.device_get(fn(params, fit, score, jax.random.key(ev.seed)))
@@ -50,7 +49,7 @@ class Evaluator(evals.Base):
     return context.settings.probes is not None
 
   def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
-    return probe_report(params, context.config, context.settings, context.mesh)
+    return probe_report(params, context.settings, context.mesh)
 
   def table(self, figures: dict[str, Any], report: dict[str, Any]) -> str:
     del report

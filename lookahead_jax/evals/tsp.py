@@ -25,7 +25,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from lookahead_jax import decoding, evals, report, stats
 from lookahead_jax import lookahead as lookahead_lib
@@ -37,32 +36,31 @@ MODEL_METHODS = ("greedy", "beam", "amplified")
 METHODS = MODEL_METHODS + tuple(tsp_tours.HEURISTICS)
 
 
-def instances(config: ConfigDict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def instances(settings: Settings) -> dict[int, tuple[np.ndarray, np.ndarray]]:
   """{n: (coords int32 [k, n, 2], optimal tours int32 [k, n])}: the first
   eval.task_instances test instances of each city count."""
-  options = config.data.options.to_dict()
+  options, ev = settings.data.options, settings.eval
   out = {}
   for n in tsp.Tsp.make_config(**options).levels:
-    records = builders.data_source(NAME, f"{config.eval.test_split}_n{n}",
-                                   config.data.data_dir, **options)
-    k = min(config.eval.task_instances, len(records))
+    records = builders.data_source(NAME, f"{ev.test_split}_n{n}", settings.data.data_dir,
+                                   **options)
+    k = min(ev.task_instances, len(records))
     rows = records.__getitems__(list(range(k)))
     out[n] = (np.stack([r["coords"] for r in rows]), np.stack([r["tour"] for r in rows]))
   return out
 
 
-def model_tours(params, coords: np.ndarray, config: ConfigDict, settings: Settings
-                ) -> dict[str, np.ndarray]:
+def model_tours(params, coords: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
   """{method: tokens int32 [k, n]} the model's continuations of the instances' prompts."""
   tok, model_cfg = settings.tokenizer, settings.model
   n = coords.shape[1]
   prompts, _ = tok.examples(coords, None)
   prompts = jnp.asarray(np.concatenate([np.full((len(coords), 1), tok.eod_id), prompts], 1))
-  rng = jax.random.key(config.eval.seed)
+  rng = jax.random.key(settings.eval.seed)
   mix = settings.mixture
   greedy = decoding.generate(params, prompts, rng, config=model_cfg, max_new_tokens=n)
   beams = decoding.beam_search(params, prompts, config=model_cfg,
-                               beam_size=max(config.eval.widths), max_new_tokens=n)
+                               beam_size=max(settings.eval.widths), max_new_tokens=n)
   amplified = lookahead_lib.sample_amplified(
       params, prompts, rng, None, mix.temperature, mix.lam, mix.beta, config=model_cfg,
       lookahead=settings.lookahead, max_new_tokens=n, scheme=mix.scheme, mixture=mix.mixture,
@@ -96,13 +94,12 @@ def summary(gap: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
   return row
 
 
-def tour_figures(params, config: ConfigDict, settings: Settings) -> dict[str, Any]:
+def tour_figures(params, settings: Settings) -> dict[str, Any]:
   """{method: {n: summary}} for every method of METHODS."""
-  ev, tok = config.eval, settings.tokenizer
+  ev, tok = settings.eval, settings.tokenizer
   out: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
-  for n, (coords, optimal) in instances(config).items():
-    found = {m: t - tok.city_id(0) for m, t in model_tours(params, coords, config,
-                                                          settings).items()}
+  for n, (coords, optimal) in instances(settings).items():
+    found = {m: t - tok.city_id(0) for m, t in model_tours(params, coords, settings).items()}
     found.update({m: fn(coords) for m, fn in tsp_tours.HEURISTICS.items()})
     for method, tours in found.items():
       out[method][n] = summary(gaps(coords, optimal, tours), ev.bootstrap, ev.seed)
@@ -144,10 +141,10 @@ class Evaluator(evals.Base):
              evals.Column("tsp_beam_gap", "tsp beam gap", ".3f"))
 
   def applies(self, context: evals.Context) -> bool:
-    return registry.base_name(context.config.data.name) == NAME
+    return registry.base_name(context.settings.data.name) == NAME
 
   def evaluate(self, params, context: evals.Context) -> dict[str, Any]:
-    return tour_figures(params, context.config, context.settings)
+    return tour_figures(params, context.settings)
 
   def table(self, figures: dict[str, Any], report_: dict[str, Any]) -> str:
     del report_

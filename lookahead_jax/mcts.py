@@ -70,7 +70,7 @@ class Node:
 
   state:   what `step` needs to extend the path (the model: its path cache, `PathCache`).
   depth:   [1] int32 tokens on the path.
-  total:   [1] the path's summed log-probability (what an EOS edge rescales).
+  total:   [1] the path's summed log-probability (what an ending rescales).
   tokens:  [1, K] int32 the children's tokens: the top-K of p at the path's end.
   log_p:   [1, K] their log-probabilities (the rewards of moving to them).
   """

@@ -22,16 +22,11 @@ from lookahead_jax.evals import generation
 # Each command: the function that runs it (its parameters after the workdir are the flags it
 # reads; "overrides": the --config.KEY=VALUE left over) and one line of help.
 COMMANDS = {
-    "train": (train.command, "train, resuming from the workdir's newest checkpoint; with "
-              "eval.at_end, then the evaluation suite"),
-    "eval": (evaluate.command, "the evaluation suite on the workdir's newest checkpoint (else "
-             "the pretrained or fresh parameters)"),
-    "decode": (generation.decode, "print a continuation of each --prompt by --sampler (greedy, "
-               "sample, beam, amplified: from the lookahead mixture; edit, ga: editing with a "
-               "masked model)"),
-    "generate-report": (generation.command, "what each sampler does to held-out prompts "
-                        "(evals/generation.py)"),
-    "compare": (compare.command, "train and evaluate stunting runs side by side (compare.py)"),
+    "train": (train.command, "train (resuming from the newest checkpoint), then eval.at_end"),
+    "eval": (evaluate.command, "the evaluation suite on the newest checkpoint"),
+    "decode": (generation.decode, "continue each --prompt with --sampler"),
+    "generate-report": (generation.command, "the samplers on held-out prompts"),
+    "compare": (compare.command, "train and evaluate stunting runs side by side"),
 }
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tb/.")

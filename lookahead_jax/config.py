@@ -149,6 +149,10 @@ def base_config() -> ConfigDict:
   # MCTS: q is "gumbel" (Gumbel MuZero's improved policy at the root) or "visits" (PUCT's
   # visit distribution); docs/design.md says why gumbel is the default
   c.lookahead.policy = "gumbel"
+  # MCTS: what a path earns, "log_prob" (its tokens' log-probabilities) or "task" (the
+  # testbed's return of the answer it completes: path_star, 1 when it reaches the goal; the
+  # value head's targets follow, heads.py); docs/design.md section 10
+  c.lookahead.reward = "log_prob"
 
   c.model = ConfigDict()  # model.Config's fields
   c.model.vocab_size = 258  # V, at least the tokenizer's (validate names the size it needs)

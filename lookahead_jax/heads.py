@@ -13,7 +13,10 @@ The model's optional heads read the final hidden state at every position t (mode
                 scale does not grow with H; MCTS values a leaf by H times it, in the
                 units of its rewards (log-probabilities), and a search that stops at
                 depth d sees H tokens past its leaf, as far as beam search sees from the
-                anchor.
+                anchor. With `lookahead.reward = "task"` the target is instead the task's
+                return (in [0, 1]) of the model's own continuation from t: its greedy
+                H-token path (a width-1 beam), the answer so far plus that path judged
+                by the testbed (mcts.Context); MCTS values a leaf by the head as it is.
 
 Both losses are sums over the micro-batch divided by the global batch's weighted-token
 count, like the next-token loss (train.objectives), and enter the loss with their weights
@@ -39,7 +42,8 @@ Array = jax.Array
 class Heads:
   """The heads a model trains (hashable: a static argument of the train step).
 
-  lookahead:    the beam whose best path score is the value target (None: no value head).
+  lookahead:    the beam whose best path score is the value target (None: no value head);
+                with reward "task" a width-1 beam, whose path's score is its return.
   eod_id:       the token that ends an answer, the done target (None: no done head).
   value_weight: the value loss's weight in the training loss.
   done_weight:  the done loss's weight.
@@ -49,6 +53,12 @@ class Heads:
   eod_id: int | None
   value_weight: float
   done_weight: float
+
+  @property
+  def value_scale(self) -> float:
+    """What the best path score is divided by for the value target: H (log-probs, per
+    token), or 1 (the task's return, in [0, 1])."""
+    return 1.0 if self.lookahead.reward == "task" else self.lookahead.horizon
 
 
 def done_terms(done_logits: Array, targets: Array, weights: Array, eod_id: int
@@ -63,14 +73,14 @@ def done_terms(done_logits: Array, targets: Array, weights: Array, eod_id: int
           "done_ends": jnp.sum(ends * weights)}
 
 
-def value_terms(values: Array, paths: lookahead_lib.Paths, weights: Array, horizon: int
+def value_terms(values: Array, paths: lookahead_lib.Paths, weights: Array, scale: float
                 ) -> dict[str, Array]:
   """Summed squared error of values [b, T] against the best score of each anchor's beam
-  paths over the horizon (stop-gradient), at the weighted anchors whose lookahead ran
-  (paths.valid): {"value_sum", "value_anchors", "value_target_sum"}."""
+  paths over `scale` (`Heads.value_scale`; stop-gradient), at the weighted anchors whose
+  lookahead ran (paths.valid): {"value_sum", "value_anchors", "value_target_sum"}."""
   best = jax.lax.stop_gradient(jnp.max(paths.score, axis=-1))
   counted = weights * (paths.valid & (best > decoding.NEG / 2))
-  best = jnp.where(counted > 0, best / horizon, 0.0)
+  best = jnp.where(counted > 0, best / scale, 0.0)
   return {"value_sum": jnp.sum(jnp.square(values - best) * counted),
           "value_anchors": jnp.sum(counted), "value_target_sum": jnp.sum(best * counted)}
 
@@ -87,8 +97,8 @@ def loss(terms: dict[str, Array], heads: Heads, norm: Array) -> Array:
 
 def metrics(aux: dict[str, Array], tokens: Array) -> dict[str, Array]:
   """The logged figures of a step's summed terms: value_loss (mean squared error per
-  anchor) and value_target (the mean target, nats per token), done_loss and done_accuracy
-  (per weighted token)."""
+  anchor) and value_target (the mean target: nats per token, or the mean return with the
+  task reward), done_loss and done_accuracy (per weighted token)."""
   out = {}
   if "value_sum" in aux:
     anchors = jnp.maximum(aux["value_anchors"], 1.0)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -45,6 +47,7 @@ from lookahead_jax import model as model_lib
 Array = jax.Array
 KINDS = ("beam", "smc", "mcts")
 TOP_K_CONTROL = ("beam", "mcts")  # kinds whose horizon-1 control is top-B of p
+REWARDS = ("log_prob", "task")  # what beam and MCTS paths earn (`Lookahead.reward`)
 SCHEMES = ("sum", "max")
 MIXTURES = ("linear", "loglinear")
 _DEFAULT = config_lib.defaults("lookahead")  # the schema declares the defaults
@@ -85,6 +88,12 @@ class Lookahead:
   eos_id:         end-of-sequence token, or None.
   simulations:    MCTS: model calls per anchor; 0: K(H-1), a width-K beam's.
   policy:         MCTS: q is "gumbel" (the root's improved policy) or "visits" (mcts.py).
+  reward:         what a path earns: "log_prob", its tokens' log-probabilities, or "task",
+                  the testbed's return `task` of the answer it completes (MCTS: its
+                  rewards, mcts.py; beam: each path scored by it, the value head's targets,
+                  heads.py). SMC weighs by log-probabilities only.
+  task:           with reward "task": the testbed's return (data/local.py, Testbed.task_return:
+                  (prefix [T], anchor [], path [D]) -> [] float32, and its `end_id`).
   """
 
   kind: str = _DEFAULT.kind
@@ -95,12 +104,19 @@ class Lookahead:
   eos_id: int | None = None
   simulations: int = _DEFAULT.simulations
   policy: str = _DEFAULT.policy
+  reward: str = _DEFAULT.reward
+  task: Callable[..., Any] | None = None
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"lookahead.kind={self.kind!r} is not one of {KINDS}.")
     if self.policy not in mcts.POLICIES:
       raise ValueError(f"lookahead.policy={self.policy!r} is not one of {mcts.POLICIES}.")
+    if self.reward not in REWARDS:
+      raise ValueError(f"lookahead.reward={self.reward!r} is not one of {REWARDS}.")
+    if self.reward == "task" and (self.task is None or self.kind == "smc"):
+      raise ValueError(f"lookahead.reward='task' needs the testbed's return and a beam or "
+                       f"MCTS lookahead (kind={self.kind!r}, task={self.task!r}).")
     if self.simulations < 0:
       raise ValueError(f"lookahead.simulations={self.simulations} must be >= 0 (0: K(H-1)).")
     if self.width < 1 or self.horizon < 1:
@@ -109,13 +125,22 @@ class Lookahead:
 
   def describe(self, beta: float | None = None) -> str:
     """e.g. "beam B=2 H=8", "smc N=8 H=8 beta=4" (beta: SMC tempering, when given) or
-    "mcts K=2 H=8 S=14 gumbel"."""
+    "mcts K=2 H=8 S=14 gumbel"; " task" after a lookahead rewarded by the task's return."""
+    task = " task" if self.reward == "task" else ""
     if self.kind == "beam":
-      return f"beam B={self.width} H={self.horizon}"
+      return f"beam B={self.width} H={self.horizon}{task}"
     if self.kind == "mcts":
       sims = mcts.simulations(self.width, self.horizon, self.simulations)
-      return f"mcts K={self.width} H={self.horizon} S={sims} {self.policy}"
+      return f"mcts K={self.width} H={self.horizon} S={sims} {self.policy}{task}"
     return f"smc N={self.width} H={self.horizon}" + (f" beta={beta:g}" if beta else "")
+
+  def as_kind(self, kind: str, **changes) -> Lookahead:
+    """This lookahead as another kind (and other `changes`): the task reward stays with
+    MCTS, the search it is chosen for; a beam or SMC made from it (the monitor's dev
+    lookahead, the evaluation grid) scores by log-probabilities, as in every other run."""
+    reward = self.reward if kind == "mcts" else "log_prob"
+    return dataclasses.replace(self, kind=kind, reward=reward,
+                               task=self.task if reward == "task" else None, **changes)
 
   def check(self, config: model_lib.Config):
     """One-line errors for settings the model cannot run."""
@@ -146,13 +171,18 @@ class Paths:
 # ----------------------------------------------------------------------------- one anchor
 
 
-def _beam_one(params, prefix, first_logprobs, position, rng, beta, *, config, lookahead):
-  """Beam lookahead of one anchor -> (first [B], score [B])."""
+def _beam_one(params, prefix, first_logprobs, position, rng, beta, context=None, *, config,
+              lookahead):
+  """Beam lookahead of one anchor -> (first [B], score [B]); with reward "task" each
+  path is scored by the task's return of the answer it completes (`context`: mcts.Context)."""
   del rng, beta
   beams = decoding.beam_search_from(
       params, prefix, first_logprobs, position, lookahead.length_penalty, config=config,
       beam_size=lookahead.width, num_steps=lookahead.horizon, eos_id=lookahead.eos_id,
       block=1, prefix_matvec=False)
+  if lookahead.reward == "task":
+    score = jax.vmap(mcts.task_of(lookahead, context))(beams.sequences)
+    return beams.sequences[:, 0], jnp.where(beams.valid, score, decoding.NEG)
   stretch = (lookahead.horizon / beams.lengths.clip(1)) ** lookahead.length_penalty
   return beams.sequences[:, 0], jnp.where(beams.valid, beams.log_probs * stretch, decoding.NEG)
 
@@ -164,14 +194,16 @@ def _systematic_resample(rng, weights):
   return jnp.minimum(jnp.searchsorted(jnp.cumsum(weights), points), n - 1).astype(jnp.int32)
 
 
-def _smc_one(params, prefix, first_logprobs, position, rng, beta, *, config, lookahead):
-  """SMC lookahead of one anchor -> (first [N], normalised log-weight [N]).
+def _smc_one(params, prefix, first_logprobs, position, rng, beta, context=None, *, config,
+             lookahead):
+  """SMC lookahead of one anchor -> (first [N], normalised log-weight [N]) (context unused).
 
   Particles sample H tokens from the model; the target is the path distribution
   tempered by beta, so each token multiplies a particle's weight by p(token)^(beta-1).
   Before each further token, particles are resampled (systematic) when the effective
   sample size falls below N/2. beta = 1 gives q = an unbiased estimate of p.
   """
+  del context
   n, h = lookahead.width, lookahead.horizon
   keys = jax.random.split(rng, 2 * h)
   token = jax.random.categorical(keys[0], first_logprobs, shape=(n,)).astype(jnp.int32)
@@ -201,8 +233,9 @@ def _smc_one(params, prefix, first_logprobs, position, rng, beta, *, config, loo
 
 
 def one_anchor(lookahead: Lookahead, config: model_lib.Config):
-  """The lookahead of one anchor, (params, prefix, first_logprobs, position, rng, beta) ->
-  (first [K], score [K]), of the lookahead's kind."""
+  """The lookahead of one anchor, (params, prefix, first_logprobs, position, rng, beta,
+  context) -> (first [K], score [K]), of the lookahead's kind; context (mcts.Context, or
+  None) is what the task reward reads of the row."""
   one = {"beam": _beam_one, "smc": _smc_one, "mcts": mcts.search_one}[lookahead.kind]
   return functools.partial(one, config=config, lookahead=lookahead)
 
@@ -211,7 +244,7 @@ def one_anchor(lookahead: Lookahead, config: model_lib.Config):
 
 
 def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_ids=None,
-                    rng=None, beta=1.0, needed=None, *, config: model_lib.Config,
+                    rng=None, beta=1.0, needed=None, tokens=None, *, config: model_lib.Config,
                     lookahead: Lookahead) -> Paths:
   """Lookahead paths for every anchor, reusing a teacher-forced pass.
 
@@ -224,8 +257,14 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
                scored on a few tokens per row (answers only) costs what those tokens cost.
                The other anchors come back without a lookahead (valid False). A needed
                anchor's paths are those of the full computation.
+  tokens:      [b, T] int32 the pass's tokens, which the task reward reads (each anchor
+               its own document up to itself, mcts.Context); only reward "task" needs them.
   """
   b, t, _ = logits.shape
+  if tokens is None:
+    if lookahead.reward == "task":
+      raise ValueError("lookahead.reward='task' reads the row: pass paths_from_pass tokens")
+    tokens = jnp.full((b, t), -1, jnp.int32)
   if segment_ids is None:
     segment_ids = jnp.ones((b, t), jnp.int32)
   if rng is None:
@@ -235,16 +274,16 @@ def paths_from_pass(params, logits, cache: model_lib.Cache, positions, segment_i
   chunk = min(lookahead.chunk or t, t)
   slots = jnp.arange(t)
 
-  def run(logits, k, v, positions, segments, keys, anchors):
+  def run(logits, k, v, positions, segments, keys, row, anchors):
     """The paths of one row's anchors [n] -> (first [n, K], score [n, K])."""
     def anchor(t_):
       mask = (slots <= t_) & (segments == segments[t_])  # [T]: the anchor's own prefix
       return one(params, (k, v, mask), jax.nn.log_softmax(logits[t_]), positions[t_] + 1,
-                 keys[t_], beta)
+                 keys[t_], beta, mcts.Context(jnp.where(mask, row, -1), t_))
 
     return jax.lax.map(anchor, anchors, batch_size=min(chunk, anchors.shape[0]))
 
-  rows = (logits, cache.k, cache.v, positions, segment_ids, keys)
+  rows = (logits, cache.k, cache.v, positions, segment_ids, keys, tokens)
   if needed is None:
     first, score = jax.vmap(run)(*rows, jnp.broadcast_to(slots, (b, t)))
   else:
@@ -304,7 +343,7 @@ def teacher_forced_paths(params, tokens, positions, segment_ids=None, rng=None, 
   logits, cache = model_lib.forward(params, tokens, positions, config=config,
                                     segment_ids=segment_ids)
   found = paths_from_pass(params, logits, cache, positions, segment_ids, rng, beta,
-                          config=config, lookahead=lookahead)
+                          tokens=tokens, config=config, lookahead=lookahead)
   return logits, found, control_paths(logits, found.valid, rng, beta, lookahead=lookahead)
 
 
@@ -463,7 +502,8 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
   prompts [b, P] int32 (left-padded, see decoding.prefill) -> tokens [b, max_new_tokens].
   At every step the lookahead runs from the generated prefix (its decode cache is the
   shared prefix) and gives q; the token is drawn from p~ = mix(p, q, lam). After a row's
-  lookahead.eos_id, pad_id. temperature: tau of q.
+  lookahead.eos_id, pad_id. temperature: tau of q. The task reward reads the prompt and
+  the tokens drawn so far.
   """
   b = prompts.shape[0]
   # One slot more than the tokens fed back: the loop also feeds the last drawn token, so
@@ -480,8 +520,12 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
     log_p = jax.nn.log_softmax(logits)  # [b, V]
     position = positions + i  # of the token being drawn
     prefix = (cache.k, cache.v, cache.segment_ids > 0)
-    first, score = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None))(
-        params, prefix, log_p, position, jax.random.split(lookahead_key, b), beta)
+    row = jnp.concatenate([prompts, out], axis=1)  # the anchor: the last token so far
+    anchor = jnp.full((b,), prompts.shape[1] - 1 + i)
+    context = mcts.Context(jnp.where(jnp.arange(row.shape[1]) <= anchor[:, None], row, -1),
+                           anchor)
+    first, score = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None, 0))(
+        params, prefix, log_p, position, jax.random.split(lookahead_key, b), beta, context)
     found = Paths(first=first[:, None], score=score[:, None],
                   valid=(position - 1 + lookahead.horizon <= config.max_len)[:, None])
     log_q = amplify(found, temperature, scheme).dense(log_p[:, None])[:, 0]

@@ -96,7 +96,8 @@ def held_out_pass(params, batch, rng, *, config: model_lib.Config,
   for i, (name, la, beta) in enumerate(lookaheads):
     found = lookahead_lib.paths_from_pass(params, logits, cache, batch["positions"],
                                           batch["segment_ids"], jax.random.fold_in(rng, i),
-                                          beta, scored, config=config, lookahead=la)
+                                          beta, scored, batch["inputs"], config=config,
+                                          lookahead=la)
     keep &= found.valid
     caches[name] = fit_lib.pass_cache(log_p, found, targets, loglinear=False)
   score, first = jax.lax.top_k(log_p, control_width)

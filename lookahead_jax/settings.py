@@ -206,18 +206,24 @@ def _lookahead(config: ConfigDict, eos_id: int | None) -> lookahead_lib.Lookahea
   la = config.lookahead
   return lookahead_lib.Lookahead(kind=la.kind, width=la.width, horizon=la.horizon,
                                  length_penalty=la.length_penalty, chunk=la.chunk, eos_id=eos_id,
-                                 simulations=la.simulations, policy=la.policy)
+                                 simulations=la.simulations, policy=la.policy, reward=la.reward,
+                                 task=registry.task_return(config.data.name,
+                                                           **config.data.options.to_dict())
+                                 if la.reward == "task" else None)
 
 
 def _heads(config: ConfigDict, lookahead: lookahead_lib.Lookahead,
            eod_id: int | None) -> heads_lib.Heads | None:
-  """The heads' training: value targets from the config's lookahead as a beam, done
+  """The heads' training: value targets from the config's lookahead as a beam (reward
+  "task": of width 1, the model's greedy continuation, scored by the task's return), done
   targets at the tokenizer's EOD."""
   m, t = config.model, config.train
   if not (m.value_head or m.done_head):
     return None
+  beam = dataclasses.replace(lookahead, kind="beam", width=1 if lookahead.reward == "task"
+                             else lookahead.width)
   return heads_lib.Heads(
-      lookahead=dataclasses.replace(lookahead, kind="beam") if m.value_head else None,
+      lookahead=beam if m.value_head else None,
       eod_id=eod_id if m.done_head else None, value_weight=t.value_weight,
       done_weight=t.done_weight)
 
@@ -254,8 +260,7 @@ def _dev_lookahead(config: ConfigDict, lookahead: lookahead_lib.Lookahead
   mon = config.monitor
   base = _stunting(config, lookahead).lookahead or lookahead
   kind = mon.dev_kind or _other_kind(base.kind)
-  return dataclasses.replace(base, kind=kind, width=mon.dev_width,
-                             horizon=mon.dev_horizon or base.horizon)
+  return base.as_kind(kind, width=mon.dev_width, horizon=mon.dev_horizon or base.horizon)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -310,6 +315,9 @@ def _check_train(t: ConfigDict) -> None:
 
 def _check_lookahead(config: ConfigDict, mc: model_lib.Config) -> None:
   la = config.lookahead
+  _require(la.reward != "task" or la.kind == "mcts", "lookahead.reward", la.reward,
+           "the task's return rewards MCTS's search: set lookahead.kind='mcts' (or reward="
+           "'log_prob')")
   try:
     _lookahead(config, None).check(mc)
   except ValueError as e:

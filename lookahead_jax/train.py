@@ -141,7 +141,7 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
   sg = jax.lax.stop_gradient
   paths = functools.partial(lookahead_lib.paths_from_pass, sg(params), sg(logits), sg(cache),
                             batch["positions"], batch["segment_ids"], lookahead_key,
-                            needed=weights > 0, config=model_cfg)
+                            needed=weights > 0, tokens=batch["inputs"], config=model_cfg)
   found = None if stunt.lookahead is None else paths(stunt.mixture.beta,
                                                      lookahead=stunt.lookahead)
   head_loss = jnp.zeros(())
@@ -152,7 +152,7 @@ def objectives(params: model_lib.Params, batch: Mapping[str, Array], rng: Array,
       value_paths = found if stunt.lookahead == heads.lookahead else paths(
           1.0, lookahead=heads.lookahead)
       aux.update(heads_lib.value_terms(extras[0]["value"], value_paths, weights,
-                                       heads.lookahead.horizon))
+                                       heads.value_scale))
     head_loss = heads_lib.loss(aux, heads, norm)
   if stunt.lookahead is None:
     return (aux["ce_sum"] / norm + head_loss, jnp.zeros(())), aux

@@ -37,7 +37,7 @@ def test_value_targets_are_the_best_path_score_where_the_lookahead_ran():
   values = jnp.array([[0.0, 5.0, 7.0, -2.0]])
   weights = jnp.array([[1.0, 1.0, 1.0, 0.0]])
   # anchor 0 counts (best -1 over 2 tokens); 1 has no path, 2 no lookahead, 3 no weight
-  terms = heads.value_terms(values, paths, weights, horizon=2)
+  terms = heads.value_terms(values, paths, weights, scale=2)
   assert float(terms["value_sum"]) == 0.25
   assert float(terms["value_anchors"]) == 1.0
   assert float(terms["value_target_sum"]) == -0.5

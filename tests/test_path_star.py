@@ -1,4 +1,5 @@
-"""Path-star testbed: star graphs, vocabulary and marks, accuracy helpers, the builder."""
+"""Path-star testbed: star graphs, vocabulary and marks, accuracy helpers, the builder,
+the task's return."""
 
 import collections
 
@@ -330,3 +331,64 @@ def test_with_equal_arms_no_search_rule_beats_chance_at_any_depth(options):
   # The same check finds the shortcut of arm lengths drawn per arm.
   off = _off_chance(star, _old_sample, count=5_000)
   assert {"longer arm", "shorter arm"} <= {name for name, _ in off}
+
+
+# ----------------------------------------------------------------------------- task return
+
+# Arms 0>1>2 and 0>3>4, goal 2, in a packed row: another graph's document before it (whose
+# edges 0>5 and 5>2 would make a second way to the goal) and the EOD after it.
+_TASK_TOK = path_star.PathStarTokenizer(num_nodes=8, edge_tokens=True)
+_E = _TASK_TOK.edge_id
+_OTHER = _TASK_TOK.example(path_star.PathStarInstance([(0, 5), (5, 2)], 0, 2, [0, 5, 2]))[0]
+_DOC = _TASK_TOK.example(path_star.PathStarInstance([(0, 1), (1, 2), (0, 3), (3, 4)], 0, 2,
+                                                    [0, 1, 2]))[0]
+_ROW = np.concatenate([[1], _OTHER, [1], _DOC, [1]]).astype(np.int32)
+_START = 2 + len(_OTHER)  # the document's first token
+_MARKER = _START + list(_DOC).index(_TASK_TOK.PATH)  # the PATH marker: anchor of the first step
+
+
+def _return(path, anchor=_MARKER, row=_ROW):
+  """The task's return of `path` after `anchor`: the row's own document given whole (the
+  teacher-forced tokens after the anchor included), the other masked as paths_from_pass
+  masks other documents."""
+  import jax
+  import jax.numpy as jnp
+
+  reward = path_star.task_return(num_nodes=8, max_arm=3, edge_tokens=True)
+  slots = np.arange(len(row))
+  prefix = np.where(slots >= _START, row, -1)
+  path = np.asarray(list(path) + [-1] * (6 - len(path)), np.int32)
+  return float(jax.jit(reward)(jnp.asarray(prefix), jnp.asarray(anchor), jnp.asarray(path)))
+
+
+@pytest.mark.parametrize("path, expected", [
+    ([_E(0, 1), _E(1, 2), 5], 1.0),  # the goal's arm, ended
+    ([_E(0, 1), _E(1, 2), 5, 1, 9, 9], 1.0),  # what follows END_PATH is not read
+    ([_E(0, 3), _E(3, 4), 5], 0.0),  # the other arm
+    ([_E(0, 1), 5], 0.0),  # stops short of the goal
+    ([_E(0, 1), _E(1, 2)], 0.0),  # never ends
+    ([_E(0, 5), _E(5, 2), 5], 0.0),  # edges of another graph's prompt
+    ([_E(0, 1), _E(3, 4), 5], 0.0),  # listed edges that do not chain
+    ([_E(1, 2), 5], 0.0),  # does not start at the source
+    ([5], 0.0),  # an empty answer
+])
+def test_the_task_return_is_one_for_a_chain_of_listed_edges_from_source_to_goal(path, expected):
+  assert _return(path) == expected
+
+
+def test_the_task_return_judges_the_answer_so_far_and_never_reads_past_the_anchor():
+  first = _MARKER + 1  # the anchor of the second step: the answer so far is 0>1
+  assert _return([_E(1, 2), 5], anchor=first) == 1.0
+  assert _return([_E(3, 4), 5], anchor=first) == 0.0
+  wrong = _ROW.copy()
+  wrong[first] = _E(0, 3)  # the teacher-forced first step down the other arm
+  assert _return([_E(1, 2), 5], anchor=first, row=wrong) == 0.0
+  # nothing after the anchor is read: not the teacher-forced steps, not another query
+  after = np.concatenate([_ROW[:first + 1], [_E(0, 3), 5, _TASK_TOK.QUERY, 6, 9, 4]])
+  assert _return([_E(1, 2), 5], anchor=first, row=after) == 1.0
+  assert _return([_E(0, 1), _E(1, 2), 5], row=after) == 1.0
+
+
+def test_the_task_return_needs_edge_tokens():
+  with pytest.raises(ValueError, match="edge_tokens=True"):
+    path_star.task_return(num_nodes=8, max_arm=3, edge_tokens=False)

@@ -8,7 +8,7 @@ import pytest
 from lookahead_jax import config as config_lib
 from lookahead_jax import settings as settings_lib
 
-from conftest import REPO, RHYME_CONFIG, load_config
+from conftest import REPO, RHYME_CONFIG, load_config, tiny_path_star
 
 CONFIGS = os.path.join(REPO, "configs")
 
@@ -63,6 +63,12 @@ def test_the_tiny_config_is_valid(config):
      "lookahead.width=300 children exceed the vocabulary"),
     ({"lookahead.policy": "max"}, "lookahead.policy='max' is not one of ('gumbel', 'visits')"),
     ({"lookahead.simulations": -1}, "lookahead.simulations=-1 must be >= 0 (0: K(H-1))"),
+    ({"lookahead.reward": "goal"}, "lookahead.reward='goal' is not one of ('log_prob', 'task')"),
+    ({"lookahead.reward": "task"}, "lookahead.reward='task': the task's return rewards MCTS's "
+                                   "search: set lookahead.kind='mcts'"),
+    ({"lookahead.kind": "mcts", "lookahead.reward": "task"},
+     "lookahead.reward='task': rhyme has no task return (testbeds with one: path_star); use "
+     "lookahead.reward='log_prob'"),
     ({"lookahead.scheme": "mean"}, "lookahead.scheme='mean': use one of sum, max"),
     ({"lookahead.lam": 1.0}, "lookahead.lam=1.0: must be in [0, 1) for a linear mixture"),
     ({"lookahead.temperature": 0.0}, "lookahead.temperature=0.0: must be > 0"),
@@ -180,13 +186,24 @@ def test_the_mcts_experiment_validates_with_mcts_stunting_a_beam_dev_lookahead_a
   path = os.path.join(CONFIGS, "experiments", "path_star_mcts.py")
   for mode in ("none", "distill", "ida"):
     settings = settings_lib.validate(load_config(path, small, mode))
-    assert settings.monitor_lookahead.describe() == "mcts K=2 H=8 S=14 gumbel"
-    assert settings.dev_lookahead.describe() == "beam B=2 H=8"
+    task = "" if mode == "none" else " task"  # distill and ida: rewarded by the task
+    assert settings.monitor_lookahead.describe() == "mcts K=2 H=8 S=14 gumbel" + task
+    assert settings.dev_lookahead.describe() == "beam B=2 H=8"  # log-probs, as the baseline's
     assert (settings.heads is None) == (mode != "ida")
+    # the tree (H - 1 tokens) holds the longest answer: max_arm edges and END_PATH
+    assert settings.lookahead.horizon - 1 >= settings.data.options["max_arm"] + 1
   assert settings.stunting.lookahead.kind == "mcts"  # ida: distill toward q_MCTS
-  # ida's value targets: the best path of the beam of the search's width and depth
-  assert settings.heads.lookahead.describe() == "beam B=2 H=8"
+  # ida's value targets: the return of the model's greedy path (a width-1 beam)
+  assert settings.heads.lookahead.describe() == "beam B=1 H=8 task"
   assert settings.heads.eod_id == settings.tokenizer.eod_id
+
+
+def test_the_task_reward_of_path_star_needs_edge_tokens(tmp_path):
+  config = tiny_path_star(tmp_path)
+  config.data.options.edge_tokens = False
+  config.lookahead.kind, config.lookahead.reward = "mcts", "task"
+  assert _error(config).startswith("path_star's task return reads edge-token answers; set "
+                                   "data.options.edge_tokens=True")
 
 
 def test_the_path_star_rho_experiment_is_path_stars_baseline_with_the_mask_spectrum(tmp_path):

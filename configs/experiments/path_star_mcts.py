@@ -19,15 +19,25 @@ test graphs, each against the best horizon-1 sharpening (the control is the same
 both); `--config.lookahead.policy=visits` scores the visit distribution instead.
 
 Runs (EXPERIMENTS): "none", the baseline (MCTS only in the evaluation and as the
-monitor's stunting lookahead); "distill", the policy trained toward the mixture of p and
-q_MCTS at every answer token (loss + KL(q~_MCTS || p)): AlphaZero-style improvement with
-the search as the teacher; its G over training (the monitor's, beam as the dev
-lookahead) shows whether the search is being learned inside. Without a value head the
-search values a leaf by the model's own next-token log-prob (mcts.py). "ida", distill
-with the value and is-done heads trained beside the policy (heads.py): the value toward
-the best H-token beam score from each answer token (a distilled value, so the search's
-leaves see H tokens further), the done head toward the answer's end; the search values
-its leaves and ends its paths with them, so the teacher improves as the heads learn.
+monitor's stunting lookahead, rewarded by log-probabilities); "distill", the policy
+trained toward the mixture of p and q_MCTS at every answer token (loss + KL(q~_MCTS ||
+p)): AlphaZero-style improvement with the search as the teacher; its G over training (the
+monitor's, beam as the dev lookahead) shows whether the search is being learned inside.
+"ida", distill with the value and is-done heads trained beside the policy (heads.py): the
+value toward the task's return of the model's own greedy H-token continuation from each
+answer token, the done head toward the answer's end; the search values its leaves and
+ends its paths with them, so the teacher improves as the heads learn.
+
+distill and ida reward the search with the task's return (`lookahead.reward = "task"`,
+mcts.py): a path that ends earns 1 when the answer, its tokens so far and the path up to
+END_PATH, walks the prompt's edges from the source to the goal, else 0; a step earns
+nothing, and without a value head (distill) an unfinished leaf is worth 0. Why: rewarded
+by the model's own log-probabilities, the search only amplifies what the policy already
+believes, and three IDA runs trained toward it learned to end the path at its first step
+(first-step accuracy 0.0-0.016 against the baseline's 0.52, docs/results.md, MCTS). The
+tree (H - 1 = 7 tokens) holds the longest answer, max_arm = 5 edges and END_PATH, so
+every search can reach an ending. The evaluation's MCTS rewards by the return too (its
+beam, the monitor's dev beam and the baseline's search by log-probabilities).
 Cost: the distill step runs the search at every answer token, about 9 s a step on a
 2-core CPU shared at a load average of 10 (docs/results.md), and ida's also a beam of
 the search's width and depth for the value targets (4-10 s a step at a load of 8-10), so the
@@ -54,9 +64,12 @@ def get_config(mode: str = "none"):
   config.eval.at_end = False
   config = config_lib.experiment(config, "distill" if mode == "ida" else mode)
   if mode != "none":
-    # Trained toward the search, paths that end at EOS are compared at their mean
-    # log-prob per token over H (mcts.py): summed, ending early is cheaper than any walk,
-    # and the policy learned to end the path at its first step (docs/results.md, MCTS).
+    # Trained toward the search, the search is rewarded by the task's return (module
+    # docstring): rewarded by log-probabilities, the policy learned to end the path at its
+    # first step (docs/results.md, MCTS). Its tree, H - 1 tokens, holds the longest answer.
+    config.lookahead.reward = "task"
+    # The beams (the dev lookahead's, the value targets' greedy path) compare paths that
+    # end early at their mean log-prob per token over H.
     config.lookahead.length_penalty = 1.0
   config.model.value_head = config.model.done_head = mode == "ida"
   config.monitor.dev_kind = "beam"  # the dev lookahead: beam of the same width and horizon

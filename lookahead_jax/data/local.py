@@ -145,6 +145,10 @@ class Testbed:
   judge_columns:    the generation table's columns of the judge's figures: (key, header,
                     format) each.
   marked_probe:     the probes also read the activations before each marked target.
+  task_return:      options -> the task's return of an answer, for `lookahead.reward =
+                    "task"` (a hashable pure JAX function (prefix [T], anchor [], path [D])
+                    -> [] float32 with `end_id`, the token that ends an answer; path_star.py's
+                    `GoalReturn`), or None: the testbed has no return.
   """
 
   name: str
@@ -158,6 +162,7 @@ class Testbed:
                   dict[str, np.ndarray]] | None = None
   judge_columns: tuple[tuple[str, str, str], ...] = ()
   marked_probe: bool = False
+  task_return: Callable[..., Any] | None = None
 
   @property
   def own_vocabulary(self) -> bool:

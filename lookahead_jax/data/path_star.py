@@ -53,6 +53,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -532,8 +533,64 @@ def judge(tok: PathStarTokenizer, records: Sequence[Mapping[str, Any]],
                               for r, c in zip(records, continuations)], np.float64)}
 
 
+# ----------------------------------------------------------------------------- task return
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalReturn:
+  """The task's return of an answer (edge_tokens layout), a pure JAX function: 1.0 when
+  the answer, up to its END_PATH, is a chain of the prompt's edges from the query's
+  source to its goal, else 0.0. Hashable by value (it rides in the static `Lookahead`).
+
+  end_id: the token that ends an answer (END_PATH); a search ends a path there.
+  """
+
+  num_nodes: int
+  end_id: int = PathStarTokenizer.END_PATH
+
+  def __call__(self, prefix, anchor, path):
+    """prefix [T] int32: the anchor's own document (-1 elsewhere; mcts.Context), of which
+    nothing after the anchor is read; anchor []: its index; path [D] int32: the tokens
+    after it (-1 where there are none). The answer is prefix's tokens after the PATH
+    marker up to the anchor, then `path`; it is judged up to its first END_PATH (none, or
+    an anchor before the PATH marker: 0).
+    """
+    tok = PathStarTokenizer
+    t, d = prefix.shape[0], path.shape[0]
+    slots = jnp.arange(t)
+    query = jnp.max(jnp.where((slots <= anchor) & (prefix == tok.QUERY), slots, -1))
+    source, goal = (prefix[jnp.clip(query + i, 0, t - 1)] - tok._FIRST_NODE for i in (1, 2))
+    start = query + 4  # the first answer token (after "? s g :")
+    given = jnp.maximum(anchor + 1 - start, 0)  # answer tokens of the prefix
+    i = jnp.arange(t + d)
+    answer = jnp.where(i < given, prefix[jnp.clip(start + i, 0, t - 1)],
+                       jnp.where(i - given < d, path[jnp.clip(i - given, 0, d - 1)], -1))
+    end = jnp.argmax(answer == self.end_id)
+    body = i < end
+    first_edge = tok._FIRST_NODE + self.num_nodes
+    edge = answer - first_edge
+    u, v = edge // self.num_nodes, edge % self.num_nodes
+    listed = jnp.any((answer[:, None] == prefix[None]) & (slots < query)[None], axis=1)
+    chained = jnp.concatenate([u[:1] == source, u[1:] == v[:-1]])
+    ok = jnp.all(jnp.where(body, (edge >= 0) & (edge < self.num_nodes ** 2) & listed & chained,
+                           True))
+    ok &= (query >= 0) & (anchor >= start - 1) & (answer[end] == self.end_id) & (end > 0)
+    ok &= v[jnp.maximum(end - 1, 0)] == goal
+    return ok.astype(jnp.float32)
+
+
+def task_return(**options: Any) -> GoalReturn:
+  """The return of the dataset built with these builder options (edge_tokens only)."""
+  tok = tokenizer(**options)
+  if not tok.edge_tokens:
+    raise ValueError("path_star's task return reads edge-token answers; set "
+                     "data.options.edge_tokens=True (or lookahead.reward='log_prob')")
+  return GoalReturn(num_nodes=tok.num_nodes)
+
+
 TESTBED = local.Testbed(
     name=NAME, builder=PathStar, tokenizer=tokenizer, longest_document=longest_document,
     mark_groups=lambda tok, targets, marks: goal_depths(np.asarray(targets), np.asarray(marks),
                                                         tok.END_PATH),
-    judge=judge, judge_columns=(("goal", "reaches goal", ".3f"),), marked_probe=True)
+    judge=judge, judge_columns=(("goal", "reaches goal", ".3f"),), marked_probe=True,
+    task_return=task_return)

@@ -26,5 +26,16 @@ def own_vocabulary(dataset: str) -> bool:
   return testbed is not None and testbed.own_vocabulary
 
 
+def task_return(dataset: str, **options):
+  """The testbed's return of an answer (`Testbed.task_return`) for its builder options; a
+  one-line ValueError for data without one."""
+  testbed = get(dataset)
+  if testbed is None or testbed.task_return is None:
+    with_one = [name for name, t in TESTBEDS.items() if t.task_return]
+    raise ValueError(f"lookahead.reward='task': {dataset} has no task return (testbeds with "
+                     f"one: {', '.join(with_one)}); use lookahead.reward='log_prob'")
+  return testbed.task_return(**options)
+
+
 def own_vocabulary_names() -> list[str]:
   return [name for name, t in TESTBEDS.items() if t.own_vocabulary]

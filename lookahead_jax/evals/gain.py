@@ -26,7 +26,6 @@ G_vs_width.png. A masked model (objective.kind="spectrum") is read in its causal
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import time
@@ -77,7 +76,7 @@ def batch_cache(params, batch, rng, beta, *, config: model_lib.Config,
                                     segment_ids=batch["segment_ids"])
   found = lookahead_lib.paths_from_pass(params, logits, cache, batch["positions"],
                                         batch["segment_ids"], rng, beta, batch["weights"] > 0,
-                                        config=config, lookahead=lookahead)
+                                        batch["inputs"], config=config, lookahead=lookahead)
   log_p = jax.nn.log_softmax(logits)
   score, first = jax.lax.top_k(log_p, control_width)
   control = lookahead_lib.Paths(first=first.astype(jnp.int32), score=score, valid=found.valid)
@@ -248,7 +247,7 @@ class Evaluator(evals.Base):
     rows, hist = [], {}
     start = time.time()
     for kind, width, horizon in runs:
-      la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
+      la = settings.lookahead.as_kind(kind, width=width, horizon=horizon)
       step = batch_step(model_cfg, ev, la)
       val = split_pass(step, params, batches(ev.validation_split), rng, settings.mixture.beta,
                        mesh, progress, groups)
@@ -337,7 +336,7 @@ class Evaluator(evals.Base):
         next(iter(eval_batches(settings, ev.validation_split))),
         sharding.batch_sharding(context.mesh))
     for kind, width, horizon in settings_grid(ev):
-      la = dataclasses.replace(settings.lookahead, kind=kind, width=width, horizon=horizon)
+      la = settings.lookahead.as_kind(kind, width=width, horizon=horizon)
       ahead.warm(batch_step(model_cfg, ev, la), params,
                  aot.abstract(batch), jax.random.fold_in(jax.random.key(ev.seed), 0),
                  settings.mixture.beta)

@@ -48,7 +48,6 @@ over the graphs for every seed and both modes (stats.paired_bootstrap_diff).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import json
@@ -191,8 +190,8 @@ def _decoder_calls(params, graphs, tok, settings: Settings, beam_size: int,
                dict(common, beam_size=beam_size)),
       "sample": (decoding.generate, (params, prompts, key, lengths, 1.0), common)}
   if amplified is not None:
-    la = dataclasses.replace(settings.lookahead, kind=amplified["kind"],
-                             width=amplified["width"], horizon=amplified["horizon"])
+    la = settings.lookahead.as_kind(amplified["kind"], width=amplified["width"],
+                                    horizon=amplified["horizon"])
     calls["amplified"] = (
         lookahead_lib.sample_amplified,
         (params, prompts, key, lengths, amplified["temperature"], amplified["lam"],

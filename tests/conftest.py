@@ -4,12 +4,7 @@ import os
 import tempfile
 
 # 8 simulated CPU devices for the sharding tests; set before jax initialises its backend.
-# LLVM at -O0: the suite's time is mostly compiling (on a cold cache, 2,656 of 3,856 worker
-# seconds), and -O0 compiles a stunted train step in about half the time (6-8 s against
-# 12-14 s) with the same results (its loss and parameters bit for bit). The processes tests
-# start inherit it, so what a test compares is compiled alike.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # One persistent compilation cache for the test workers and the processes tests start
 # (the same tiny train step is compiled by many `lookahead-jax` subprocesses).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",

@@ -67,7 +67,7 @@ def test_the_tiny_config_is_valid(config):
     ({"lookahead.reward": "task"}, "lookahead.reward='task': the task's return rewards MCTS's "
                                    "search: set lookahead.kind='mcts'"),
     ({"lookahead.kind": "mcts", "lookahead.reward": "task"},
-     "lookahead.reward='task': rhyme has no task return (testbeds with one: path_star); use "
+     "lookahead.reward='task': rhyme has no task return (testbeds with one: path_star, tsp); use "
      "lookahead.reward='log_prob'"),
     ({"lookahead.scheme": "mean"}, "lookahead.scheme='mean': use one of sum, max"),
     ({"lookahead.lam": 1.0}, "lookahead.lam=1.0: must be in [0, 1) for a linear mixture"),

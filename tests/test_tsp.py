@@ -114,3 +114,55 @@ def test_tsp_continuations_are_judged_by_validity_and_optimality_gap():
   np.testing.assert_array_equal(got["valid"], [1, 1, 0, 0])
   np.testing.assert_allclose(got["gap"][:2], [0.0, tsp.optimality_gap(coords, [0, 2, 1, 3])])
   assert got["gap"][1] > 0 and np.isnan(got["gap"][2:]).all()
+
+
+# ----------------------------------------------------------------------------- task return
+
+
+def _tour_return(reward, row, start, anchor, path):
+  """The task's return of `path` after `anchor` in `row`, whose own document begins at
+  `start` (what comes before it masked as paths_from_pass masks other documents)."""
+  import jax
+  import jax.numpy as jnp
+
+  prefix = np.where(np.arange(len(row)) >= start, row, -1).astype(np.int32)
+  path = np.asarray(list(path) + [-1] * (12 - len(path)), np.int32)
+  return float(jax.jit(reward)(jnp.asarray(prefix), jnp.asarray(anchor), jnp.asarray(path)))
+
+
+def test_the_task_return_is_the_optimum_over_the_tours_length_and_zero_for_no_tour():
+  tok = tsp.TspTokenizer(grid_size=16, max_cities=7)
+  reward = tsp.task_return(levels=(5, 7), grid_size=16)
+  assert reward == tsp.TourReturn(grid_size=16, max_cities=7)
+  rng = np.random.default_rng(0)
+  for n in (5, 7):  # a level below max_cities: the absent cities lengthen no tour
+    coords = tsp.sample_coords(rng, 3, n, 16)
+    best = tsp_tours.held_karp(coords)[1]
+    other = tok.examples(tsp.sample_coords(rng, 1, 5, 16), None)[0][0]
+    for c, length in zip(coords, best):
+      prompt = tok.examples(c[None], None)[0][0]
+      row = np.concatenate([[1], other, [1], prompt, [1] * 13])
+      start, sep = len(other) + 2, len(other) + 1 + len(prompt)
+      for tour in (rng.permutation(n), np.arange(n)):
+        expected = length / tsp.tour_length(c, tour)
+        got = _tour_return(reward, row, start, sep, tok.encode_tour(tour) + [1, 9, 9])
+        np.testing.assert_allclose(got, min(expected, 1.0), rtol=1e-5)
+      tour = list(rng.permutation(n))
+      # The tour so far is read from the row up to the anchor, never past it.
+      given = np.concatenate([row[:sep + 1], tok.encode_tour(tour[:2]), [9] * 20])[:len(row)]
+      rest = tok.encode_tour(tour[2:]) + [1]
+      whole = _tour_return(reward, row, start, sep, tok.encode_tour(tour) + [1])
+      assert _tour_return(reward, given, start, sep + 2, rest) == whole > 0
+      wrong = [tok.encode_tour(tour[:-1]) + [1],  # a city short, ended
+               tok.encode_tour(tour[:1] + tour[:-1]) + [1],  # a city twice
+               tok.encode_tour(tour)]  # never ends
+      if n < tok.max_cities:  # a city the prompt does not have
+        wrong.append(tok.encode_tour(tour[:-1] + [n]) + [1])
+      for ids in wrong:
+        assert _tour_return(reward, row, start, sep, ids) == 0.0, ids
+      assert _tour_return(reward, row, start, sep - 1, tok.encode_tour(tour) + [1]) == 0.0
+
+
+def test_the_task_return_refuses_prompts_too_large_to_solve_exactly():
+  with pytest.raises(ValueError, match="levels"):
+    tsp.task_return(levels=(11,))

@@ -148,7 +148,7 @@ class Testbed:
   task_return:      options -> the task's return of an answer, for `lookahead.reward =
                     "task"` (a hashable pure JAX function (prefix [T], anchor [], path [D])
                     -> [] float32 with `end_id`, the token that ends an answer; path_star.py's
-                    `GoalReturn`), or None: the testbed has no return.
+                    `GoalReturn`, tsp.py's `TourReturn`), or None: the testbed has no return.
   """
 
   name: str

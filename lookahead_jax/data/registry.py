@@ -31,7 +31,7 @@ def task_return(dataset: str, **options):
   one-line ValueError for data without one."""
   testbed = get(dataset)
   if testbed is None or testbed.task_return is None:
-    with_one = [name for name, t in TESTBEDS.items() if t.task_return]
+    with_one = sorted(name for name, t in TESTBEDS.items() if t.task_return)
     raise ValueError(f"lookahead.reward='task': {dataset} has no task return (testbeds with "
                      f"one: {', '.join(with_one)}); use lookahead.reward='log_prob'")
   return testbed.task_return(**options)

@@ -37,6 +37,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
@@ -51,6 +52,8 @@ _REL_TOL = 1e-9  # two tour lengths closer than this (relative) are equal
 # cells per instance), at most _MAX_BATCH; about 150 MB of tables at any n.
 _BATCH_CELLS = 1 << 21
 _MAX_BATCH = 8192
+# The task return solves each prompt exactly (Held-Karp over 2^(max_cities-1) subsets).
+_MAX_RETURN_CITIES = 10
 
 
 def sample_coords(rng: np.random.Generator, count: int, num_cities: int,
@@ -406,6 +409,85 @@ def judge(tok: TspTokenizer, records: Sequence[Mapping[str, Any]],
   return {"valid": np.asarray(valid), "gap": np.asarray(gap)}
 
 
+# ----------------------------------------------------------------------------- task return
+
+
+def _optimal_length(coords):
+  """[] float32: the shortest closed tour through coords float32 [N, 2] (Held-Karp over
+  tsp_tours' subset layers, unrolled at trace time)."""
+  dist = jnp.sqrt(jnp.sum(jnp.square(coords[:, None] - coords[None]), axis=-1))
+  m = coords.shape[0] - 1  # cities 1 .. N-1 are bits 0 .. m-1
+  into = dist[1:, 1:].T  # [j, k] = d(city k+1, city j+1)
+  cost = jnp.full((1 << m, m), jnp.inf).at[1 << np.arange(m), np.arange(m)].set(dist[0, 1:])
+  for masks, js, prevs in tsp_tours._layers(m):
+    cost = cost.at[masks, js].set(jnp.min(cost[prevs] + into[js], axis=1))
+  return jnp.min(cost[-1] + dist[1:, 0])
+
+
+@dataclasses.dataclass(frozen=True)
+class TourReturn:
+  """The task's return of an answer, a pure JAX function: the optimal tour's length over
+  the answer's, in (0, 1] (1: an optimal tour), when the answer, up to its EOD, visits
+  each of the prompt's n cities exactly once; else 0.0. (The issue's "minus the length
+  relative to the optimum", as the ratio: returns and the value head's targets are in
+  [0, 1] on every testbed, heads.py.) The optimum is solved from the prompt's
+  coordinates (cities past n sit on city 0, which lengthens no tour). Hashable by value.
+
+  end_id: the token that ends an answer (EOD); a search ends a path there.
+  """
+
+  grid_size: int
+  max_cities: int
+  end_id: int = TspTokenizer.EOD
+
+  def __call__(self, prefix, anchor, path):
+    """prefix [T] int32: the anchor's own document (-1 elsewhere; mcts.Context), of which
+    nothing after the anchor is read; anchor []: its index; path [D] int32: the tokens
+    after it (-1 where there are none). The answer is prefix's tokens after the separator
+    up to the anchor, then `path` (an anchor before the separator: 0)."""
+    tok = TspTokenizer(self.grid_size, self.max_cities)
+    t, d, big_n = prefix.shape[0], path.shape[0], self.max_cities
+    slots = jnp.arange(t)
+    sep = jnp.max(jnp.where((slots <= anchor) & (prefix == tok.SEP), slots, -1))
+    # The prompt's triples "x y c", read at each city token c before the separator.
+    city = prefix - tok._first_city
+    triple = (slots < sep) & (slots >= 2) & (city >= 0) & (city < big_n)
+    xy = jnp.stack([prefix[jnp.maximum(slots - 2, 0)] - tok._FIRST_X,
+                    prefix[jnp.maximum(slots - 1, 0)] - tok._first_y], axis=-1)
+    of = triple[None] & (city[None] == jnp.arange(big_n)[:, None])  # [N, T]
+    present = jnp.any(of, axis=1)
+    coords = jnp.sum(jnp.where(of[..., None], xy[None], 0), axis=1).astype(jnp.float32)
+    coords = jnp.where(present[:, None], coords, coords[0])
+    n = jnp.sum(present)
+    # The answer: the tour tokens given before the anchor, then the path.
+    start = sep + 1
+    given = jnp.maximum(anchor + 1 - start, 0)
+    i = jnp.arange(big_n + 1)
+    answer = jnp.where(i < given, prefix[jnp.clip(start + i, 0, t - 1)],
+                       jnp.where(i - given < d, path[jnp.clip(i - given, 0, d - 1)], -1))
+    end = jnp.argmax(answer == self.end_id)
+    stop = answer - tok._first_city
+    visits = jnp.sum((i[:, None] < end) & (stop[:, None] == jnp.arange(big_n)), axis=0)
+    ok = (sep >= 0) & (anchor >= sep) & (answer[end] == self.end_id) & (end == n)
+    ok &= jnp.all(visits == present)
+    here = coords[jnp.clip(stop, 0, big_n - 1)]
+    after = here[jnp.where(i + 1 < n, i + 1, 0)]
+    length = jnp.sum(jnp.where(i < n, jnp.linalg.norm(after - here, axis=-1), 0.0))
+    ratio = jnp.minimum(_optimal_length(coords) / jnp.maximum(length, 1e-6), 1.0)
+    return jnp.where(ok, ratio, 0.0).astype(jnp.float32)
+
+
+def task_return(**options: Any) -> TourReturn:
+  """The return of the dataset built with these builder options."""
+  tok = tokenizer(**options)
+  if tok.max_cities > _MAX_RETURN_CITIES:
+    raise ValueError(f"tsp's task return solves every prompt exactly (Held-Karp, "
+                     f"2^(n-1) subsets); max(data.options.levels)={tok.max_cities} > "
+                     f"{_MAX_RETURN_CITIES}: use smaller levels or lookahead.reward='log_prob'")
+  return TourReturn(grid_size=tok.grid_size, max_cities=tok.max_cities)
+
+
 TESTBED = local.Testbed(name=NAME, builder=Tsp, tokenizer=tokenizer,
                         longest_document=longest_document, judge=judge,
-                        judge_columns=(("valid", "valid tour", ".3f"), ("gap", "gap", ".3f")))
+                        judge_columns=(("valid", "valid tour", ".3f"), ("gap", "gap", ".3f")),
+                        task_return=task_return)

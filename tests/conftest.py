@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models whose compiled functions every test module reuses."""
 
+import gc
 import os
 import tempfile
 
@@ -20,6 +21,18 @@ from lookahead_jax import model as model_lib
 from lookahead_jax import sharding
 
 sharding.set_cpu_compiler_flags()  # as every command does, before JAX starts its backends
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops every compiled program when a test module ends (the next module loads what it
+  shares from the persistent cache). XLA:CPU maps each program's code in many small
+  pieces, about 1,000 memory maps a train step; a worker that kept the programs of a
+  whole run passed the kernel's limit of 65,530 maps (vm.max_map_count) and crashed in
+  CI; one module, test_stunting.py, peaks at about 32,000 maps."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -412,11 +412,10 @@ def judge(tok: TspTokenizer, records: Sequence[Mapping[str, Any]],
 # ----------------------------------------------------------------------------- task return
 
 
-def _optimal_length(coords):
-  """[] float32: the shortest closed tour through coords float32 [N, 2] (Held-Karp over
+def _optimal_length(dist):
+  """[] float32: the shortest closed tour of the distances dist [N, N] (Held-Karp over
   tsp_tours' subset layers, unrolled at trace time)."""
-  dist = jnp.sqrt(jnp.sum(jnp.square(coords[:, None] - coords[None]), axis=-1))
-  m = coords.shape[0] - 1  # cities 1 .. N-1 are bits 0 .. m-1
+  m = dist.shape[0] - 1  # cities 1 .. N-1 are bits 0 .. m-1
   into = dist[1:, 1:].T  # [j, k] = d(city k+1, city j+1)
   cost = jnp.full((1 << m, m), jnp.inf).at[1 << np.arange(m), np.arange(m)].set(dist[0, 1:])
   for masks, js, prevs in tsp_tours._layers(m):
@@ -470,10 +469,10 @@ class TourReturn:
     visits = jnp.sum((i[:, None] < end) & (stop[:, None] == jnp.arange(big_n)), axis=0)
     ok = (sep >= 0) & (anchor >= sep) & (answer[end] == self.end_id) & (end == n)
     ok &= jnp.all(visits == present)
-    here = coords[jnp.clip(stop, 0, big_n - 1)]
-    after = here[jnp.where(i + 1 < n, i + 1, 0)]
-    length = jnp.sum(jnp.where(i < n, jnp.linalg.norm(after - here, axis=-1), 0.0))
-    ratio = jnp.minimum(_optimal_length(coords) / jnp.maximum(length, 1e-6), 1.0)
+    dist = jnp.sqrt(jnp.sum(jnp.square(coords[:, None] - coords[None]), axis=-1))
+    here = jnp.clip(stop, 0, big_n - 1)
+    length = jnp.sum(jnp.where(i < n, dist[here, here[jnp.where(i + 1 < n, i + 1, 0)]], 0.0))
+    ratio = jnp.minimum(_optimal_length(dist) / jnp.maximum(length, 1e-6), 1.0)
     return jnp.where(ok, ratio, 0.0).astype(jnp.float32)
 
 

@@ -83,6 +83,30 @@ def test_tsp_examples_are_consistent(tsp_builder, data_dir):
       assert marks.sum() == n - 2
 
 
+def test_tsp_nearest_splits_hold_the_same_instances_with_the_nearest_neighbour_tour(
+    tsp_builder, data_dir):
+  tok = builders.default_tokenizer("tsp", **TINY_TSP)
+  for split in ("train", "validation"):
+    for n in TINY_TSP["levels"]:
+      optimal = builders.data_source("tsp", f"{split}_n{n}", data_dir, **TINY_TSP)
+      nearest = builders.data_source("tsp", f"{split}_nearest_n{n}", data_dir, **TINY_TSP)
+      assert len(nearest) == len(optimal) == TINY_TSP[f"{split}_size"]
+      by_cities = {tsp.city_sets(o["coords"][None])[0]: o for o in map(optimal.__getitem__,
+                                                                          range(len(optimal)))}
+      for i in range(len(nearest)):
+        r = nearest[i]
+        o = by_cities.pop(tsp.city_sets(r["coords"][None])[0])  # the same instance
+        np.testing.assert_array_equal(r["coords"], o["coords"])
+        np.testing.assert_array_equal(r["tour"], o["tour"])  # the feature stays the optimum
+        tour = tsp_tours.nearest_neighbour(r["coords"][None])[0]
+        ids, marks = tok.examples(r["coords"][None], tour[None])
+        np.testing.assert_array_equal(r["tokens"], ids[0])
+        np.testing.assert_array_equal(r["needs_lookahead"], marks[0])
+        assert tok.decode_tour(r["tokens"][3 * n + 1:]) != o["tour"].tolist()  # filter
+  with pytest.raises(Exception, match="test_nearest_n4"):
+    builders.data_source("tsp", "test_nearest_n4", data_dir, **TINY_TSP)
+
+
 def test_tsp_splits_are_disjoint_and_per_level(tsp_builder, data_dir):
   keys = {}
   for split in ("train", "validation", "test"):

@@ -27,6 +27,12 @@ city left.
 
 Instances are kept only where the nearest-neighbour tour from city 0 is longer than the
 optimum (the source's filter: a model that learns the greedy rule gains nothing here).
+
+The training and validation instances are written a second time with the nearest-neighbour
+tour as the target (splits `train_nearest_n{n}`, `validation_nearest_n{n}`), for a
+curriculum that first teaches the model to read distances: with the optimal tour alone, a
+model stays at an index prior (c_1 = city 1) and never reads the coordinates (docs/results.md,
+"tsp"); the greedy rule's choices are local, and it learns them.
 """
 
 from __future__ import annotations
@@ -312,15 +318,19 @@ class Tsp(local.LocalBuilder):
   int32 [n] (optimal, canonical), num_cities. Lengths are not stored (TFDS keeps floats
   as float32): recompute them with tour_length / optimality_gap. Splits train/validation/
   test (all levels) and train_n{n}, validation_n{n}, test_n{n} per city count n (for a
-  curriculum; "train_n5+train_n6" reads two); no instance is in two splits. The metadata
+  curriculum; "train_n5+train_n6" reads two); no instance is in two splits. The splits
+  train_nearest_n{n} and validation_nearest_n{n} hold train_n{n}'s and validation_n{n}'s
+  instances with the nearest-neighbour tour in their tokens (a first curriculum stage). The metadata
   gives per level the share of sampled instances the filter kept (`kept_share`).
   """
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES: ClassVar[dict[str, str]] = {
       "1.0.0": "First version.",
       "2.0.0": "Each city's coordinates followed by its index token; x and y tokens of "
                "their own; 64x64 grid, 100k training instances per level.",
+      "3.0.0": "train_nearest_n{n} and validation_nearest_n{n}: the same instances with the "
+               "nearest-neighbour tour as the target.",
   }
   BUILDER_CONFIGS: ClassVar[list[TspConfig]] = [TspConfig(name="default")]
 
@@ -364,6 +374,9 @@ class Tsp(local.LocalBuilder):
       for n in cfg.levels:
         generators[f"{split}_n{n}"] = self._generate_examples(
             tok, instances[split, n], f"n{n}-")
+        if split != "test":
+          generators[f"{split}_nearest_n{n}"] = self._generate_examples(
+              tok, instances[split, n], f"n{n}-", nearest=True)
       generators[split] = self._generate_all(tok, [instances[split, n] for n in cfg.levels])
     return {k: v for k, v in generators.items() if local.split_size(k, cfg)}
 
@@ -371,10 +384,14 @@ class Tsp(local.LocalBuilder):
     for kept in levels:
       yield from self._generate_examples(tok, kept, f"n{kept.coords.shape[1]}-")
 
-  def _generate_examples(self, tok: TspTokenizer, kept: Instances, prefix: str):
+  def _generate_examples(self, tok: TspTokenizer, kept: Instances, prefix: str,
+                         nearest: bool = False):
+    """Examples of the kept instances; their tokens end in the optimal tour, or with
+    `nearest` in the nearest-neighbour tour (the `tour` feature is the optimum's)."""
     if not len(kept):
       return
-    ids, marks = tok.examples(kept.coords, kept.tours)
+    tours = tsp_tours.nearest_neighbour(kept.coords) if nearest else kept.tours
+    ids, marks = tok.examples(kept.coords, tours)
     n = kept.coords.shape[1]
     for i in range(len(kept)):
       yield f"{prefix}{i}", {"tokens": ids[i], "needs_lookahead": marks[i],

@@ -1,5 +1,7 @@
 """The curriculum: the stages it promises at each step, moving on by accuracy, resuming."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from lookahead_jax import config as config_lib
 from lookahead_jax import settings as settings_lib
 from lookahead_jax.data import builders, curriculum, pipeline
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TSP = {"levels": (4, 5, 6), "grid_size": 5, "train_size": 12, "validation_size": 2,
             "test_size": 2}
 
@@ -84,3 +87,24 @@ def test_validation_split_and_config_errors():
   config.data.curriculum_accuracy, config.train.val_every = 0.9, 0
   with pytest.raises(config_lib.ConfigError, match="set train.val_every > 0"):
     settings_lib.validate(config)
+
+
+@pytest.mark.parametrize("mode", ["none", "mix"])
+def test_tsp_experiment_trains_nearest_tours_first_and_optimal_tours_the_second_half(mode):
+  """configs/experiments/tsp.py: the nearest-neighbour stages share the first half of the
+  steps (the curriculum adds one city count a stage, `mix` has them all from the start);
+  the optimal tours of all city counts the second half, also when the steps change."""
+  module = config_lib.load_file(os.path.join(REPO, "configs", "experiments", "tsp.py"))
+  config = module.get_config(mode)
+  config.train.steps = 1200
+  stages, per_stage = config.data.curriculum, config.data.curriculum_steps
+  assert stages[-1] == "train" and per_stage * (len(stages) - 1) == 600
+  levels = [sorted(int(t.rsplit("_n", 1)[1]) for t in s.split("+")) for s in stages[:-1]]
+  assert all(t.startswith("train_nearest_n") for s in stages[:-1] for t in s.split("+"))
+  if mode == "mix":
+    assert levels == [list(module.LEVELS)]
+  else:
+    assert levels == [list(module.LEVELS[:k]) for k in range(1, len(module.LEVELS) + 1)]
+  assert [curriculum.validation_split(s, "train", "validation") for s in stages[:1]] == [
+      "validation_nearest_n5" if mode == "none" else
+      "+".join(f"validation_nearest_n{n}" for n in module.LEVELS)]

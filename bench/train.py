@@ -83,7 +83,8 @@ def make_batch(args) -> dict[str, np.ndarray]:
 def ours_step(args, model_cfg, params, batch, stunting="none", contrast="control"):
   """A function taking one of our train steps (state carried between calls) -> loss."""
   config = config_lib.base_config()
-  config.model.update(dataclasses.asdict(model_cfg))
+  config.model.update({k: v for k, v in dataclasses.asdict(model_cfg).items()
+                       if k in config.model})  # numeric_tokens is derived, not a key
   config.data.seq_len = args.seq_len
   config.stunting.mode = stunting
   config.stunting.contrast = contrast

@@ -1,9 +1,12 @@
-"""bench/runs.py: repeated benchmark runs, resumed, summarised as min / median / max."""
+"""bench/runs.py: repeated benchmark runs, resumed, summarised as min / median / max; and
+bench/train.py run end to end at tiny sizes."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
                     "runs.py")
@@ -30,3 +33,19 @@ def test_runs_summarise_every_numeric_figure_and_a_finished_run_is_not_repeated(
   assert (out / "calls").read_text() == "3"
   summary = json.loads((out / "summary.json").read_text())
   assert summary == {"ratio": {"min": 1.0, "median": 2.0, "max": 3.0, "runs": 3}}
+
+
+def test_train_bench_runs_at_tiny_sizes_and_both_sides_start_from_the_same_loss(tmp_path):
+  """bench/train.py end to end (its config building broke once when the model gained a
+  derived field): the same first loss on both sides, and every ratio written."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  out = tmp_path / "train.json"
+  subprocess.run([sys.executable, os.path.join(os.path.dirname(RUNS), "train.py"),
+                  "--layers=1", "--d_model=32", "--heads=2", "--vocab=64", "--batch=2",
+                  "--seq_len=16", "--repeats=1", "--stunting=v1_token", "--width=2",
+                  "--horizon=2", f"--json={out}"], capture_output=True, text=True, check=True)
+  figures = json.loads(out.read_text())
+  assert figures["first_loss_ours"] == pytest.approx(figures["first_loss_torch"], abs=1e-5)
+  for key in ("train_ratio", "v1_token_over_plain", "v1_token_control_over_naive"):
+    assert figures[key] > 0

@@ -16,7 +16,10 @@ gradient clipping at global norm 1, no dropout) on the same random batch:
 Tokens/s = batch x seq_len / median step time, all steps timed in alternation after a
 warm-up step. docs/design.md floor: ratio (ours / torch) >= 1. The first step's loss of both
 sides is printed as a check that they train the same model. torch uses --threads threads
-(default: every core).
+(default: every core). The step's parts are timed in the same rounds: each side's forward
+(loss only; torch under no_grad) and forward + backward, so that backward = their
+difference and the rest of the step (clipping, optimizer, state update) = step less
+forward + backward, each with its ratio.
 
 The stunted steps (--stunting, default v1_token and v3_balance) build the amplified
 targets inside the same jitted step with a B-beam, H-token lookahead (--width, --horizon,
@@ -36,8 +39,10 @@ import os
 
 import jax
 import numpy as np
+import optax
 
 from lookahead_jax import config as config_lib
+from lookahead_jax import model as model_lib
 from lookahead_jax import settings as settings_lib
 from lookahead_jax import sharding, train
 from lookahead_jax import state as state_lib
@@ -134,6 +139,39 @@ def torch_step(torch, hf, batch):
   return run
 
 
+def ours_parts(model_cfg, params, batch):
+  """Our forward (loss) and forward + backward (loss and gradients), each a function -> loss."""
+  inputs, targets, positions, segments = (jax.numpy.asarray(batch[k]) for k in (
+      "inputs", "targets", "positions", "segment_ids"))
+
+  def loss(p):
+    logits, _ = model_lib.forward(p, inputs, positions, config=model_cfg, segment_ids=segments)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+  forward, grad = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
+  return (lambda: forward(params)), (lambda: grad(params)[0])
+
+
+def torch_parts(torch, hf, batch):
+  """PyTorch's forward (under no_grad) and forward + backward, each a function -> loss."""
+  inputs = torch.from_numpy(batch["inputs"]).long()
+  targets = torch.from_numpy(batch["targets"]).long().flatten()
+  loss = lambda: torch.nn.functional.cross_entropy(
+      hf(inputs, use_cache=False).logits.flatten(0, 1), targets)
+
+  def forward():
+    with torch.no_grad():
+      return loss()
+
+  def grad():
+    hf.zero_grad(set_to_none=True)
+    value = loss()
+    value.backward()
+    return value.detach()
+
+  return forward, grad
+
+
 def main():
   args = parse_args()
   torch, _ = common.import_torch(args.threads)
@@ -147,7 +185,10 @@ def main():
   stunted = {m: ours_step(args, model_cfg, params, batch, m) for m in modes}  # with the control
   stunted.update({f"{m}_naive": ours_step(args, model_cfg, params, batch, m, "naive")
                   for m in modes})
-  times = common.compare_times({"ours": ours, "torch": theirs, **stunted}, args.repeats)
+  parts = dict(zip(("ours_forward", "ours_grad"), ours_parts(model_cfg, params, batch)))
+  parts.update(zip(("torch_forward", "torch_grad"), torch_parts(torch, hf, batch)))
+  times = common.compare_times({"ours": ours, "torch": theirs, **parts, **stunted},
+                               args.repeats)
   stunt_floor = 1.5 * (3 + args.width * (args.horizon - 1)) / 3
   tokens = args.batch * args.seq_len
   figures = {"torch_threads": args.threads, "layers": args.layers, "d_model": args.d_model,
@@ -160,6 +201,15 @@ def main():
              "first_loss_ours": first_ours, "first_loss_torch": first_torch,
              "stunting_width": args.width, "stunting_horizon": args.horizon,
              "stunting_chunk": args.chunk, "stunted_over_plain_floor": stunt_floor}
+  # Where the step's time goes: forward, backward (forward + backward less the forward),
+  # and the rest (clipping, the optimizer, the state update: step less forward + backward).
+  for side in ("ours", "torch"):
+    part = {"forward": times[f"{side}_forward"],
+            "backward": times[f"{side}_grad"] - times[f"{side}_forward"],
+            "optimizer": times[side] - times[f"{side}_grad"]}
+    figures.update({f"{name}_{side}_s": t for name, t in part.items()})
+  for name in ("forward", "backward", "optimizer"):
+    figures[f"{name}_ratio"] = figures[f"{name}_torch_s"] / figures[f"{name}_ours_s"]
   for mode in modes:
     figures[f"train_{mode}_s"] = times[mode]
     figures[f"{mode}_over_plain"] = times[mode] / times["ours"]
@@ -175,6 +225,12 @@ def main():
       [[f"train step ({args.batch}x{args.seq_len})", figures["train_ours_tok_s"],
         figures["train_torch_tok_s"], figures["train_ratio"], FLOOR,
         figures["train_ratio"] >= FLOOR]])
+  print("\nthe step's parts (backward: forward + backward less the forward; optimizer: the "
+        "step less forward + backward):")
+  common.print_table(
+      ["part", "ours ms", "torch ms", "torch / ours"],
+      [[name, 1e3 * figures[f"{name}_ours_s"], 1e3 * figures[f"{name}_torch_s"],
+        figures[f"{name}_ratio"]] for name in ("forward", "backward", "optimizer")])
   if modes:
     print(f"\nstunted step / plain step, B={args.width} H={args.horizon} chunk={args.chunk} "
           f"(ideal (3 + B(H-1)) / 3 = {stunt_floor / 1.5:.2f}):")

@@ -47,5 +47,6 @@ def test_train_bench_runs_at_tiny_sizes_and_both_sides_start_from_the_same_loss(
                   "--horizon=2", f"--json={out}"], capture_output=True, text=True, check=True)
   figures = json.loads(out.read_text())
   assert figures["first_loss_ours"] == pytest.approx(figures["first_loss_torch"], abs=1e-5)
-  for key in ("train_ratio", "v1_token_over_plain", "v1_token_control_over_naive"):
+  for key in ("train_ratio", "forward_ratio", "backward_ours_s", "v1_token_over_plain",
+              "v1_token_control_over_naive"):
     assert figures[key] > 0

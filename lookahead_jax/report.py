@@ -217,14 +217,18 @@ def eval_table(report: dict[str, Any]) -> str:
 def headline(report: dict[str, Any]) -> str:
   """The evaluation in one sentence: G of the headline setting (the validation's best that
   looks ahead, H > 1) on the tokens that need lookahead (all tokens where the testbed marks
-  none), its tau and lam beside its control's, and the gain of sharpening alone."""
+  none), its tau and lam beside its control's, and the gain of sharpening alone. Its
+  verdict is that of G's interval, except where q_H's fitted lam sits on its bound 0: then
+  q_H's mixture is p itself, and an interval of +-1e-7 nats says nothing either way."""
   b, test = report["best"], report["best"]["test"]
   part, where = (("marked", "on the tokens marked as needing lookahead")
                  if report["tokens"]["test_marked"] else ("all", "on all tokens"))
   other = (f" (all tokens {test['all']['G']:+.4f} {cell(test['all']['G_ci'], '+.4f')})"
            if part == "marked" else "")
   lo, hi = test[part]["G_ci"]
-  verdict = ("Looking ahead beats sharpening here" if lo > 0 else
+  verdict = ("No lookahead setting helps here: the best one's fitted lam is on its bound 0, "
+             "so q_H mixes nothing into p and G is float noise" if "lam=0" in b["on_bound"] else
+             "Looking ahead beats sharpening here" if lo > 0 else
              "Looking ahead does worse than sharpening here" if hi < 0 else
              "No lookahead setting beats its control here: the interval contains 0")
   h, c = _fit_text(b, ""), _fit_text(b, "control_")

@@ -115,7 +115,10 @@ def test_report_table_json_and_plots(report, capsys):
   best = result["best"]["test"]["marked"]
   first = text.splitlines()[0]
   assert first == report_lib.headline(result)
-  verdict = ("Looking ahead beats sharpening here" if best["G_ci"][0] > 0 else
+  verdict = ("No lookahead setting helps here: the best one's fitted lam is on its bound 0, "
+             "so q_H mixes nothing into p and G is float noise"
+             if "lam=0" in result["best"]["on_bound"] else
+             "Looking ahead beats sharpening here" if best["G_ci"][0] > 0 else
              "Looking ahead does worse than sharpening here" if best["G_ci"][1] < 0 else
              "No lookahead setting beats its control here: the interval contains 0")
   assert first.startswith(f"{verdict}. Lookahead-specific gain G on the tokens marked as "
@@ -158,6 +161,24 @@ def test_the_headline_never_names_a_horizon_1_row():
           {"horizon": 2, "validation_G": -0.1}, {"horizon": 1, "validation_G": 0.5}]
   assert gain.headline_row(rows) == 2  # the best that looks ahead, though below 0
   assert gain.headline_row(rows[:1] + rows[3:]) == 1  # only horizon-1 rows: the best
+
+
+def test_a_headline_whose_lookahead_mixes_nothing_in_gets_no_verdict_from_float_noise():
+  """A distill run on tsp (results/tsp/distill/seed_0): both sides fitted to lam 1e-6, on
+  the bound 0, and G +1.5e-7 [+4.9e-8, +2.7e-7]. The interval is above 0, but q_H's
+  mixture is p itself, so the headline must not say that looking ahead beats sharpening."""
+  fit = {"temperature": 2.0, "lam": 1e-6, "on_bound": ["lam=0"]}
+  best = {"kind": "beam", "width": 4, "horizon": 4, "scheme": "sum", "mixture": "loglinear",
+          **fit, **{"control_" + k: v for k, v in fit.items()}, "control_width": 1,
+          "test_helps": 0.19,
+          "test": {"marked": {"G": 1.5e-7, "G_ci": [4.9e-8, 2.7e-7], "gain": -9.1e-8,
+                              "control": -2.4e-7},
+                   "all": {"G": 1e-8, "G_ci": [0.0, 2e-8]}}}
+  report = {"best": best, "tokens": {"test_marked": 5225}}
+  assert report_lib.headline(report).startswith(
+      "No lookahead setting helps here: the best one's fitted lam is on its bound 0")
+  best["on_bound"] = []  # the same interval where q_H does mix in: the interval's verdict
+  assert report_lib.headline(report).startswith("Looking ahead beats sharpening here")
 
 
 def test_group_intervals_resample_rows():

@@ -492,18 +492,19 @@ def gain(log_ref_target, log_mix_target, weights):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "lookahead", "max_new_tokens", "scheme",
-                                             "mixture", "pad_id"))
+                                             "mixture", "pad_id", "greedy"))
 def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0, lam=0.5,
                      beta=1.0, *, config: model_lib.Config, lookahead: Lookahead,
                      max_new_tokens: int, scheme: str = "sum", mixture: str = "linear",
-                     pad_id: int = 0) -> Array:
+                     pad_id: int = 0, greedy: bool = False) -> Array:
   """Samples each next token from the mixture p~ of the naive and the amplified model.
 
   prompts [b, P] int32 (left-padded, see decoding.prefill) -> tokens [b, max_new_tokens].
   At every step the lookahead runs from the generated prefix (its decode cache is the
   shared prefix) and gives q; the token is drawn from p~ = mix(p, q, lam). After a row's
   lookahead.eos_id, pad_id. temperature: tau of q. The task reward reads the prompt and
-  the tokens drawn so far.
+  the tokens drawn so far. greedy: p~'s most probable token instead of a draw (with lam 1,
+  the lookahead's own choice: a planner's move).
   """
   b = prompts.shape[0]
   # One slot more than the tokens fed back: the loop also feeds the last drawn token, so
@@ -529,7 +530,9 @@ def sample_amplified(params, prompts, rng, prompt_lengths=None, temperature=1.0,
     found = Paths(first=first[:, None], score=score[:, None],
                   valid=(position - 1 + lookahead.horizon <= config.max_len)[:, None])
     log_q = amplify(found, temperature, scheme).dense(log_p[:, None])[:, 0]
-    token = jax.random.categorical(sample_key, mix(log_p, log_q, lam, mixture))
+    log_mix = mix(log_p, log_q, lam, mixture)
+    token = (jnp.argmax(log_mix, axis=-1) if greedy
+             else jax.random.categorical(sample_key, log_mix))
     token = jnp.where(done, pad_id, token.astype(jnp.int32))
     done = done | (token == eos) if eos is not None else done
     return token, out.at[:, i].set(token), done

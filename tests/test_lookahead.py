@@ -325,6 +325,26 @@ def test_amplified_sampling_with_one_mcts_child_and_all_weight_on_q_is_greedy(
   np.testing.assert_array_equal(amplified, greedy)
 
 
+def test_amplified_decoding_takes_the_mixtures_most_probable_token(tiny_config, tiny_params):
+  prompts = jax.random.randint(jax.random.key(8), (3, 5), 0, tiny_config.vocab_size)
+  greedy = decoding.generate(tiny_params, prompts, jax.random.key(0), config=tiny_config,
+                             max_new_tokens=6)
+  search = la_lib.Lookahead(kind="mcts", width=4, horizon=3)
+  decode = functools.partial(la_lib.sample_amplified, tiny_params, prompts, config=tiny_config,
+                             lookahead=search, max_new_tokens=6, greedy=True)
+  # No weight on q: p's argmax, whatever the key.
+  for key in (1, 2):
+    np.testing.assert_array_equal(decode(jax.random.key(key), None, 1.0, 0.0), greedy)
+  # All weight on q: the search's own move, the same for every key (the search is
+  # deterministic), and a draw from the same mixture differs from it somewhere.
+  planned = decode(jax.random.key(1), None, 1.0, 1.0)
+  np.testing.assert_array_equal(decode(jax.random.key(2), None, 1.0, 1.0), planned)
+  drawn = [la_lib.sample_amplified(tiny_params, prompts, jax.random.key(k), None, 1.0, 1.0,
+                                   config=tiny_config, lookahead=search, max_new_tokens=6)
+           for k in range(4)]
+  assert any(not np.array_equal(d, planned) for d in drawn)
+
+
 def test_amplified_sampling_stops_at_eos(tiny_config, tiny_params):
   prompts = jax.random.randint(jax.random.key(9), (4, 5), 0, tiny_config.vocab_size)
   lookahead = la_lib.Lookahead(kind="smc", width=3, horizon=2, eos_id=3)

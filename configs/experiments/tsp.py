@@ -22,9 +22,10 @@ stays at an index prior); the greedy rule's local choices teach it to. `mix`
 same optimal stage: the comparison over city counts the source asks for.
 
 The evaluation prints, per city count, the mean optimality gap with 95% intervals of the
-model's greedy, beam (4) and amplified tours beside nearest neighbour, farthest and
-random insertion on the same 1,000 test instances, and G of beam lookahead (B 4, H 4) on
-the marked tour tokens (the cities chosen while more than one is left).
+model's greedy, beam (4), amplified and MCTS (K 4, H 4, 12 model calls a step) tours beside
+nearest neighbour, farthest and random insertion on the same 1,000 test instances, and G
+of beam lookahead (B 4, H 4) on the marked tour tokens (the cities chosen while more than
+one is left).
 
 What the run shows (docs/results.md "tsp"; record results/tsp/none/seed_0): 2,182 s of
 training alone on the 2 cores (0.67 s a step, 738k instances seen), then 7 minutes of

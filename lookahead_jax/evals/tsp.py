@@ -9,6 +9,11 @@ triples + the separator, and the next n tokens are read as the tour. Methods:
   amplified           sampling from the mixture of the model and its beam lookahead
                       (lookahead.*: kind, width, horizon, temperature, lam, scheme,
                       mixture), the sampler of evals/generation.py
+  mcts                MCTS as the planner (mcts.py; lookahead.* as kind "mcts": K = its
+                      width children a node, a tree H-1 deep, its simulations, policy and
+                      reward): at every step the city q_MCTS weighs most, the search's own
+                      move (lam 1, no draw); at the default budget as many model calls a
+                      step as beam lookahead's
   nearest_neighbour,
   farthest_insertion,
   random_insertion    the heuristics of data/tsp_tours.py, no model
@@ -32,7 +37,7 @@ from lookahead_jax.data import builders, registry, tsp, tsp_tours
 from lookahead_jax.settings import Settings
 
 NAME = tsp.NAME
-MODEL_METHODS = ("greedy", "beam", "amplified")
+MODEL_METHODS = ("greedy", "beam", "amplified", "mcts")
 METHODS = MODEL_METHODS + tuple(tsp_tours.HEURISTICS)
 
 
@@ -65,8 +70,12 @@ def model_tours(params, coords: np.ndarray, settings: Settings) -> dict[str, np.
       params, prompts, rng, None, mix.temperature, mix.lam, mix.beta, config=model_cfg,
       lookahead=settings.lookahead, max_new_tokens=n, scheme=mix.scheme, mixture=mix.mixture,
       pad_id=tok.pad_id)
+  searched = lookahead_lib.sample_amplified(
+      params, prompts, rng, None, 1.0, 1.0, mix.beta, config=model_cfg,
+      lookahead=settings.lookahead.as_kind("mcts"), max_new_tokens=n, pad_id=tok.pad_id,
+      greedy=True)
   return {"greedy": np.asarray(greedy), "beam": np.asarray(beams.sequences[:, 0]),
-          "amplified": np.asarray(amplified)}
+          "amplified": np.asarray(amplified), "mcts": np.asarray(searched)}
 
 
 def gaps(coords: np.ndarray, optimal: np.ndarray, tours: np.ndarray) -> np.ndarray:
